@@ -1,0 +1,1 @@
+"""corral.backends: storage backends (memory now; Redis to follow)."""

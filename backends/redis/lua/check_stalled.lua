@@ -1,0 +1,64 @@
+--[[
+  check_stalled: one two-phase stalled check, throttled across all checkers of the queue by
+  the stalled-check key.
+
+  Phase 2 recovers the jobs marked by the previous check whose lock no longer exists, oldest
+  activation first: stc + 1, then back to the front of wait (events "waiting", "stalled"), or
+  failed with "job stalled more than allowable limit" when stc > max_stalled_count (the job's
+  own removeOnFail applies). Phase 1 then marks every active job.
+
+  KEYS: wait active failed stalled stalled-check marker events meta
+  ARGV:
+    1  base: "<prefix>:<queue>:"
+    2  max_stalled_count
+    3  throttle TTL for PX (ms)
+    4  now (ms)
+    5  the failure reason for jobs over the limit
+  Returns: {ran (1/0), {recovered ids}, {failed ids}}
+  Transitions: RECOVER_STALLED, FAIL, TRIM
+]]
+--- @include "common"
+
+if redis.call('EXISTS', K.stalled_check) == 1 then
+  return {0, {}, {}}
+end
+local max_stalled, now, reason = tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5]
+redis.call('SET', K.stalled_check, num(now), 'PX', ARGV[3])
+
+local marked = {}
+for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
+  marked[id] = true
+end
+redis.call('DEL', K.stalled)
+
+-- A marked job still in `active` has not left it since it was marked (every way out removes
+-- the mark), so the active list gives the marked jobs in their order of activation.
+local recovered, failed = {}, {}
+local active = redis.call('LRANGE', K.active, 0, -1)
+for i = #active, 1, -1 do
+  local id = active[i]
+  if marked[id] and redis.call('EXISTS', lock_key(id)) == 0 then
+    redis.call('LREM', K.active, 1, id)
+    local stalled_count = redis.call('HINCRBY', job_key(id), 'stc', 1)
+    if stalled_count > max_stalled and not PLANTED['no-stall-limit'] then
+      local count, age_ms = keep_from(job_opts(id).removeOnFail)
+      finish_failed(id, reason, count, age_ms, now)
+      failed[#failed + 1] = id
+    else
+      moved(id, 'RECOVER_STALLED', 'active')
+      push_wait(id, true)
+      emit('waiting', 'jobId', id, 'prev', 'active')
+      emit('stalled', 'jobId', id)
+      recovered[#recovered + 1] = id
+    end
+  end
+end
+
+active = redis.call('LRANGE', K.active, 0, -1)
+if PLANTED['lose-stalled-mark'] then
+  active = {}
+end
+for i = 1, #active, 7000 do
+  redis.call('SADD', K.stalled, unpack(active, i, math.min(i + 6999, #active)))
+end
+return {1, recovered, failed}

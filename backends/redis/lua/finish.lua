@@ -1,0 +1,80 @@
+--[[
+  finish: apply an attempt's outcome to an active job whose lock holds the token, and
+  optionally fetch the next job in the same step (BullMQ's fetch-next).
+
+  KEYS: wait active prioritized delayed completed failed stalled pc marker events meta
+  ARGV:
+    1   base: "<prefix>:<queue>:"
+    2   job id
+    3   token
+    4   now (ms)
+    5   outcome: "complete" | "fail" | "retry_later" | "retry_now"
+    6   complete: return value (JSON); otherwise: failure reason
+    7   stacktrace (JSON list; unused for complete)
+    8   retention count for complete/fail, "" = no limit
+    9   retention age (ms) for complete/fail, "" = no limit
+    10  retry_later: delay (ms)
+    11  "1" to fetch the next job afterwards, else "0"
+    12  fetch: token
+    13  fetch: lock TTL for PX (ms)
+    14  fetch: "1" if a worker name follows
+    15  fetch: worker name
+  Returns: {code} or, when the finish succeeded and a fetch was asked for, {code, fetched}
+    where fetched is what fetch_next returns. Codes: 0 ok, -1 missing job, -2 missing lock,
+    -3 not active, -6 lock held by another token; on a non-zero code nothing changed.
+  Transitions: COMPLETE, FAIL, TRIM, RETRY_LATER, RETRY, RETRY_PRIORITIZED, PROMOTE,
+    PROMOTE_PRIORITIZED, FETCH
+]]
+--- @include "common"
+
+local id, token, now, outcome = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local code = check_owner(id, token)
+if code ~= 0 then
+  return {code}
+end
+drop_lock(id)
+local key = job_key(id)
+local attempts_made = redis.call('HINCRBY', key, 'atm', 1)
+if outcome == 'complete' then
+  redis.call('HSET', key, 'returnvalue', ARGV[6], 'finishedOn', num(now))
+  moved(id, 'COMPLETE', 'active')
+  redis.call('ZADD', K.completed, num(now), id)
+  emit('completed', 'jobId', id, 'returnvalue', ARGV[6], 'prev', 'active')
+  trim(K.completed, ARGV[8], ARGV[9], now)
+elseif outcome == 'fail' then
+  redis.call('HSET', key, 'stacktrace', ARGV[7])
+  -- Read before finish_failed: its retention may delete the job.
+  local attempts = tonumber(job_opts(id).attempts) or 0
+  finish_failed(id, ARGV[6], ARGV[8], ARGV[9], now)
+  if attempts_made >= attempts then
+    emit('retries-exhausted', 'jobId', id, 'attemptsMade', attempts_made)
+  end
+else
+  redis.call('HSET', key, 'failedReason', ARGV[6], 'stacktrace', ARGV[7])
+  if outcome == 'retry_later' then
+    local due = now + tonumber(ARGV[10])
+    redis.call('HSET', key, 'delay', ARGV[10])
+    moved(id, 'RETRY_LATER', 'active')
+    push_delayed(id, due)
+    emit('delayed', 'jobId', id, 'delay', num(due))
+  else
+    promote_due(now)
+    local priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
+    if priority > 0 then
+      moved(id, 'RETRY_PRIORITIZED', 'active')
+      push_prioritized(id, priority)
+    else
+      moved(id, 'RETRY', 'active')
+      push_wait(id, job_opts(id).lifo == true)
+    end
+    emit('waiting', 'jobId', id, 'prev', 'active')
+  end
+end
+if redis.call('LLEN', K.wait) == 0 and redis.call('ZCARD', K.prioritized) == 0
+    and redis.call('LLEN', K.active) == 0 then
+  emit('drained')
+end
+if ARGV[11] == '1' then
+  return {0, fetch(ARGV[12], ARGV[13], ARGV[14], ARGV[15], now)}
+end
+return {0}

@@ -1,0 +1,18 @@
+--[[
+  get_counts: the number of jobs in each state, read in one atomic step.
+
+  KEYS: wait prioritized delayed active completed failed
+  ARGV:
+    1  base: "<prefix>:<queue>:"
+  Returns: {waiting, prioritized, delayed, active, completed, failed}
+  Transitions: none (read only)
+]]
+
+return {
+  redis.call('LLEN', K.wait),
+  redis.call('ZCARD', K.prioritized),
+  redis.call('ZCARD', K.delayed),
+  redis.call('LLEN', K.active),
+  redis.call('ZCARD', K.completed),
+  redis.call('ZCARD', K.failed),
+}

@@ -1,0 +1,260 @@
+--[[
+  Helpers shared by the operation scripts (inserted where a script says `--- @include "common"`).
+
+  They expect the `K` table of queue keys that scripts.py generates from each script's KEYS
+  header line (`K.wait`, `K.stalled_check`, ...) and the `base` string "<prefix>:<queue>:".
+  A helper that touches a key the including script does not list fails loudly (nil key).
+
+  Every state change calls `moved(id, TRANSITION, source_state)` (a no-op unless the scripts
+  are loaded with a transition log, see scripts.py), in the order and at the point where the
+  memory backend records the same change. `PLANTED` holds deliberate bugs for the simulator's
+  self-test; it is empty unless asked for.
+
+  Numbers: Lua 5.1 numbers are doubles and `tostring` keeps only 14 digits, so every score or
+  timestamp handed to redis.call goes through `num` (exact up to 2^53).
+]]
+
+local PROMOTE_LIMIT = 1000      -- due delayed jobs promoted per operation (BullMQ: 1,000)
+local TRIM_LIMIT = 1000         -- finished jobs deleted per retention pass
+local MAX_EVENTS = 10000        -- events stream length (BullMQ's default maxLenEvents)
+
+local function num(x)
+  return string.format('%.0f', x)
+end
+
+local function job_key(id)
+  return base .. id
+end
+
+local function lock_key(id)
+  return base .. id .. ':lock'
+end
+
+local function is_paused()
+  return redis.call('HEXISTS', K.meta, 'paused') == 1
+end
+
+-- XADD one BullMQ event: field "event" = name, then the given field/value pairs.
+local function emit(name, ...)
+  redis.call('XADD', K.events, 'MAXLEN', '~', MAX_EVENTS, '*', 'event', name, ...)
+end
+
+-- Set marker member "0" (jobs ready, score 0) or "1" (score = next due ms), keeping the lower
+-- score if the member is already there.
+local function signal(member, score)
+  redis.call('ZADD', K.marker, 'LT', num(score), member)
+end
+
+-- Into wait. The right end is served next, so "front of the line" is an RPUSH.
+local function push_wait(id, front)
+  if front then
+    redis.call('RPUSH', K.wait, id)
+  else
+    redis.call('LPUSH', K.wait, id)
+  end
+  if not is_paused() then
+    signal('0', 0)
+  end
+end
+
+-- Into prioritized: score priority * 2^32 + (pc counter mod 2^32), FIFO per priority.
+local function push_prioritized(id, priority)
+  local counter = redis.call('INCR', K.pc)
+  redis.call('ZADD', K.prioritized, num(priority * 4294967296 + counter % 4294967296), id)
+  if not is_paused() then
+    signal('0', 0)
+  end
+end
+
+-- Into delayed: score due_ms * 4096 + the next free sequence number of that millisecond.
+local function push_delayed(id, due)
+  local low = due * 4096
+  local highest = redis.call('ZREVRANGEBYSCORE', K.delayed, num(low + 4095), num(low),
+    'WITHSCORES', 'LIMIT', 0, 1)
+  local sequence = 0
+  if highest[2] then
+    sequence = math.min(tonumber(highest[2]) - low + 1, 4095)
+  end
+  redis.call('ZADD', K.delayed, num(low + sequence), id)
+  if not is_paused() then
+    signal('1', due)
+  end
+end
+
+-- The due time (ms) of the first delayed job, or nil.
+local function next_due()
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if first[2] then
+    return math.floor(tonumber(first[2]) / 4096)
+  end
+  return nil
+end
+
+-- Transitions PROMOTE / PROMOTE_PRIORITIZED for every delayed job due at `now`.
+local function promote_due(now)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', num((now + 1) * 4096 - 1),
+    'LIMIT', 0, PROMOTE_LIMIT)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', K.delayed, id)
+    local key = job_key(id)
+    redis.call('HSET', key, 'delay', '0')
+    local priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
+    if priority > 0 then
+      moved(id, 'PROMOTE_PRIORITIZED', 'delayed')
+      push_prioritized(id, priority)
+    else
+      moved(id, 'PROMOTE', 'delayed')
+      push_wait(id, false)
+    end
+    emit('waiting', 'jobId', id, 'prev', 'delayed')
+  end
+end
+
+-- Transition FETCH, after promoting due jobs. Returns {0} while paused or empty, {0, due}
+-- when only delayed jobs remain, or {1, id, '[field, value, ...]'} (the hash as a JSON array).
+local function fetch(token, lock_px, has_name, worker_name, now)
+  -- As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
+  promote_due(now)
+  if is_paused() then
+    return {0}
+  end
+  local id = redis.call('RPOP', K.wait)
+  local source = 'waiting'
+  if not id then
+    local popped = redis.call('ZPOPMIN', K.prioritized)
+    if not popped[1] then
+      local due = next_due()
+      if due then
+        return {0, due}
+      end
+      return {0}
+    end
+    id = popped[1]
+    source = 'prioritized'
+  end
+  moved(id, 'FETCH', source)
+  redis.call('LPUSH', K.active, id)
+  redis.call('SET', lock_key(id), token, 'PX', lock_px)
+  local key = job_key(id)
+  redis.call('HSET', key, 'processedOn', num(now))
+  redis.call('HINCRBY', key, 'ats', 1)
+  if has_name == '1' then
+    redis.call('HSET', key, 'pb', worker_name)
+  end
+  emit('active', 'jobId', id, 'prev', 'waiting')
+  if redis.call('LLEN', K.wait) > 0 or redis.call('ZCARD', K.prioritized) > 0 then
+    signal('0', 0)
+  end
+  -- The hash as one JSON array [field, value, ...] in HGETALL's order: a single bulk string
+  -- parses far faster in the client than a nested reply of two elements per field.
+  return {1, id, cjson.encode(redis.call('HGETALL', key))}
+end
+
+-- The checks every owner-only move makes, in BullMQ's order: the job exists (-1), its lock
+-- exists (-2) and holds `token` (-6), it is active (-3). On 0 the id has been taken out of
+-- `active` (LREM); on any other code nothing changed.
+local function check_owner(id, token)
+  if redis.call('EXISTS', job_key(id)) == 0 then
+    return -1
+  end
+  if PLANTED['skip-token-check'] and redis.call('LREM', K.active, 1, id) == 1 then
+    return 0
+  end
+  local lock = redis.call('GET', lock_key(id))
+  if not lock then
+    return -2
+  end
+  if lock ~= token then
+    return -6
+  end
+  if redis.call('LREM', K.active, 1, id) == 0 then
+    return -3
+  end
+  return 0
+end
+
+-- The rest of leaving `active` (after the LREM): drop the lock and the stalled mark.
+local function drop_lock(id)
+  redis.call('DEL', lock_key(id))
+  redis.call('SREM', K.stalled, id)
+end
+
+-- Transition TRIM: retention of a finished set (count and age_ms are '' for "no limit").
+local function trim(finished, count, age_ms, now)
+  if count == '' and age_ms == '' then
+    return
+  end
+  local doomed = {}
+  if age_ms ~= '' then
+    doomed = redis.call('ZRANGEBYSCORE', finished, '-inf', num(now - tonumber(age_ms)),
+      'LIMIT', 0, TRIM_LIMIT)
+    if #doomed > 0 then
+      redis.call('ZREM', finished, unpack(doomed))
+    end
+  end
+  if count ~= '' then
+    local excess = math.min(redis.call('ZCARD', finished) - tonumber(count), TRIM_LIMIT - #doomed)
+    if excess > 0 then
+      local oldest = redis.call('ZRANGE', finished, 0, excess - 1)
+      redis.call('ZREM', finished, unpack(oldest))
+      for _, id in ipairs(oldest) do
+        doomed[#doomed + 1] = id
+      end
+    end
+  end
+  local source = 'failed'
+  if finished == K.completed then
+    source = 'completed'
+  end
+  for _, id in ipairs(doomed) do
+    moved(id, 'TRIM', source)
+    redis.call('DEL', job_key(id), lock_key(id))
+    redis.call('SREM', K.stalled, id)
+  end
+end
+
+-- Transition FAIL for a job already taken out of `active`, then retention.
+local function finish_failed(id, reason, count, age_ms, now)
+  local key = job_key(id)
+  redis.call('HSET', key, 'failedReason', reason, 'finishedOn', num(now))
+  redis.call('HDEL', key, 'defa')
+  moved(id, 'FAIL', 'active')
+  redis.call('ZADD', K.failed, num(now), id)
+  emit('failed', 'jobId', id, 'failedReason', reason, 'prev', 'active')
+  trim(K.failed, count, age_ms, now)
+end
+
+-- The decoded `opts` field of a job, or an empty table if it is not a JSON object.
+local function job_opts(id)
+  local raw = redis.call('HGET', job_key(id), 'opts')
+  if not raw then
+    return {}
+  end
+  local ok, opts = pcall(cjson.decode, raw)
+  if ok and type(opts) == 'table' then
+    return opts
+  end
+  return {}
+end
+
+-- BullMQ's removeOnFail / removeOnComplete as (count, age_ms), '' meaning "no limit":
+-- true -> keep none, a number -> keep that many, {count, age (s)} -> both limits.
+local function keep_from(spec)
+  if spec == true then
+    return '0', ''
+  end
+  if type(spec) == 'number' and spec >= 0 then
+    return num(spec), ''
+  end
+  if type(spec) == 'table' then
+    local count, age_ms = '', ''
+    if type(spec.count) == 'number' and spec.count >= 0 then
+      count = num(spec.count)
+    end
+    if type(spec.age) == 'number' and spec.age >= 0 then
+      age_ms = num(spec.age * 1000)
+    end
+    return count, age_ms
+  end
+  return '', ''
+end

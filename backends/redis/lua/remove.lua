@@ -1,0 +1,33 @@
+--[[
+  remove: delete a job that holds no lock, from whatever state it is in.
+
+  KEYS: wait active prioritized delayed completed failed stalled events
+  ARGV:
+    1  base: "<prefix>:<queue>:"
+    2  job id
+  Returns: 0; -1 if the job is in no state; -20 if its lock is held (nothing changed).
+  Transitions: REMOVE
+]]
+--- @include "common"
+--- @include "state"
+
+local id = ARGV[2]
+local state = job_state(id)
+if not state then
+  return -1
+end
+if redis.call('EXISTS', lock_key(id)) == 1 then
+  return -20
+end
+if state == 'waiting' then
+  redis.call('LREM', K.wait, 1, id)
+elseif state == 'active' then
+  redis.call('LREM', K.active, 1, id)
+else
+  redis.call('ZREM', K[state], id)
+end
+moved(id, 'REMOVE', state)
+redis.call('DEL', job_key(id), lock_key(id))
+redis.call('SREM', K.stalled, id)
+emit('removed', 'jobId', id, 'prev', state)
+return 0

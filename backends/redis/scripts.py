@@ -1,0 +1,200 @@
+"""Loads the Lua scripts in ``lua/`` as redis-py Script objects.
+
+Each ``lua/<operation>.lua`` opens with a header comment whose ``KEYS:`` line names the queue
+keys the script takes, in order (suffixes of :data:`corral.backends.redis.keys.KEY_TYPES`), and
+whose ``Transitions:`` line names the :class:`corral.engine.states.Transition` members it
+performs. Loading a script:
+
+1. replaces each ``--- @include "name"`` line with ``lua/includes/<name>.lua``;
+2. puts a prelude in front that binds ``K`` (the queue keys by name, ``K.stalled_check`` for
+   ``stalled-check``) and ``base`` (``ARGV[1]``, the ``<prefix>:<queue>:`` string job keys are
+   built from), so that the names in the header are the only place the KEYS order is written;
+3. registers the text with the client (``client.register_script``): calls go out as EVALSHA
+   through the backend's :class:`~corral.backends.redis.pipeline.CommandQueue`, which loads the
+   script again on NOSCRIPT (after a SCRIPT FLUSH or a restart).
+
+The prelude also defines two hooks for tests and the simulator (:class:`Instrumentation`), which
+production loads as no-ops: ``moved(id, transition, source)``, which the scripts call at each
+state change they make (in the order they make them, where the memory backend records the same
+change), and the ``PLANTED`` table of deliberate bugs (empty unless asked for).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+import re
+from collections.abc import Awaitable, Sequence
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+
+from corral.backends.redis.keys import KEY_TYPES, TRANSITION_LOG, QueueKeys
+from corral.backends.redis.pipeline import CommandQueue
+
+#: The scripts, one per storage operation (plus the reads that must be atomic).
+SCRIPT_NAMES: Final = (
+    "add_jobs",
+    "fetch_next",
+    "finish",
+    "extend_locks",
+    "release",
+    "check_stalled",
+    "update_progress",
+    "remove",
+    "set_paused",
+    "get_state",
+    "get_counts",
+    "get_lock",
+)
+
+_INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
+_KEYS_LINE = re.compile(r"^\s*KEYS:\s*(.+)$", re.MULTILINE)
+_TRANSITIONS = re.compile(r"Transitions:(.*?)\]\]", re.DOTALL)
+
+
+class ScriptSourceError(Exception):
+    """A Lua file in the package is malformed (a bug in corral, never a runtime condition)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScriptSource:
+    """One operation's Lua program, ready to load.
+
+    Attributes:
+        name: the operation (the file's stem).
+        keys: the queue key suffixes the script takes as KEYS, in order.
+        transitions: the names of the transitions the header says it performs.
+        text: the full program (prelude, includes and body).
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    transitions: tuple[str, ...]
+    text: str
+
+
+#: The deliberate bugs the scripts can be loaded with (as the memory backend's PLANTABLE_BUGS).
+PLANTABLE_BUGS: Final = frozenset(
+    {"skip-token-check", "renew-without-owner", "lose-stalled-mark", "no-stall-limit"}
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Instrumentation:
+    """Hooks compiled into the scripts for tests and the simulator; the default has none.
+
+    Attributes:
+        transition_log: append every state change a script makes to the queue's transition log
+            (the list ``<prefix>:<queue>:`` + :data:`~corral.backends.redis.keys.TRANSITION_LOG`)
+            as the JSON array ``[job id, transition name, source state or false, [field, value,
+            ...]]``, the last being the job's hash at that moment. Whoever turns it on drains
+            the list (``corral.backends.redis.checks.read_layout(..., drain_log=True)``).
+        planted_bugs: deliberate bugs to compile in (names from :data:`PLANTABLE_BUGS`), so
+            that the simulator can show that it catches them.
+    """
+
+    transition_log: bool = False
+    planted_bugs: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = self.planted_bugs - PLANTABLE_BUGS
+        if unknown:
+            raise ValueError(f"unknown planted bug(s) {sorted(unknown)}")
+
+    def prelude(self) -> str:
+        """The Lua that defines ``moved`` and ``PLANTED``."""
+        if self.transition_log:
+            moved = (
+                "local function moved(id, transition, source)\n"
+                f"  redis.call('RPUSH', base .. '{TRANSITION_LOG}', cjson.encode({{id, transition,"
+                " source or false, redis.call('HGETALL', base .. id)}))\n"
+                "end\n"
+            )
+        else:
+            moved = "local function moved(id, transition, source) end\n"
+        planted = ", ".join(f"['{name}'] = true" for name in sorted(self.planted_bugs))
+        return moved + f"local PLANTED = {{{planted}}}\n"
+
+
+def _read(relative: str) -> str:
+    return importlib.resources.files("corral.backends.redis").joinpath("lua", relative).read_text()
+
+
+@functools.cache
+def load_source(name: str, instrumentation: Instrumentation = Instrumentation()) -> ScriptSource:
+    """Read ``lua/<name>.lua`` and build its full program, with ``instrumentation``'s hooks.
+
+    Raises:
+        ScriptSourceError: if the header lacks a ``KEYS:`` line, names an unknown key, or an
+            include is missing.
+    """
+    body = _read(f"{name}.lua")
+    keys_line = _KEYS_LINE.search(body)
+    if keys_line is None:
+        raise ScriptSourceError(f"{name}.lua: the header has no 'KEYS:' line")
+    listed = keys_line.group(1).strip()
+    keys = () if listed == "(none)" else tuple(listed.split())
+    unknown = [key for key in keys if key not in KEY_TYPES]
+    if unknown:
+        raise ScriptSourceError(f"{name}.lua: unknown queue key(s) {unknown}")
+    transitions_line = _TRANSITIONS.search(body)
+    if transitions_line is None:
+        raise ScriptSourceError(f"{name}.lua: the header has no 'Transitions:' line")
+    transitions = tuple(re.findall(r"\b[A-Z][A-Z_]+\b", transitions_line.group(1)))
+
+    def include(match: re.Match[str]) -> str:
+        try:
+            return _read(f"includes/{match.group(1)}.lua")
+        except FileNotFoundError:
+            raise ScriptSourceError(f"{name}.lua: no include {match.group(1)!r}") from None
+
+    bindings = ", ".join(
+        f"{key.replace('-', '_')} = KEYS[{i}]" for i, key in enumerate(keys, start=1)
+    )
+    prelude = f"local K = {{{bindings}}}\nlocal base = ARGV[1]\n" + instrumentation.prelude()
+    return ScriptSource(name, keys, transitions, prelude + _INCLUDE.sub(include, body))
+
+
+class Scripts:
+    """The scripts of one client, run through its :class:`CommandQueue`.
+
+    Each script is registered with the client (``client.register_script``, which gives its
+    SHA1) and run as EVALSHA in call order with the backend's other commands; on NOSCRIPT
+    (after SCRIPT FLUSH or a server restart) the queue loads it again and repeats the call.
+
+    Args:
+        client: the redis-py asyncio client the scripts are registered with.
+        commands: the queue the calls go through.
+        instrumentation: hooks to compile in (tests and the simulator only).
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        commands: CommandQueue,
+        instrumentation: Instrumentation = Instrumentation(),
+    ) -> None:
+        self._commands = commands
+        self._scripts: dict[str, tuple[ScriptSource, AsyncScript]] = {}
+        for name in SCRIPT_NAMES:
+            source = load_source(name, instrumentation)
+            script = client.register_script(source.text)
+            commands.add_script(script.sha, source.text)
+            self._scripts[name] = (source, script)
+
+    def run(self, name: str, keys: QueueKeys, args: Sequence[str | int]) -> Awaitable[Any]:
+        """Run script ``name`` on the queue ``keys``: ``ARGV`` is the queue's key base followed
+        by ``args``. The call is queued before this returns."""
+        source, script = self._scripts[name]
+        return self._commands.call(
+            "EVALSHA",
+            script.sha,
+            len(source.keys),
+            *[keys.base + suffix for suffix in source.keys],
+            keys.base,
+            *args,
+        )

@@ -1,0 +1,102 @@
+"""A Redis-like sorted set for in-process backends: members ordered by (score, member)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, KeysView
+
+from sortedcontainers import SortedList
+
+
+def index_range(length: int, start: int, end: int) -> range:
+    """The indexes Redis's ``LRANGE``/``ZRANGE start end`` select (``end`` inclusive, negative
+    indexes counting from the end, out-of-range indexes clamped)."""
+    if start < 0:
+        start = max(length + start, 0)
+    if end < 0:
+        end = length + end
+    end = min(end, length - 1)
+    return range(start, end + 1) if start <= end else range(0)
+
+
+class ZSet:
+    """Members with integer scores, ordered by score and then by member, like a Redis ZSET."""
+
+    __slots__ = ("_order", "_scores")
+
+    def __init__(self) -> None:
+        self._scores: dict[str, int] = {}
+        self._order: SortedList[tuple[int, str]] = SortedList()
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._scores
+
+    def __iter__(self) -> Iterator[str]:
+        """Members in ascending order."""
+        return (member for _, member in self._order)
+
+    def members(self) -> KeysView[str]:
+        """The members in no particular order (cheap: no sorting, no copy)."""
+        return self._scores.keys()
+
+    def add(self, member: str, score: int) -> None:
+        """Insert ``member`` or move it to ``score``."""
+        old = self._scores.get(member)
+        if old is not None:
+            self._order.remove((old, member))
+        self._scores[member] = score
+        self._order.add((score, member))
+
+    def remove(self, member: str) -> bool:
+        """Remove ``member``; return whether it was there."""
+        score = self._scores.pop(member, None)
+        if score is None:
+            return False
+        self._order.remove((score, member))
+        return True
+
+    def score(self, member: str) -> int | None:
+        """The member's score, or None."""
+        return self._scores.get(member)
+
+    def first(self) -> tuple[int, str] | None:
+        """The (score, member) pair with the lowest score, or None when empty."""
+        return self._order[0] if self._scores else None
+
+    def pop_min(self) -> str | None:
+        """Remove and return the member with the lowest score."""
+        if not self._scores:
+            return None
+        _, member = self._order.pop(0)
+        del self._scores[member]
+        return member
+
+    def pop_up_to(self, max_score: int, limit: int) -> list[str]:
+        """Remove and return (ascending) at most ``limit`` members scored ``<= max_score``."""
+        taken: list[str] = []
+        while self._scores and len(taken) < limit:
+            score, member = self._order[0]
+            if score > max_score:
+                break
+            self._order.pop(0)
+            del self._scores[member]
+            taken.append(member)
+        return taken
+
+    def max_score_between(self, low: int, high: int) -> int | None:
+        """The highest score within ``[low, high]``, or None."""
+        at = self._order.bisect_left((high + 1, ""))
+        if at == 0:
+            return None
+        score = self._order[at - 1][0]
+        return score if score >= low else None
+
+    def range(self, start: int, end: int, *, desc: bool = False) -> list[str]:
+        """Members by rank (``ZRANGE``/``ZREVRANGE`` index semantics)."""
+        length = len(self._order)
+        indexes = index_range(length, start, end)
+        if desc:
+            return [self._order[length - 1 - i][1] for i in indexes]
+        return [self._order[i][1] for i in indexes]

@@ -1,0 +1,40 @@
+"""corral.engine: the backend-agnostic job-queue engine (no I/O, injected time)."""
+
+from corral.engine.checker import StalledChecker
+from corral.engine.clock import Clock, SystemClock
+from corral.engine.errors import (
+    CorralError,
+    InvalidArgumentError,
+    JobCancelledError,
+    LockLostError,
+    UnrecoverableError,
+)
+from corral.engine.job import Backoff, Cancellation, Job, JobOptions, KeepJobs
+from corral.engine.queue import Queue
+from corral.engine.queue_events import QueueEvent, QueueEvents
+from corral.engine.states import JobState
+from corral.engine.storage import StalledCheck, Storage
+from corral.engine.worker import Worker
+
+__all__ = [
+    "Backoff",
+    "Cancellation",
+    "Clock",
+    "CorralError",
+    "InvalidArgumentError",
+    "Job",
+    "JobCancelledError",
+    "JobOptions",
+    "JobState",
+    "KeepJobs",
+    "LockLostError",
+    "Queue",
+    "QueueEvent",
+    "QueueEvents",
+    "StalledCheck",
+    "StalledChecker",
+    "Storage",
+    "SystemClock",
+    "UnrecoverableError",
+    "Worker",
+]

@@ -1,0 +1,77 @@
+"""Error types, and BullMQ's texts for the expected races of finishing a job."""
+
+from __future__ import annotations
+
+import enum
+
+
+class CorralError(Exception):
+    """Base class of every error corral raises on purpose."""
+
+
+class InvalidArgumentError(CorralError, ValueError):
+    """A caller passed something corral cannot accept; nothing was stored."""
+
+
+class UnrecoverableError(CorralError):
+    """Raise from a processor to fail the job at once, whatever attempts remain."""
+
+
+class JobCancelledError(CorralError):
+    """Raised by ``job.cancellation.raise_if_cancelled()`` once the job's run was cancelled."""
+
+
+class ResultCode(enum.IntEnum):
+    """Outcome codes of storage operations; the negative values are BullMQ's script codes."""
+
+    OK = 0
+    MISSING_JOB = -1
+    MISSING_LOCK = -2
+    NOT_IN_STATE = -3
+    LOCK_MISMATCH = -6
+    #: corral's own code: removal refused because the job's lock is held.
+    JOB_LOCKED = -20
+
+
+class LockLostError(CorralError):
+    """A worker tried to move a job it no longer owns (BullMQ's finish errors).
+
+    Attributes:
+        code: the :class:`ResultCode` the storage operation returned.
+        job_id: the job concerned.
+        command: the name of the storage command, as BullMQ's script name.
+    """
+
+    def __init__(self, code: ResultCode, job_id: str, command: str, state: str = "active") -> None:
+        self.code = code
+        self.job_id = job_id
+        self.command = command
+        super().__init__(finish_error_text(code, job_id, command, state))
+
+
+def finish_error_text(code: ResultCode, job_id: str, command: str, state: str = "active") -> str:
+    """Return BullMQ's text for a failed finish, e.g. ``Missing lock for job 7. moveToFinished``."""
+    if code is ResultCode.MISSING_JOB:
+        return f"Missing key for job {job_id}. {command}"
+    if code is ResultCode.MISSING_LOCK:
+        return f"Missing lock for job {job_id}. {command}"
+    if code is ResultCode.NOT_IN_STATE:
+        return f"Job {job_id} is not in the {state} state. {command}"
+    if code is ResultCode.LOCK_MISMATCH:
+        return f"Lock mismatch for job {job_id}. Cmd {command} from {state}"
+    raise ValueError(f"{code!r} is not an error code")
+
+
+#: The failure reason of a job that stalled more often than ``max_stalled_count`` allows.
+STALLED_LIMIT_REASON = "job stalled more than allowable limit"
+
+
+#: Emitted (as an ``error`` event) when a lock renewal finds the lock gone or taken.
+def lock_renewal_error_text(job_id: str) -> str:
+    """BullMQ's text for a lock that could not be renewed."""
+    return f"could not renew lock for job {job_id}"
+
+
+def removal_locked_text(job_id: str) -> str:
+    """BullMQ's text for removing a job whose lock is held."""
+    return f"Job {job_id} could not be removed because it is locked by another worker"

@@ -1,0 +1,557 @@
+"""The Job record, job options, and their encoding as BullMQ job-hash fields.
+
+A job is stored as a flat hash of strings, exactly BullMQ's fields (``name, data, opts,
+timestamp, delay, priority, processedOn, finishedOn, atm, ats, stc, returnvalue, failedReason,
+stacktrace, progress, defa, pb``). Every backend stores that hash; :class:`Job` is the typed,
+snake_case view of it. Options are encoded in the ``opts`` field as BullMQ's JSON (camelCase keys,
+because Node BullMQ reads the same field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import difflib
+import functools
+import json
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from corral.engine.errors import InvalidArgumentError, JobCancelledError
+
+#: Highest allowed priority (BullMQ: 2^21 − 1); 0 means "no priority".
+MAX_PRIORITY: Final = 2**21 - 1
+
+Duration = int | datetime.timedelta
+
+#: Option names accepted by ``Queue.add`` and by the ``opts`` of ``Queue.add_bulk`` entries.
+JOB_OPTION_NAMES: Final = frozenset(
+    {
+        "delay",
+        "priority",
+        "attempts",
+        "backoff",
+        "job_id",
+        "remove_on_complete",
+        "remove_on_fail",
+        "lifo",
+    }
+)
+
+
+def duration_ms(value: Duration, name: str, *, allow_zero: bool = True) -> int:
+    """Return a duration in whole milliseconds, accepting an int or a ``timedelta``.
+
+    Raises:
+        InvalidArgumentError: if the value is negative (or zero when not allowed) or not a duration.
+    """
+    if isinstance(value, datetime.timedelta):
+        ms = int(value / datetime.timedelta(milliseconds=1))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    else:
+        raise InvalidArgumentError(
+            f"{name} must be an integer number of milliseconds or a timedelta, got {value!r}"
+        )
+    if ms < 0 or (ms == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise InvalidArgumentError(f"{name} must be {bound} milliseconds, got {ms}")
+    return ms
+
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def encode_json(value: Any, what: str) -> str:
+    """Encode ``value`` as compact JSON, naming ``what`` in the error if it cannot be encoded."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"{what} cannot be encoded as JSON: {exc}") from exc
+
+
+def validate_queue_name(name: object) -> str:
+    """Check a queue name: a non-empty string without ``:`` (it separates key parts)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"queue name must be a non-empty string, got {name!r}")
+    if ":" in name:
+        raise InvalidArgumentError(f"queue name {name!r} must not contain ':'")
+    return name
+
+
+def validate_job_id(job_id: object) -> str:
+    """Check a custom job id: a non-empty string, not an integer, without ``:``.
+
+    Integer strings are reserved for the ids the queue's counter hands out.
+    """
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidArgumentError(f"job id must be a non-empty string, got {job_id!r}")
+    if job_id.lstrip("-").isdigit():
+        raise InvalidArgumentError(
+            f"custom job id {job_id!r} must not be an integer: those are reserved for generated ids"
+        )
+    if ":" in job_id:
+        raise InvalidArgumentError(f"custom job id {job_id!r} must not contain ':'")
+    return job_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait before retrying a failed attempt.
+
+    Attributes:
+        type: ``"fixed"``, ``"exponential"``, or the name of a custom strategy that the worker's
+            ``backoff_strategy`` understands.
+        delay: base delay in milliseconds.
+        jitter: between 0 and 1; the delay is drawn from ``[delay × (1 − jitter), delay]``.
+    """
+
+    type: str = "fixed"
+    delay: int = 0
+    jitter: float = 0.0
+
+    @classmethod
+    def parse(cls, spec: object) -> Backoff | None:
+        """Build a Backoff from an int (fixed delay), a dict like BullMQ's, or a Backoff."""
+        if spec is None or isinstance(spec, Backoff):
+            return spec
+        if callable(spec):
+            raise InvalidArgumentError(
+                "backoff cannot be a function because job options are stored as JSON; pass "
+                "backoff={'type': 'my-strategy', 'delay': ...} and give the worker "
+                "backoff_strategy=your_function"
+            )
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            return cls("fixed", duration_ms(spec, "backoff"))
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"type", "delay", "jitter"}
+            if unknown:
+                raise InvalidArgumentError(f"unknown backoff option(s): {sorted(unknown)}")
+            kind = spec.get("type", "fixed")
+            if not isinstance(kind, str) or not kind:
+                raise InvalidArgumentError(f"backoff type must be a non-empty string: {kind!r}")
+            jitter = spec.get("jitter", 0.0)
+            if not isinstance(jitter, int | float) or not 0.0 <= jitter <= 1.0:
+                raise InvalidArgumentError(f"backoff jitter must be between 0 and 1: {jitter!r}")
+            return cls(kind, duration_ms(spec.get("delay", 0), "backoff delay"), float(jitter))
+        raise InvalidArgumentError(f"backoff must be an int, a dict or a Backoff, got {spec!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """BullMQ's encoding."""
+        encoded: dict[str, Any] = {"type": self.type, "delay": self.delay}
+        if self.jitter:
+            encoded["jitter"] = self.jitter
+        return encoded
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeepJobs:
+    """Retention of finished jobs: keep at most ``count`` and none older than ``age_ms``.
+
+    ``None`` means "no limit"; ``KeepJobs(count=0)`` deletes each job as it finishes.
+    """
+
+    count: int | None = None
+    age_ms: int | None = None
+
+    @property
+    def keeps_all(self) -> bool:
+        """True when nothing is ever trimmed."""
+        return self.count is None and self.age_ms is None
+
+    @classmethod
+    def parse(cls, spec: object, name: str) -> KeepJobs:
+        """Parse BullMQ's ``removeOnComplete`` / ``removeOnFail``: bool, count, or {age, count}.
+
+        ``age`` is in seconds, as in BullMQ.
+        """
+        if isinstance(spec, KeepJobs):
+            return spec
+        if isinstance(spec, bool):
+            return cls(count=0) if spec else cls()
+        if isinstance(spec, int):
+            if spec < 0:
+                raise InvalidArgumentError(f"{name} count must be zero or more, got {spec}")
+            return cls(count=spec)
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"age", "count", "limit"}
+            if unknown:
+                raise InvalidArgumentError(f"unknown {name} option(s): {sorted(unknown)}")
+            count, age = spec.get("count"), spec.get("age")
+            for label, value in (("count", count), ("age", age)):
+                if value is not None and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 0
+                ):
+                    raise InvalidArgumentError(f"{name} {label} must be an int >= 0: {value!r}")
+            return cls(count=count, age_ms=None if age is None else age * 1000)
+        raise InvalidArgumentError(f"{name} must be a bool, an int or a dict, got {spec!r}")
+
+    def to_json(self) -> bool | int | dict[str, int]:
+        """BullMQ's encoding."""
+        if self.keeps_all:
+            return False
+        if self.age_ms is None:
+            return True if self.count == 0 else int(self.count or 0)
+        encoded = {"age": self.age_ms // 1000}
+        if self.count is not None:
+            encoded["count"] = self.count
+        return encoded
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobOptions:
+    """The options of one job (validated; see ``Queue.add`` for their meaning)."""
+
+    delay: int = 0
+    priority: int = 0
+    attempts: int = 1
+    backoff: Backoff | None = None
+    job_id: str | None = None
+    remove_on_complete: KeepJobs = KeepJobs()
+    remove_on_fail: KeepJobs = KeepJobs()
+    lifo: bool = False
+
+    @classmethod
+    def build(cls, options: Mapping[str, Any]) -> JobOptions:
+        """Validate user options (snake_case names) and return them typed.
+
+        Raises:
+            InvalidArgumentError: naming the first unknown or invalid option.
+        """
+        unknown = set(options) - JOB_OPTION_NAMES
+        if unknown:
+            name = sorted(unknown)[0]
+            close = difflib.get_close_matches(name, JOB_OPTION_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidArgumentError(f"unknown job option {name!r}{hint}")
+        priority = options.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise InvalidArgumentError(f"priority must be an int, got {priority!r}")
+        if not 0 <= priority <= MAX_PRIORITY:
+            raise InvalidArgumentError(
+                f"priority must be between 0 and {MAX_PRIORITY}, got {priority}"
+            )
+        attempts = options.get("attempts", 1)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise InvalidArgumentError(f"attempts must be an int >= 1, got {attempts!r}")
+        job_id = options.get("job_id")
+        lifo = options.get("lifo", False)
+        if not isinstance(lifo, bool):
+            raise InvalidArgumentError(f"lifo must be a bool, got {lifo!r}")
+        return cls(
+            delay=duration_ms(options.get("delay", 0), "delay"),
+            priority=priority,
+            attempts=attempts,
+            backoff=Backoff.parse(options.get("backoff")),
+            job_id=None if job_id is None else validate_job_id(job_id),
+            remove_on_complete=KeepJobs.parse(
+                options.get("remove_on_complete", False), "remove_on_complete"
+            ),
+            remove_on_fail=KeepJobs.parse(options.get("remove_on_fail", False), "remove_on_fail"),
+            lifo=lifo,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """BullMQ's ``opts`` encoding (camelCase keys; defaults left out except attempts/delay)."""
+        encoded: dict[str, Any] = {"attempts": self.attempts, "delay": self.delay}
+        if self.priority:
+            encoded["priority"] = self.priority
+        if self.backoff is not None:
+            encoded["backoff"] = self.backoff.to_json()
+        if self.job_id is not None:
+            encoded["jobId"] = self.job_id
+        if not self.remove_on_complete.keeps_all:
+            encoded["removeOnComplete"] = self.remove_on_complete.to_json()
+        if not self.remove_on_fail.keeps_all:
+            encoded["removeOnFail"] = self.remove_on_fail.to_json()
+        if self.lifo:
+            encoded["lifo"] = True
+        return encoded
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> JobOptions:
+        """Decode BullMQ's ``opts`` (tolerant: a Node producer may store options we ignore)."""
+        attempts = raw.get("attempts") or 1
+        return cls(
+            delay=int(raw.get("delay") or 0),
+            priority=int(raw.get("priority") or 0),
+            attempts=max(1, int(attempts)),
+            backoff=_backoff_from_json(raw.get("backoff")),
+            job_id=raw.get("jobId"),
+            remove_on_complete=_keep_from_json(raw.get("removeOnComplete")),
+            remove_on_fail=_keep_from_json(raw.get("removeOnFail")),
+            lifo=bool(raw.get("lifo", False)),
+        )
+
+
+def _backoff_from_json(raw: object) -> Backoff | None:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return Backoff("fixed", raw)
+    if isinstance(raw, Mapping):
+        return Backoff(
+            str(raw.get("type", "fixed")), int(raw.get("delay") or 0), float(raw.get("jitter", 0))
+        )
+    return None
+
+
+def _keep_from_json(raw: object) -> KeepJobs:
+    if isinstance(raw, bool | int | Mapping):
+        return KeepJobs.parse(raw, "retention")
+    return KeepJobs()
+
+
+class Cancellation:
+    """Tells a running processor that its run should stop.
+
+    Set when the worker lost the job's lock (a renewal found it expired or taken) or when
+    ``worker.cancel_job`` was called. A processor can poll :attr:`is_cancelled` (also from a
+    thread), call :meth:`raise_if_cancelled`, or ``await`` :meth:`wait`.
+    """
+
+    __slots__ = ("_event", "_loop", "_reason")
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True once the run was cancelled."""
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run was cancelled, or None."""
+        return self._reason
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the run (first reason wins). Call from the worker's event loop."""
+        if self._reason is None:
+            self._reason = reason
+            if self._event is not None:
+                self._event.set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`JobCancelledError` if the run was cancelled."""
+        if self._reason is not None:
+            raise JobCancelledError(self._reason)
+
+    async def wait(self) -> str:
+        """Wait until the run is cancelled; return the reason."""
+        if self._event is None:
+            self._event = asyncio.Event()
+            if self._reason is not None:
+                self._event.set()
+        await self._event.wait()
+        assert self._reason is not None
+        return self._reason
+
+
+ProgressWriter = Callable[[str, str], Awaitable[None]]
+
+_UNSET: Final[Any] = object()
+
+
+class Job:
+    """A job as read from storage: the snake_case view of BullMQ's job hash.
+
+    Attributes mirror the hash fields: ``id, name, data, opts, priority, delay, timestamp,
+    processed_on, finished_on, attempts_made, attempts_started, stalled_counter, progress,
+    return_value, failed_reason, stacktrace``, plus ``deferred_failure`` (``defa``) and
+    ``processed_by`` (``pb``). While a worker runs the job, ``token`` is its lock token and
+    ``cancellation`` tells the processor whether it should stop.
+
+    Fields are decoded when first read, so a job costs little until it is looked at. A Job is a
+    snapshot: read the job again (``queue.get_job``) to see later changes.
+    """
+
+    __slots__ = (
+        "_data",
+        "_fields",
+        "_loop",
+        "_opts",
+        "_owner_thread",
+        "_progress_writer",
+        "cancellation",
+        "id",
+        "queue_name",
+        "token",
+    )
+
+    def __init__(
+        self,
+        queue_name: str,
+        job_id: str,
+        fields: Mapping[str, str],
+        *,
+        progress_writer: ProgressWriter | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.queue_name = queue_name
+        self.id = job_id
+        # A dict handed in is owned from now on (backends and queues pass fresh copies).
+        self._fields: dict[str, str] = fields if type(fields) is dict else dict(fields)
+        self._data: Any = _UNSET
+        self._opts: JobOptions | None = None
+        self.token = token
+        self.cancellation = Cancellation()
+        self._progress_writer = progress_writer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._owner_thread = 0
+
+    def __repr__(self) -> str:
+        return f"<Job {self.queue_name}:{self.id} name={self.name!r}>"
+
+    @property
+    def fields(self) -> Mapping[str, str]:
+        """The raw BullMQ hash fields this job was read from."""
+        return self._fields
+
+    def _set_field(self, name: str, value: str | None) -> None:
+        """Update a raw field of this snapshot (the worker mirrors what it stored)."""
+        if value is None:
+            self._fields.pop(name, None)
+        else:
+            self._fields[name] = value
+
+    @property
+    def name(self) -> str:
+        """The job's name."""
+        return self._fields.get("name", "")
+
+    @property
+    def data(self) -> Any:
+        """The job's data (decoded JSON)."""
+        if self._data is _UNSET:
+            self._data = _json_or_none(self._fields.get("data"))
+        return self._data
+
+    @property
+    def opts(self) -> JobOptions:
+        """The job's options."""
+        if self._opts is None:
+            self._opts = decode_opts(self._fields.get("opts") or "{}")
+        return self._opts
+
+    @property
+    def timestamp(self) -> int:
+        """Creation time (ms)."""
+        return _int_or_none(self._fields.get("timestamp")) or 0
+
+    @property
+    def delay(self) -> int:
+        """Current delay (ms)."""
+        return _int_or_none(self._fields.get("delay")) or 0
+
+    @property
+    def priority(self) -> int:
+        """Priority (0 = none)."""
+        return _int_or_none(self._fields.get("priority")) or 0
+
+    @property
+    def processed_on(self) -> int | None:
+        """Start of the latest attempt (ms)."""
+        return _int_or_none(self._fields.get("processedOn"))
+
+    @property
+    def finished_on(self) -> int | None:
+        """When the job completed or failed for good (ms)."""
+        return _int_or_none(self._fields.get("finishedOn"))
+
+    @property
+    def attempts_made(self) -> int:
+        """Finished attempts (``atm``; older BullMQ versions wrote ``attemptsMade``)."""
+        return _int_or_none(self._fields.get("atm", self._fields.get("attemptsMade"))) or 0
+
+    @property
+    def attempts_started(self) -> int:
+        """Times the job was moved to active (``ats``)."""
+        return _int_or_none(self._fields.get("ats")) or 0
+
+    @property
+    def stalled_counter(self) -> int:
+        """Times the job was recovered from a stall (``stc``)."""
+        return _int_or_none(self._fields.get("stc")) or 0
+
+    @property
+    def progress(self) -> Any:
+        """Last reported progress (decoded JSON; 0 when never reported)."""
+        return _json_or_none(self._fields.get("progress"), default=0)
+
+    @property
+    def return_value(self) -> Any:
+        """The processor's result (decoded JSON)."""
+        return _json_or_none(self._fields.get("returnvalue"))
+
+    @property
+    def failed_reason(self) -> str | None:
+        """Why the latest attempt failed."""
+        return self._fields.get("failedReason")
+
+    @property
+    def stacktrace(self) -> list[str]:
+        """Stacktraces of failed attempts, most recent last."""
+        stack = _json_or_none(self._fields.get("stacktrace"), default=[])
+        return stack if isinstance(stack, list) else []
+
+    @property
+    def deferred_failure(self) -> str | None:
+        """A failure reason to apply when the job is next taken (``defa``)."""
+        return self._fields.get("defa")
+
+    @property
+    def processed_by(self) -> str | None:
+        """Name of the worker that took the job last (``pb``)."""
+        return self._fields.get("pb")
+
+    async def update_progress(self, value: Any) -> None:
+        """Store the job's progress (any JSON value) and emit ``progress``."""
+        if self._progress_writer is None:
+            raise RuntimeError(f"job {self.id} was not read through a queue or worker")
+        encoded = encode_json(value, f"progress of job {self.id}")
+        await self._progress_writer(self.id, encoded)
+        self._fields["progress"] = encoded
+
+    def update_progress_sync(self, value: Any) -> None:
+        """Report progress from a synchronous processor running in a worker thread."""
+        if self._loop is None:
+            raise RuntimeError("update_progress_sync is for processors run by a worker")
+        if threading.get_ident() == self._owner_thread:
+            raise RuntimeError(
+                "update_progress_sync called on the event loop; "
+                "await job.update_progress(...) instead"
+            )
+        asyncio.run_coroutine_threadsafe(self.update_progress(value), self._loop).result()
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Record the event loop of the worker running this job (for thread-side progress)."""
+        self._loop = loop
+        self._owner_thread = threading.get_ident()
+
+
+@functools.lru_cache(maxsize=512)
+def decode_opts(encoded: str) -> JobOptions:
+    """Decode a job's ``opts`` field (memoised).
+
+    Most jobs of a queue share a handful of option sets, and JobOptions is immutable, so the
+    decoded value is shared instead of parsed again for every job.
+    """
+    raw = _json_or_none(encoded)
+    return JobOptions.from_json(raw if isinstance(raw, dict) else {})
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    return None if raw is None or raw == "" else int(raw)
+
+
+def _json_or_none(raw: str | None, default: Any = None) -> Any:
+    if raw is None or raw == "":
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        # A field written by another producer that is not JSON: expose it as the raw string.
+        return raw

@@ -1,0 +1,131 @@
+"""Retry, backoff and stall-limit decisions as pure functions.
+
+Nothing here touches storage or reads time: callers pass the facts (the job's options and
+counters, the error, a random generator) and get a decision back. The Worker applies it through
+one storage operation; the simulator's model uses the same functions.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from corral.engine.errors import UnrecoverableError
+from corral.engine.job import Backoff, JobOptions, encode_json
+from corral.engine.storage import Fail, Outcome, RetryLater, RetryNow
+
+if TYPE_CHECKING:
+    from corral.engine.job import Job
+
+#: A custom backoff strategy: ``(attempts_made, backoff_type, error, job) -> delay_ms``; a
+#: negative delay means "do not retry".
+BackoffStrategy = Callable[[int, str, BaseException, "Job"], int]
+
+#: How many stacktraces a job keeps (BullMQ's default ``stackTraceLimit``).
+STACKTRACE_LIMIT: Final = 10
+
+
+class UnknownBackoffError(Exception):
+    """A job names a backoff type that neither corral nor the worker's strategy knows."""
+
+
+def backoff_delay(
+    backoff: Backoff,
+    attempts_made: int,
+    rng: random.Random,
+    *,
+    error: BaseException,
+    job: Job | None = None,
+    strategy: BackoffStrategy | None = None,
+) -> int:
+    """Milliseconds to wait before the next attempt; negative means "do not retry".
+
+    ``attempts_made`` counts the attempt that just failed (1 after the first failure), so an
+    exponential backoff waits ``delay``, then ``2 × delay``, then ``4 × delay``, ...
+    """
+    if backoff.type == "fixed":
+        raw = backoff.delay
+    elif backoff.type == "exponential":
+        raw = round(2 ** (attempts_made - 1) * backoff.delay)
+    elif strategy is not None and job is not None:
+        return strategy(attempts_made, backoff.type, error, job)
+    else:
+        raise UnknownBackoffError(
+            f"unknown backoff type {backoff.type!r}: give the worker a backoff_strategy"
+        )
+    if backoff.jitter and raw > 0:
+        low = raw * (1 - backoff.jitter)
+        return int(low + rng.random() * (raw - low))
+    return raw
+
+
+def failure_outcome(
+    opts: JobOptions,
+    attempts_made: int,
+    error: BaseException,
+    rng: random.Random,
+    *,
+    job: Job | None = None,
+    strategy: BackoffStrategy | None = None,
+    previous_stacktrace: list[str] | None = None,
+) -> Outcome:
+    """Decide what a failed attempt leads to: a retry (now or later) or a final failure.
+
+    Args:
+        opts: the job's options (attempts, backoff, retention).
+        attempts_made: attempts finished *before* this one (the job's ``atm``).
+        error: what the processor raised.
+        rng: randomness for backoff jitter.
+        job: the job, passed to a custom backoff strategy.
+        strategy: the worker's custom backoff strategy, if any.
+        previous_stacktrace: stacktraces of earlier attempts (kept, most recent last).
+    """
+    reason = error_reason(error)
+    stack = encode_json(
+        [*(previous_stacktrace or []), format_stacktrace(error)][-STACKTRACE_LIMIT:],
+        "stacktrace",
+    )
+    made = attempts_made + 1
+    final = Fail(reason, stack, opts.remove_on_fail)
+    if isinstance(error, UnrecoverableError) or made >= opts.attempts:
+        return final
+    if opts.backoff is None:
+        return RetryNow(reason, stack)
+    try:
+        delay = backoff_delay(opts.backoff, made, rng, error=error, job=job, strategy=strategy)
+    except UnknownBackoffError as exc:
+        return Fail(f"{reason} (not retried: {exc})", stack, opts.remove_on_fail)
+    if delay < 0:
+        return final
+    return RetryLater(delay, reason, stack) if delay > 0 else RetryNow(reason, stack)
+
+
+def stall_limit_exceeded(stalled_counter: int, max_stalled_count: int) -> bool:
+    """BullMQ's strict rule: fail once the job stalled *more* than ``max_stalled_count`` times."""
+    return stalled_counter > max_stalled_count
+
+
+def lock_renewal_due(last_renewed_ms: int, now_ms: int, lock_renew_time: int) -> bool:
+    """Whether a tracked lock is due for renewal on this tick (renewed over half a period ago)."""
+    return now_ms - last_renewed_ms >= lock_renew_time // 2
+
+
+def error_reason(error: BaseException) -> str:
+    """The ``failedReason`` for an error: its message, or its type name when it has none."""
+    text = str(error)
+    return text if text else type(error).__name__
+
+
+#: An error raised in another process (a sandboxed processor) carries the stacktrace formatted
+#: there in this attribute; it is stored instead of the local one.
+REMOTE_STACKTRACE_ATTRIBUTE: Final = "corral_remote_stacktrace"
+
+
+def format_stacktrace(error: BaseException) -> str:
+    """One stacktrace string, as BullMQ stores each entry of ``stacktrace``."""
+    remote = getattr(error, REMOTE_STACKTRACE_ATTRIBUTE, None)
+    if isinstance(remote, str):
+        return remote
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()

@@ -1,0 +1,293 @@
+"""Queue: the producer and administration API of one queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from corral.engine.clock import Clock, SystemClock
+from corral.engine.errors import CorralError, InvalidArgumentError, ResultCode, removal_locked_text
+from corral.engine.job import (
+    Duration,
+    Job,
+    JobOptions,
+    duration_ms,
+    encode_json,
+    validate_queue_name,
+)
+from corral.engine.states import UNKNOWN, JobState
+from corral.engine.storage import NewJob, StalledCheck, Storage
+
+_BULK_ENTRY_KEYS = frozenset({"name", "data", "opts"})
+# ``add``'s keyword defaults; jobs added with exactly these skip validation and re-encoding.
+_DEFAULT_OPTIONS: dict[str, Any] = {
+    "delay": 0,
+    "priority": 0,
+    "attempts": 1,
+    "backoff": None,
+    "job_id": None,
+    "remove_on_complete": False,
+    "remove_on_fail": False,
+    "lifo": False,
+}
+_DEFAULT_JOB_OPTIONS = JobOptions()
+_DEFAULT_OPTS_JSON = encode_json(_DEFAULT_JOB_OPTIONS.to_json(), "job options")
+
+
+def _is_default(options: Mapping[str, Any]) -> bool:
+    """Whether ``options`` are exactly ``add``'s defaults, types included: ``0 == False`` in
+    Python, but ``remove_on_complete=0`` means "keep none", not the default "keep all"."""
+    return options.keys() == _DEFAULT_OPTIONS.keys() and all(
+        type(options[key]) is type(value) and options[key] == value
+        for key, value in _DEFAULT_OPTIONS.items()
+    )
+
+
+class Queue:
+    """Adds jobs to a queue and inspects or administers it.
+
+    Args:
+        name: the queue's name (no ``:``).
+        backend: where the queue is stored (``MemoryBackend()``, ``RedisBackend.from_url(...)``).
+        clock: source of the timestamps written into jobs; the system clock by default.
+    """
+
+    def __init__(self, name: str, backend: Storage, *, clock: Clock | None = None) -> None:
+        self.name = validate_queue_name(name)
+        self.backend = backend
+        self.clock: Clock = clock or SystemClock()
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r}>"
+
+    # ------------------------------------------------------------------ adding
+
+    def _new_job(self, name: str, data: Any, options: Mapping[str, Any], now: int) -> NewJob:
+        if not isinstance(name, str):
+            raise InvalidArgumentError(f"job name must be a string, got {name!r}")
+        if not options or _is_default(options):
+            opts, encoded_opts = _DEFAULT_JOB_OPTIONS, _DEFAULT_OPTS_JSON
+        else:
+            opts = JobOptions.build(options)
+            encoded_opts = encode_json(opts.to_json(), "job options")
+        return NewJob(
+            name=name,
+            data=encode_json(data, f"data of job {name!r}"),
+            opts=encoded_opts,
+            timestamp=now,
+            delay=opts.delay,
+            priority=opts.priority,
+            lifo=opts.lifo,
+            job_id=opts.job_id,
+        )
+
+    async def add(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        delay: Duration = 0,
+        priority: int = 0,
+        attempts: int = 1,
+        backoff: Any = None,
+        job_id: str | None = None,
+        remove_on_complete: bool | int | Mapping[str, int] = False,
+        remove_on_fail: bool | int | Mapping[str, int] = False,
+        lifo: bool = False,
+    ) -> Job:
+        """Add one job and return it.
+
+        Args:
+            name: the job's name (free text, for processors that dispatch on it).
+            data: any JSON-encodable value.
+            delay: milliseconds (or a timedelta) before the job may run.
+            priority: 0 for none (served first), else 1..2^21−1 (lower runs earlier).
+            attempts: total tries, at least 1.
+            backoff: delay between tries: ms (fixed), ``{"type": "fixed" | "exponential" |
+                <custom>, "delay": ms, "jitter": 0..1}``, or a :class:`Backoff`.
+            job_id: a custom id (not an integer, no ``:``); adding an existing id returns the
+                existing job unchanged.
+            remove_on_complete: retention of completed jobs: True (delete), a count to keep,
+                or ``{"age": seconds, "count": n}``.
+            remove_on_fail: the same for failed jobs.
+            lifo: put the job at the front of the wait list.
+
+        Raises:
+            InvalidArgumentError: on invalid options or data that JSON cannot encode; nothing
+                is stored then.
+        """
+        options = {
+            "delay": delay,
+            "priority": priority,
+            "attempts": attempts,
+            "backoff": backoff,
+            "job_id": job_id,
+            "remove_on_complete": remove_on_complete,
+            "remove_on_fail": remove_on_fail,
+            "lifo": lifo,
+        }
+        return (await self._add([self._new_job(name, data, options, self.clock.now_ms())]))[0]
+
+    async def add_bulk(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Add several jobs atomically: ``[{"name": ..., "data": ..., "opts": {...}}, ...]``.
+
+        ``opts`` takes the keyword options of :meth:`add`. Every entry is validated before
+        anything is stored.
+        """
+        now = self.clock.now_ms()
+        new_jobs = []
+        for index, entry in enumerate(jobs):
+            if not isinstance(entry, Mapping):
+                raise InvalidArgumentError(f"add_bulk entry {index} must be a mapping: {entry!r}")
+            unknown = set(entry) - _BULK_ENTRY_KEYS
+            if unknown:
+                raise InvalidArgumentError(
+                    f"add_bulk entry {index} has unknown key(s) {sorted(unknown)}; "
+                    "expected name, data and opts"
+                )
+            if "name" not in entry:
+                raise InvalidArgumentError(f"add_bulk entry {index} has no name")
+            opts = entry.get("opts") or {}
+            if not isinstance(opts, Mapping):
+                raise InvalidArgumentError(f"add_bulk entry {index}: opts must be a mapping")
+            try:
+                new_jobs.append(self._new_job(entry["name"], entry.get("data"), opts, now))
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"add_bulk entry {index}: {exc}") from exc
+        return await self._add(new_jobs)
+
+    async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
+        results = await self.backend.add_jobs(self.name, new_jobs)
+        jobs = []
+        for new, result in zip(new_jobs, results, strict=True):
+            if result.created:
+                fields = {
+                    "name": new.name,
+                    "data": new.data,
+                    "opts": new.opts,
+                    "timestamp": str(new.timestamp),
+                    "delay": str(new.delay),
+                    "priority": str(new.priority),
+                }
+                jobs.append(self._job(result.job_id, fields))
+            else:
+                existing = await self.get_job(result.job_id)
+                if existing is None:  # removed in between: report what was asked for
+                    raise CorralError(f"job {result.job_id} vanished while being added")
+                jobs.append(existing)
+        return jobs
+
+    # ------------------------------------------------------------------ reading
+
+    def _job(self, job_id: str, fields: Mapping[str, str]) -> Job:
+        return Job(self.name, job_id, fields, progress_writer=self._write_progress)
+
+    async def _write_progress(self, job_id: str, progress: str) -> None:
+        code = await self.backend.update_progress(self.name, job_id, progress)
+        if code is not ResultCode.OK:
+            raise CorralError(f"cannot update progress: job {job_id} does not exist")
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        fields = await self.backend.get_job(self.name, job_id)
+        return None if fields is None else self._job(job_id, fields)
+
+    async def get_job_state(self, job_id: str) -> str:
+        """One of waiting, prioritized, delayed, active, completed, failed, or unknown."""
+        state = await self.backend.get_state(self.name, job_id)
+        return UNKNOWN if state is None else state.value
+
+    async def get_job_counts(self, *states: str | JobState) -> dict[str, int]:
+        """Number of jobs per state (all states when none are named)."""
+        counts = await self.backend.get_counts(self.name)
+        wanted = [_parse_state(s) for s in states] or list(JobState)
+        return {state.value: counts[state] for state in wanted}
+
+    async def get_jobs(
+        self,
+        states: str | JobState | Sequence[str | JobState] | None = None,
+        start: int = 0,
+        end: int = -1,
+        *,
+        asc: bool = False,
+    ) -> list[Job]:
+        """Jobs in the given states; the range applies to each state, newest first by default.
+
+        Jobs removed between listing and reading are left out.
+        """
+        if states is None:
+            wanted = list(JobState)
+        elif isinstance(states, str):
+            wanted = [_parse_state(states)]
+        else:
+            wanted = [_parse_state(s) for s in states]
+        jobs = []
+        for state in wanted:
+            for job_id in await self.backend.get_job_ids(self.name, state, start, end, asc):
+                job = await self.get_job(job_id)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    async def is_paused(self) -> bool:
+        """Whether the queue is paused."""
+        return await self.backend.is_paused(self.name)
+
+    async def is_job_stalled(self, job_id: str) -> bool:
+        """True if the job is active but holds no lock: its worker lost it, and the next
+        stalled check that finds it marked will recover it."""
+        if await self.backend.get_state(self.name, job_id) is not JobState.ACTIVE:
+            return False
+        return await self.backend.get_lock(self.name, job_id) is None
+
+    # ------------------------------------------------------------------ administration
+
+    async def pause(self) -> None:
+        """Stop workers from taking jobs (adds still land in wait)."""
+        await self.backend.set_paused(self.name, True)
+
+    async def resume(self) -> None:
+        """Let workers take jobs again and wake them."""
+        await self.backend.set_paused(self.name, False)
+
+    async def remove(self, job_id: str) -> bool:
+        """Delete a job; return False if it did not exist.
+
+        Raises:
+            CorralError: if the job is locked by a worker (it is being processed).
+        """
+        code = await self.backend.remove(self.name, job_id)
+        if code is ResultCode.JOB_LOCKED:
+            raise CorralError(removal_locked_text(job_id))
+        return code is ResultCode.OK
+
+    async def check_stalled(
+        self, max_stalled_count: int = 1, stalled_interval: Duration = 30_000
+    ) -> StalledCheck:
+        """Run one stalled check now (subject to the shared throttle).
+
+        Returns:
+            ``.recovered`` (ids moved back to wait) and ``.failed`` (ids failed for stalling
+            more than ``max_stalled_count`` times); ``.ran`` is False when throttled.
+        """
+        if max_stalled_count < 0:
+            raise InvalidArgumentError(f"max_stalled_count must be >= 0: {max_stalled_count}")
+        return await self.backend.check_stalled(
+            self.name,
+            max_stalled_count=max_stalled_count,
+            stalled_interval=duration_ms(stalled_interval, "stalled_interval", allow_zero=False),
+            now=self.clock.now_ms(),
+        )
+
+    async def close(self) -> None:
+        """Release the queue's resources (the backend stays open for others)."""
+
+
+def _parse_state(state: str | JobState) -> JobState:
+    try:
+        return JobState(state)
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise InvalidArgumentError(
+            f"unknown job state {state!r}; expected one of {names}"
+        ) from None

@@ -1,0 +1,128 @@
+"""Job states and the one transition table.
+
+Theory of operation
+===================
+
+A job lives in exactly one *place* of its queue at a time, and that place is its state:
+
+    waiting      the ``wait`` list (FIFO; ``lifo`` jobs and recovered jobs go to the front)
+    prioritized  the ``prioritized`` sorted set (lower priority value first, FIFO per value)
+    delayed      the ``delayed`` sorted set, scored by due time
+    active       the ``active`` list; the job has a lock held by one fetch's token
+    completed    the ``completed`` sorted set, scored by finish time (until retention trims it)
+    failed       the ``failed`` sorted set, scored by finish time (until retention trims it)
+
+A job that is in none of them is *gone* (never added, removed, or trimmed); that is ``None`` in
+the table below and "unknown" to readers.
+
+Rule 1: every state change anywhere in corral is one of the :class:`Transition` members below, and
+the table says where it may start and where it ends. Backends look their moves up here (the memory
+backend moves jobs between structures by table lookup), the Lua scripts name the transition they
+perform in their header, and the simulator's model and invariants are derived from this table.
+Nothing else may move a job.
+
+Rule 2: "stalled" is not a state. It is a mark (the ``stalled`` set) on an active job whose lock a
+checker saw expire; recovering it is the ``RECOVER_STALLED`` transition back to waiting. Likewise
+locks, attempt counters and retention are fields and side effects of transitions, not states.
+
+Which of several transitions applies (retry now or later, promote to wait or to prioritized) is a
+policy decision made by the engine (:mod:`corral.engine.policy`) or a fact of the job (its
+priority); the table only says what each choice does.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+
+
+class JobState(enum.StrEnum):
+    """Where a job is. The values are the names BullMQ's ``getState`` returns."""
+
+    WAITING = "waiting"
+    PRIORITIZED = "prioritized"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed and failed."""
+        return self in (JobState.COMPLETED, JobState.FAILED)
+
+
+#: What ``get_job_state`` returns for a job that does not exist.
+UNKNOWN = "unknown"
+
+
+class Transition(enum.Enum):
+    """Every way a job can change state."""
+
+    ADD = "add"  # Queue.add, priority 0, no delay
+    ADD_PRIORITIZED = "add_prioritized"  # Queue.add with priority > 0
+    ADD_DELAYED = "add_delayed"  # Queue.add with delay > 0
+    PROMOTE = "promote"  # a delayed job fell due (priority 0)
+    PROMOTE_PRIORITIZED = "promote_prioritized"  # a delayed job fell due (priority > 0)
+    FETCH = "fetch"  # a worker took the job and its lock
+    COMPLETE = "complete"  # the processor returned; lock token matched
+    FAIL = "fail"  # final failure: no attempts left, unrecoverable, or the stall limit
+    RETRY_LATER = "retry_later"  # failed attempt with a backoff delay
+    RETRY = "retry"  # failed attempt, retried at once (priority 0)
+    RETRY_PRIORITIZED = "retry_prioritized"  # failed attempt, retried at once (priority > 0)
+    RECOVER_STALLED = "recover_stalled"  # lock expired and marked at the previous check
+    RELEASE = "release"  # a closing worker gave the job back (lock released, no stall counted)
+    REMOVE = "remove"  # Queue.remove on a job that holds no lock
+    TRIM = "trim"  # retention removed a finished job
+
+
+_S = JobState
+
+#: The transition table: ``TRANSITIONS[transition][from_state] -> to_state``. ``None`` as a source
+#: means "not stored yet"; ``None`` as a target means "deleted".
+TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = MappingProxyType(
+    {
+        Transition.ADD: {None: _S.WAITING},
+        Transition.ADD_PRIORITIZED: {None: _S.PRIORITIZED},
+        Transition.ADD_DELAYED: {None: _S.DELAYED},
+        Transition.PROMOTE: {_S.DELAYED: _S.WAITING},
+        Transition.PROMOTE_PRIORITIZED: {_S.DELAYED: _S.PRIORITIZED},
+        Transition.FETCH: {_S.WAITING: _S.ACTIVE, _S.PRIORITIZED: _S.ACTIVE},
+        Transition.COMPLETE: {_S.ACTIVE: _S.COMPLETED},
+        Transition.FAIL: {_S.ACTIVE: _S.FAILED},
+        Transition.RETRY_LATER: {_S.ACTIVE: _S.DELAYED},
+        Transition.RETRY: {_S.ACTIVE: _S.WAITING},
+        Transition.RETRY_PRIORITIZED: {_S.ACTIVE: _S.PRIORITIZED},
+        Transition.RECOVER_STALLED: {_S.ACTIVE: _S.WAITING},
+        Transition.RELEASE: {_S.ACTIVE: _S.WAITING},
+        # An active job may be removed only when its lock is gone (checked by the backend).
+        Transition.REMOVE: dict.fromkeys(_S),
+        Transition.TRIM: {_S.COMPLETED: None, _S.FAILED: None},
+    }
+)
+
+
+class InvalidTransitionError(Exception):
+    """A move that the transition table does not allow: always a bug, never an expected race."""
+
+
+def next_state(state: JobState | None, transition: Transition) -> JobState | None:
+    """Return the state a job in ``state`` reaches through ``transition``.
+
+    Raises:
+        InvalidTransitionError: if the table has no such move.
+    """
+    try:
+        return TRANSITIONS[transition][state]
+    except KeyError:
+        raise InvalidTransitionError(
+            f"transition {transition.name} is not allowed from {state or 'nothing'}"
+        ) from None
+
+
+def allowed_moves() -> frozenset[tuple[JobState | None, JobState | None]]:
+    """Every (from, to) pair some transition allows; the simulator checks observed moves with it."""
+    return frozenset(
+        (source, target) for moves in TRANSITIONS.values() for source, target in moves.items()
+    )

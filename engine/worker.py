@@ -1,0 +1,617 @@
+"""Worker: fetches jobs, runs the processor, keeps their locks alive, and recovers stalled jobs.
+
+One worker runs ``concurrency`` *slots*. Each slot loops: take a job (or wait to be woken), run
+the processor, apply the outcome — and, in the same storage call, take the next job. Only one
+slot at a time blocks waiting for work, so an idle worker holds one wait, not ``concurrency``.
+
+Beside the slots run two timers: the lock renewer (one batch ``extend_locks`` call per tick for
+every lock due for renewal) and the stalled checker (a check at start, then one per
+``stalled_interval``, throttled across all workers of the queue by the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import inspect
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+from corral.engine.checker import StalledChecker
+from corral.engine.clock import Clock, SystemClock, system_random
+from corral.engine.errors import (
+    CorralError,
+    InvalidArgumentError,
+    LockLostError,
+    ResultCode,
+    UnrecoverableError,
+    lock_renewal_error_text,
+)
+from corral.engine.events import EventEmitter, Handler
+from corral.engine.job import Duration, Job, duration_ms, encode_json, validate_queue_name
+from corral.engine.policy import BackoffStrategy, failure_outcome, lock_renewal_due
+from corral.engine.storage import (
+    OUTCOME_COMMANDS,
+    Complete,
+    Fetched,
+    FetchRequest,
+    Outcome,
+    Storage,
+)
+
+Processor = Callable[[Job], Any]
+
+
+class ProcessorRunner(Protocol):
+    """Runs jobs' processors away from the worker's event loop (``corral.sandbox`` has one).
+
+    ``run`` returns the processor's result or raises its error; a cancelled ``run`` (a forced
+    close) must stop the processor. The worker calls ``close`` once when it stops, with
+    ``force=True`` after a forced close.
+    """
+
+    async def run(self, job: Job) -> Any:
+        """Run the processor on ``job``."""
+        ...
+
+    async def close(self, force: bool = False) -> None:
+        """Release the runner's resources (its processes)."""
+        ...
+
+
+# A slot that keeps finding work without ever suspending yields to the loop after this many
+# jobs or this much loop time, whichever comes first.
+_YIELD_EVERY_JOBS: Final = 16
+_YIELD_AFTER_S: Final = 0.002
+
+# After a failed fetch or wait, the next fetch waits this long, doubling per consecutive failure
+# up to the cap: an unreachable store costs a few calls per second, and a short outage ends fast.
+_ERROR_BACKOFF_MS: Final = 100
+_ERROR_BACKOFF_MAX_MS: Final = 5_000
+
+#: Events a Worker emits (see ``Worker.on``).
+WORKER_EVENTS: Final = frozenset(
+    {
+        "active",
+        "completed",
+        "failed",
+        "progress",
+        "stalled",
+        "locks_renewed",
+        "lock_renewal_failed",
+        "drained",
+        "error",
+        "closed",
+    }
+)
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Running:
+    """A job this worker is running, tracked for lock renewal and cancellation."""
+
+    job: Job
+    token: str
+    last_renewed: int
+    # False once the run is finishing (its lock is about to go) or a renewal found the lock
+    # gone (it never comes back): renewing it then could only fail.
+    renew: bool = True
+
+
+class Worker:
+    """Processes the jobs of one queue.
+
+    Args:
+        queue_name: the queue to work on.
+        processor: ``async def`` or plain ``def`` taking a :class:`Job`; its return value
+            (JSON-encodable) becomes the job's result. Plain functions run in a thread pool,
+            never on the event loop.
+        backend: the queue's storage.
+        concurrency: how many jobs run at once.
+        lock_duration: lock TTL in ms; a job whose lock lapses is recovered as stalled.
+        lock_renew_time: renewal period in ms (default ``lock_duration / 2``); the renewal timer
+            ticks every half period and re-arms the locks not renewed for half a period.
+        stalled_interval: ms between stalled checks (also the shared throttle's TTL).
+        max_stalled_count: stalls a job may survive; one more fails it.
+        skip_stalled_check: do not run the stalled checker.
+        skip_lock_renewal: never renew locks (jobs must finish within ``lock_duration``).
+        drain_delay: longest single wait for work in ms before fetching again.
+        name: stored as ``pb`` ("processed by") on the jobs this worker takes.
+        clock: timestamps source (system clock by default).
+        rng: randomness for lock tokens and backoff jitter.
+        backoff_strategy: custom backoff for job backoff types other than fixed/exponential.
+        executor: thread pool for plain-function processors (one of ``concurrency`` threads by
+            default).
+        sandboxed: run each job in a child process (``corral.sandbox``): the processor must
+            then be a ``"package.module:function"`` name or a top-level function importable by
+            name. A processor given as such a name without ``sandboxed`` is imported here.
+        processor_runner: runs the processor instead of the worker (the seam ``sandboxed``
+            uses; e.g. a ``corral.sandbox.SandboxedRunner`` with chosen options). The worker
+            closes it when it stops.
+    """
+
+    def __init__(
+        self,
+        queue_name: str,
+        processor: Processor | str,
+        backend: Storage,
+        *,
+        concurrency: int = 1,
+        lock_duration: Duration = 30_000,
+        lock_renew_time: Duration | None = None,
+        stalled_interval: Duration = 30_000,
+        max_stalled_count: int = 1,
+        skip_stalled_check: bool = False,
+        skip_lock_renewal: bool = False,
+        drain_delay: Duration = 5_000,
+        name: str | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        backoff_strategy: BackoffStrategy | None = None,
+        executor: concurrent.futures.Executor | None = None,
+        sandboxed: bool = False,
+        processor_runner: ProcessorRunner | None = None,
+    ) -> None:
+        self.queue_name = validate_queue_name(queue_name)
+        if sandboxed and processor_runner is not None:
+            raise InvalidArgumentError("give either sandboxed=True or a processor_runner, not both")
+        if sandboxed or isinstance(processor, str):
+            # The process pool does I/O, so it lives outside the engine, imported only if used.
+            from corral.sandbox import SandboxedRunner, import_processor
+
+            if sandboxed:
+                sandbox = SandboxedRunner(processor, concurrency=concurrency)
+                processor, processor_runner = sandbox.function, sandbox
+            elif isinstance(processor, str):
+                processor = import_processor(processor)
+        if not callable(processor):
+            raise InvalidArgumentError(f"processor must be callable, got {processor!r}")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise InvalidArgumentError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if not isinstance(max_stalled_count, int) or max_stalled_count < 0:
+            raise InvalidArgumentError(f"max_stalled_count must be >= 0: {max_stalled_count!r}")
+        self.processor = processor
+        self.backend = backend
+        self.concurrency = concurrency
+        self.lock_duration = duration_ms(lock_duration, "lock_duration", allow_zero=False)
+        self.lock_renew_time = (
+            self.lock_duration // 2
+            if lock_renew_time is None
+            else duration_ms(lock_renew_time, "lock_renew_time", allow_zero=False)
+        )
+        if self.lock_renew_time > self.lock_duration:
+            raise InvalidArgumentError(
+                f"lock_renew_time ({self.lock_renew_time} ms) must not exceed lock_duration "
+                f"({self.lock_duration} ms), or locks expire between renewals"
+            )
+        self.stalled_interval = duration_ms(stalled_interval, "stalled_interval", allow_zero=False)
+        self.max_stalled_count = max_stalled_count
+        self.skip_stalled_check = skip_stalled_check
+        self.skip_lock_renewal = skip_lock_renewal
+        self.drain_delay = duration_ms(drain_delay, "drain_delay", allow_zero=False)
+        self.name = name
+        self.clock: Clock = clock or SystemClock()
+        self._rng = rng or system_random()
+        self.id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        self._backoff_strategy = backoff_strategy
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._is_async = _is_async_callable(processor)
+        self._runner = processor_runner
+        self._events = EventEmitter(WORKER_EVENTS)
+        self._checker = StalledChecker(
+            self.queue_name,
+            backend,
+            stalled_interval=self.stalled_interval,
+            max_stalled_count=max_stalled_count,
+            clock=self.clock,
+            events=self._events,
+        )
+        self._fetches = 0
+        self._fetch_errors = 0  # consecutive failed fetches or waits
+        self._running: dict[str, _Running] = {}  # by lock token
+        self._busy_slots: dict[asyncio.Task[None], _Running] = {}
+        # Ordered (a dict, not a set) so that closing cancels slots in a reproducible order.
+        self._idle_slots: dict[asyncio.Task[None], None] = {}
+        self._block = asyncio.Lock()
+        self._timers: list[asyncio.Task[None]] = []
+        self._slots: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closing = False
+        self._force = False
+        self._drained = False
+        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.queue_name!r} id={self.id} concurrency={self.concurrency}>"
+
+    # ------------------------------------------------------------------ public API
+
+    def on(self, event: str, handler: Handler) -> Handler:
+        """Register a handler for a worker event.
+
+        Events and their arguments: ``active(job)``, ``completed(job, result)``,
+        ``failed(job, error)`` (every failed attempt), ``progress(job, value)``,
+        ``stalled(job_id, previous_state)``, ``locks_renewed(job_ids)``,
+        ``lock_renewal_failed(job_ids)``, ``drained()``, ``error(error, job_or_none)``,
+        ``closed()``.
+        """
+        return self._events.on(event, handler)
+
+    def off(self, event: str, handler: Handler) -> None:
+        """Unregister a handler."""
+        self._events.off(event, handler)
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        """The jobs this worker is running now."""
+        return [running.job for running in self._running.values()]
+
+    @property
+    def is_running(self) -> bool:
+        """True between ``run()`` starting and the worker having closed."""
+        return self._started and not (self._stopped is not None and self._stopped.is_set())
+
+    def cancel_job(self, job_id: str, reason: str = "cancelled by worker.cancel_job") -> bool:
+        """Signal the running processor of ``job_id`` to stop (through ``job.cancellation``).
+
+        The processor decides how to stop; whatever it then raises fails the attempt as usual.
+        Returns False if this worker is not running that job.
+        """
+        found = False
+        for running in self._running.values():
+            if running.job.id == job_id:
+                running.job.cancellation.cancel(reason)
+                found = True
+        return found
+
+    async def run(self) -> None:
+        """Process jobs until :meth:`close` is called. Cancelling ``run`` closes with force."""
+        if self._started:
+            raise RuntimeError("this worker has already been started")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        if self._closing:
+            self._stopped.set()
+            return
+        if not self.skip_stalled_check:
+            self._timers.append(asyncio.create_task(self._stalled_check_timer()))
+        if not self.skip_lock_renewal:
+            self._timers.append(asyncio.create_task(self._lock_renewal_timer()))
+        self._slots = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*self._slots)
+        except asyncio.CancelledError:
+            self._closing = self._force = True
+            for slot in self._slots:
+                slot.cancel()
+            await asyncio.gather(*self._slots, return_exceptions=True)
+            raise
+        finally:
+            await self._shutdown()
+
+    async def close(self, force: bool = False) -> None:
+        """Stop taking jobs and wait for the worker to finish.
+
+        Without ``force``, running jobs finish normally (their locks are still renewed). With
+        ``force``, their processors are cancelled, their locks released and the jobs put back at
+        the front of wait at once, with no stall counted.
+        """
+        self._closing = True
+        self._force = self._force or force
+        for slot in list(self._idle_slots):
+            slot.cancel()
+        if self._force:
+            for slot in list(self._busy_slots):
+                slot.cancel()
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    # ------------------------------------------------------------------ slots
+
+    def _request(self) -> FetchRequest:
+        self._fetches += 1
+        return FetchRequest(f"{self.id}:{self._fetches}", self.lock_duration, self.name)
+
+    async def _slot(self) -> None:
+        this = asyncio.current_task()
+        assert this is not None
+        loop = asyncio.get_running_loop()
+        fetched: Fetched | None = None
+        token = ""
+        unyielded = 0
+        last_yield = loop.time()
+        while not self._closing:
+            if fetched is None:
+                fetched, token = await self._next_job(this)
+                unyielded, last_yield = 0, loop.time()
+                if fetched is None:
+                    continue
+            fetched, token = await self._process(this, fetched, token)
+            unyielded += 1
+            if unyielded >= _YIELD_EVERY_JOBS or loop.time() - last_yield >= _YIELD_AFTER_S:
+                # Fast processors on an in-process backend may never suspend: yield now and
+                # then so the other slots, the lock renewer and the stalled checker still run.
+                await asyncio.sleep(0)
+                unyielded, last_yield = 0, loop.time()
+
+    async def _next_job(self, slot: asyncio.Task[None]) -> tuple[Fetched | None, str]:
+        async with self._block:
+            while not self._closing:
+                request = self._request()
+                try:
+                    result = await self.backend.fetch_next(
+                        self.queue_name, request, self.clock.now_ms()
+                    )
+                except Exception as exc:
+                    self._events.emit("error", exc, None)
+                    if not await self._back_off(slot):
+                        break
+                    continue
+                if result.job is not None:
+                    self._drained = False
+                    self._fetch_errors = 0
+                    return result.job, request.token
+                if not self._drained:
+                    self._drained = True
+                    self._events.emit("drained")
+                if self._closing:  # close() began while the fetch was in flight
+                    break
+                timeout = self.drain_delay
+                if result.next_due_ms is not None:
+                    timeout = max(1, min(timeout, result.next_due_ms - self.clock.now_ms()))
+                self._idle_slots[slot] = None
+                try:
+                    await self.backend.wait_for_work(self.queue_name, timeout)
+                    self._fetch_errors = 0
+                except asyncio.CancelledError:
+                    if self._closing:
+                        return None, ""
+                    raise
+                except Exception as exc:
+                    self._events.emit("error", exc, None)
+                    if not await self._back_off(slot):
+                        break
+                finally:
+                    self._idle_slots.pop(slot, None)
+        return None, ""
+
+    async def _back_off(self, slot: asyncio.Task[None]) -> bool:
+        """Wait after a failed fetch or wait (see ``_ERROR_BACKOFF_MS``); False if the worker
+        began closing meanwhile."""
+        self._fetch_errors += 1
+        delay_ms = _ERROR_BACKOFF_MS << min(self._fetch_errors - 1, 16)
+        self._idle_slots[slot] = None
+        try:
+            await asyncio.sleep(min(delay_ms, _ERROR_BACKOFF_MAX_MS) / 1000)
+        except asyncio.CancelledError:
+            if self._closing:
+                return False
+            raise
+        finally:
+            self._idle_slots.pop(slot, None)
+        return not self._closing
+
+    async def _process(
+        self, slot: asyncio.Task[None], fetched: Fetched, token: str
+    ) -> tuple[Fetched | None, str]:
+        """Run one job and finish it; return the next job if the finish fetched one."""
+        job = Job(
+            self.queue_name,
+            fetched.job_id,
+            fetched.fields,
+            progress_writer=self._write_progress,
+            token=token,
+        )
+        loop = self._loop
+        assert loop is not None
+        job.bind_loop(loop)
+        running = _Running(job, token, self.clock.now_ms())
+        self._running[token] = running
+        self._busy_slots[slot] = running
+        try:
+            if self._force:  # fetched while a forced close began: give it straight back
+                raise asyncio.CancelledError
+            outcome, result, error = await self._run_processor(job)
+            fetch = None if self._closing else self._request()
+            running.renew = False
+            finish = await self.backend.finish(
+                self.queue_name, job.id, token, outcome, self.clock.now_ms(), fetch
+            )
+        except asyncio.CancelledError:
+            if self._force:
+                await self._release(running)
+                return None, ""
+            raise
+        except Exception as exc:
+            self._events.emit("error", exc, job)
+            return None, ""
+        finally:
+            del self._running[token]
+            self._busy_slots.pop(slot, None)
+        if finish.code is not ResultCode.OK:
+            command = OUTCOME_COMMANDS[type(outcome)]
+            self._events.emit("error", LockLostError(finish.code, job.id, command), job)
+        elif isinstance(outcome, Complete):
+            if self._events.has_listeners("completed"):
+                job._set_field("returnvalue", outcome.return_value)
+                job._set_field("atm", str(job.attempts_made + 1))
+                self._events.emit("completed", job, result)
+        elif self._events.has_listeners("failed"):
+            job._set_field("atm", str(job.attempts_made + 1))
+            job._set_field("failedReason", getattr(outcome, "reason", None))
+            self._events.emit("failed", job, error)
+        if finish.next is not None and finish.next.job is not None and fetch is not None:
+            return finish.next.job, fetch.token
+        return None, ""
+
+    async def _run_processor(self, job: Job) -> tuple[Outcome, Any, BaseException | None]:
+        """Run the processor; return the outcome to store, the result and the error."""
+        error: BaseException
+        if job.deferred_failure is not None:
+            error = UnrecoverableError(job.deferred_failure)
+        else:
+            self._events.emit("active", job)
+            try:
+                if self._runner is not None:
+                    result = await self._runner.run(job)
+                elif self._is_async:
+                    result = await self.processor(job)
+                else:
+                    result = await self._in_thread(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+            else:
+                try:
+                    return (
+                        Complete(
+                            encode_json(result, f"return value of job {job.id}"),
+                            job.opts.remove_on_complete,
+                        ),
+                        result,
+                        None,
+                    )
+                except InvalidArgumentError as exc:
+                    error = UnrecoverableError(str(exc))
+        outcome = failure_outcome(
+            job.opts,
+            job.attempts_made,
+            error,
+            self._rng,
+            job=job,
+            strategy=self._backoff_strategy,
+            previous_stacktrace=job.stacktrace,
+        )
+        return outcome, None, error
+
+    def _in_thread(self, job: Job) -> Awaitable[Any]:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix=f"corral-{self.queue_name}"
+            )
+        loop = self._loop
+        assert loop is not None
+        return loop.run_in_executor(self._executor, self.processor, job)
+
+    async def _write_progress(self, job_id: str, progress: str) -> None:
+        code = await self.backend.update_progress(self.queue_name, job_id, progress)
+        if code is not ResultCode.OK:
+            raise CorralError(f"cannot update progress: job {job_id} does not exist")
+        if self._events.has_listeners("progress"):
+            for running in self._running.values():
+                if running.job.id == job_id:
+                    self._events.emit("progress", running.job, json.loads(progress))
+
+    async def _release(self, running: _Running) -> None:
+        running.job.cancellation.cancel("worker closed with force")
+        try:
+            code = await self.backend.release(
+                self.queue_name, running.job.id, running.token, self.clock.now_ms()
+            )
+        except Exception as exc:
+            self._events.emit("error", exc, running.job)
+            return
+        if code is not ResultCode.OK:
+            self._events.emit("error", LockLostError(code, running.job.id, "release"), running.job)
+
+    # ------------------------------------------------------------------ timers
+
+    async def _lock_renewal_timer(self) -> None:
+        # Each tick renews on its own task: a renewal whose reply is slow or lost must not hold
+        # back the next tick, or a single lost reply could let every lock lapse.
+        tick = self.lock_renew_time / 2000
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                task = asyncio.create_task(self.renew_locks())
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def renew_locks(self) -> None:
+        """Renew, in one storage call, every lock due for renewal (the timer calls this)."""
+        now = self.clock.now_ms()
+        due = [
+            running
+            for running in self._running.values()
+            if running.renew and lock_renewal_due(running.last_renewed, now, self.lock_renew_time)
+        ]
+        if not due:
+            return
+        for running in due:
+            running.last_renewed = now
+        try:
+            lost = set(
+                await self.backend.extend_locks(
+                    self.queue_name,
+                    [(running.job.id, running.token) for running in due],
+                    self.lock_duration,
+                )
+            )
+        except Exception as exc:
+            self._events.emit("error", exc, None)
+            return
+        # Tokens, not ids, tell runs apart: a job that stalled and was taken again by another
+        # slot of this worker is tracked twice, and only its newest run still holds the lock.
+        # A run that started finishing, or was already found lost by an earlier (overlapping)
+        # renewal, is not reported again.
+        failed = [running for running in due if running.token in lost and running.renew]
+        renewed = [running.job.id for running in due if running.token not in lost]
+        if failed:
+            for running in failed:
+                running.renew = False
+                running.job.cancellation.cancel(lock_renewal_error_text(running.job.id))
+                self._events.emit(
+                    "error", CorralError(lock_renewal_error_text(running.job.id)), running.job
+                )
+            self._events.emit("lock_renewal_failed", sorted({r.job.id for r in failed}))
+        if renewed:
+            self._events.emit("locks_renewed", renewed)
+
+    async def _stalled_check_timer(self) -> None:
+        while True:
+            await self.check_stalled()
+            await asyncio.sleep(self.stalled_interval / 1000)
+
+    async def check_stalled(self) -> None:
+        """Run one stalled check with this worker's settings (the timer calls this)."""
+        try:
+            await self._checker.check()
+        except Exception as exc:
+            self._events.emit("error", exc, None)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def _shutdown(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
+        self._timers.clear()
+        if self._owns_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._runner is not None:
+            try:
+                await self._runner.close(force=self._force)
+            except Exception as exc:
+                self._events.emit("error", exc, None)
+        await self._events.drain()
+        assert self._stopped is not None
+        self._stopped.set()
+        self._events.emit("closed")
+
+
+def _is_async_callable(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - objects with an async __call__
+    )

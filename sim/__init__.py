@@ -1,0 +1,1 @@
+"""corral.sim: virtual time and the deterministic chaos simulator."""

@@ -1,0 +1,334 @@
+"""The Redis backend on an in-process fakeredis server, as a store the simulator (and the
+Hypothesis state machine) can use wherever they use the memory backend.
+
+:class:`FakeRedisStore` is a Storage whose calls run the production
+:class:`~corral.backends.redis.backend.RedisBackend` (its Lua scripts, its command pipeline, its
+blocking waits) against a ``fakeredis`` server. It adds what the simulator's oracle reads from
+``MemoryBackend``:
+
+- **Atomic calls that never suspend.** The redis-py client and fakeredis live on a loop of their
+  own, a :class:`~corral.sim.simloop.SimLoop` reading the same virtual time as the caller (the
+  *server loop*). A call creates its task there and steps that loop until no callback is ready:
+  fakeredis answers in memory, without real I/O and without time passing, so every call is
+  complete when the caller's coroutine returns, and returns without ever suspending, exactly
+  like the memory backend's. Only the blocking waits (``wait_for_work``'s BZPOPMIN,
+  ``wait_for_events``' XREAD BLOCK) may stay pending: their task stays on the server loop, whose
+  timers (the block timeouts) the simulator fires in virtual time (:meth:`next_due`,
+  :meth:`step`), and a write that wakes them completes them within that write's call.
+- **Transitions.** The scripts are loaded with a transition log
+  (:class:`~corral.backends.redis.scripts.Instrumentation`): each script names every state change
+  it makes, in order, in a list that this store drains after each call and hands to
+  :attr:`transition_listener` (the memory backend's listener signature), after checking that the
+  script's header declares that transition. The log also keeps an index of where each job is.
+- **Reads for the oracle and structural checks**: :meth:`job_fields`, :meth:`check` and
+  :meth:`check_jobs` (``corral.backends.redis.checks``, plus agreement with the index). The
+  transition log is drained by the same script that reads the layout around the jobs it names,
+  and that read answers ``job_fields`` and ``check_jobs`` for those jobs until the next call.
+
+fakeredis must follow the store's clock while the store is used:
+``with corral.backends.redis.fake.virtual_fakeredis(clock): ...`` around the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import fakeredis
+import fakeredis.aioredis
+
+from corral.backends.memory import TransitionListener
+from corral.backends.redis.backend import RedisBackend
+from corral.backends.redis.checks import Layout, LoggedTransition, check_layout, read_layout
+from corral.backends.redis.keys import DEFAULT_PREFIX
+from corral.backends.redis.scripts import SCRIPT_NAMES, Instrumentation, load_source
+from corral.engine.errors import ResultCode
+from corral.engine.states import JobState
+from corral.engine.storage import (
+    AddResult,
+    FetchRequest,
+    FetchResult,
+    FinishResult,
+    LockInfo,
+    NewJob,
+    Outcome,
+    StalledCheck,
+    StoredEvent,
+)
+from corral.sim.simloop import SimLoop
+
+T = TypeVar("T")
+
+
+class SuspendedCallError(RuntimeError):
+    """A non-blocking call did not complete without time passing (a bug, never expected)."""
+
+
+class FakeRedisStore:
+    """The Redis backend over a fresh fakeredis server, with calls that complete at once.
+
+    Args:
+        now: world time in seconds, for the server loop (defaults to a stopped clock at 0,
+            enough when no blocking wait is used).
+        planted_bugs: deliberate bugs compiled into the scripts (see
+            :data:`corral.backends.redis.scripts.PLANTABLE_BUGS`).
+        loop: the server loop to use (a store that replaces another shares its loop, so that
+            waits still blocked on the old server time out as they would).
+        prefix: the key prefix.
+    """
+
+    def __init__(
+        self,
+        now: Callable[[], float] = lambda: 0.0,
+        *,
+        planted_bugs: frozenset[str] = frozenset(),
+        loop: SimLoop | None = None,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        self.loop = loop or SimLoop(now)
+        self.server = fakeredis.FakeServer()
+        self.client = fakeredis.aioredis.FakeRedis(server=self.server, decode_responses=True)
+        self.planted_bugs = planted_bugs
+        self.backend = RedisBackend(
+            self.client,
+            prefix,
+            url="fakeredis://",
+            instrumentation=Instrumentation(transition_log=True, planted_bugs=planted_bugs),
+        )
+        #: Called on every state change, as ``MemoryBackend.transition_listener``.
+        self.transition_listener: TransitionListener | None = None
+        #: Where each job of each queue is, as the transition log says.
+        self.index: dict[str, dict[str, JobState]] = {}
+        self._seen: tuple[str, Layout] | None = None  # the read after the last call
+
+    def __repr__(self) -> str:
+        return f"<FakeRedisStore prefix={self.backend.prefix!r}>"
+
+    # ------------------------------------------------------------------ driving the loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server loop to completion, without time passing.
+
+        Raises:
+            SuspendedCallError: if it waits for time to pass.
+        """
+        task = self.loop.create_task(coro)
+        self.loop.settle()
+        if not task.done():
+            task.cancel()
+            self.loop.settle()
+            raise SuspendedCallError(f"{coro!r} waited for time to pass on fakeredis")
+        return task.result()
+
+    def next_due(self) -> float | None:
+        """World time at which the server loop next has work (a blocked wait's timeout)."""
+        return self.loop.next_due()
+
+    def step(self) -> None:
+        """Fire the server loop's timers that are due and settle what follows."""
+        due = self.loop.next_due()
+        if due is not None and due <= self.loop.time():
+            self.loop.step()
+            self.loop.settle()
+
+    async def _blocking(self, coro: Coroutine[Any, Any, T]) -> T:
+        self._seen = None
+        task = self.loop.create_task(coro)
+        self.loop.settle()
+        if task.done():
+            return task.result()
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        task.add_done_callback(functools.partial(_pass_on, waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            task.cancel()
+            self.loop.settle()
+            raise
+
+    def _mutate(self, op: str, queue: str, coro: Coroutine[Any, Any, T]) -> T:
+        self._seen = None
+        try:
+            return self.run(coro)
+        finally:  # what a failing call changed before it failed is reported too
+            self._deliver(op, queue)
+
+    def _deliver(self, op: str, queue: str) -> None:
+        layout = self.run(read_layout(self.client, self.backend.keys(queue), (), drain_log=True))
+        self._seen = (queue, layout)
+        declared = load_source(op).transitions if op in SCRIPT_NAMES else ()
+        index = self.index.setdefault(queue, {})
+        for move in layout.log:
+            if move.transition.name not in declared:
+                raise AssertionError(
+                    f"{op}.lua made {move.transition.name} on job {move.job_id}, which its "
+                    f"header does not declare ({', '.join(declared) or 'none'})"
+                )
+            self._record(queue, index, move)
+
+    def _record(self, queue: str, index: dict[str, JobState], move: LoggedTransition) -> None:
+        if move.target is None:
+            index.pop(move.job_id, None)
+        else:
+            index[move.job_id] = move.target
+        if self.transition_listener is not None:
+            self.transition_listener(
+                queue, move.job_id, move.transition, move.source, move.target, move.fields
+            )
+
+    # ------------------------------------------------------------------ Storage operations
+
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
+        return self._mutate("add_jobs", queue, self.backend.add_jobs(queue, jobs))
+
+    async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
+        return self._mutate("fetch_next", queue, self.backend.fetch_next(queue, request, now))
+
+    async def finish(
+        self,
+        queue: str,
+        job_id: str,
+        token: str,
+        outcome: Outcome,
+        now: int,
+        fetch: FetchRequest | None = None,
+    ) -> FinishResult:
+        call = self.backend.finish(queue, job_id, token, outcome, now, fetch)
+        return self._mutate("finish", queue, call)
+
+    async def extend_locks(
+        self, queue: str, locks: Sequence[tuple[str, str]], lock_duration: int
+    ) -> list[str]:
+        call = self.backend.extend_locks(queue, locks, lock_duration)
+        return self._mutate("extend_locks", queue, call)
+
+    async def release(self, queue: str, job_id: str, token: str, now: int) -> ResultCode:
+        return self._mutate("release", queue, self.backend.release(queue, job_id, token, now))
+
+    async def check_stalled(
+        self, queue: str, *, max_stalled_count: int, stalled_interval: int, now: int
+    ) -> StalledCheck:
+        call = self.backend.check_stalled(
+            queue, max_stalled_count=max_stalled_count, stalled_interval=stalled_interval, now=now
+        )
+        return self._mutate("check_stalled", queue, call)
+
+    async def update_progress(self, queue: str, job_id: str, progress: str) -> ResultCode:
+        call = self.backend.update_progress(queue, job_id, progress)
+        return self._mutate("update_progress", queue, call)
+
+    async def remove(self, queue: str, job_id: str) -> ResultCode:
+        return self._mutate("remove", queue, self.backend.remove(queue, job_id))
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        self._mutate("set_paused", queue, self.backend.set_paused(queue, paused))
+
+    async def is_paused(self, queue: str) -> bool:
+        return self.run(self.backend.is_paused(queue))
+
+    async def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
+        return self.run(self.backend.get_job(queue, job_id))
+
+    async def get_state(self, queue: str, job_id: str) -> JobState | None:
+        return self.run(self.backend.get_state(queue, job_id))
+
+    async def get_counts(self, queue: str) -> dict[JobState, int]:
+        return self.run(self.backend.get_counts(queue))
+
+    async def get_job_ids(
+        self, queue: str, state: JobState, start: int, end: int, asc: bool
+    ) -> list[str]:
+        return self.run(self.backend.get_job_ids(queue, state, start, end, asc))
+
+    async def get_lock(self, queue: str, job_id: str) -> LockInfo | None:
+        return self.run(self.backend.get_lock(queue, job_id))
+
+    async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
+        return self.run(self.backend.is_marked_stalled(queue, job_id))
+
+    async def get_events(
+        self, queue: str, after: str | None = None, count: int = 1000
+    ) -> list[StoredEvent]:
+        return self.run(self.backend.get_events(queue, after, count))
+
+    async def last_event_id(self, queue: str) -> str:
+        return self.run(self.backend.last_event_id(queue))
+
+    async def wait_for_events(
+        self, queue: str, after: str, timeout_ms: int, count: int = 1000
+    ) -> list[StoredEvent]:
+        return await self._blocking(self.backend.wait_for_events(queue, after, timeout_ms, count))
+
+    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
+        return await self._blocking(self.backend.wait_for_work(queue, timeout_ms))
+
+    async def close(self) -> None:
+        """Nothing to release: the data stays for other users of this store."""
+
+    def shut(self) -> None:
+        """Close the client and its connections (the server loop stays open)."""
+
+        async def close() -> None:
+            await self.backend.close()
+            await self.client.aclose()
+
+        self.run(close())
+
+    # ------------------------------------------------------------------ inspection
+
+    def job_fields(self, queue: str, job_id: str) -> Mapping[str, str] | None:
+        """The job's hash, or None."""
+        seen = self._seen
+        if seen is not None and seen[0] == queue and job_id in seen[1].placements:
+            return seen[1].jobs.get(job_id)
+        return self.run(self.backend.get_job(queue, job_id))
+
+    def queues(self) -> list[str]:
+        """Names of the queues a state change was seen in."""
+        return list(self.index)
+
+    def check(self) -> None:
+        """Assert every structural invariant of every queue (:func:`check_queue`), and that
+        every job is where the transition log put it.
+
+        Raises:
+            AssertionError: naming the queue, the job and the broken rule.
+        """
+        for queue, index in self.index.items():
+            layout = self.run(read_layout(self.client, self.backend.keys(queue)))
+            check_layout(queue, layout, index)
+
+    def check_jobs(self, queue: str, job_ids: Iterable[str]) -> None:
+        """A cheaper :meth:`check` for after one operation: the sizes against the index, the
+        stalled set, and the placement of the given jobs.
+
+        Raises:
+            AssertionError: naming the queue, the job and the broken rule.
+        """
+        index = self.index.get(queue)
+        if index is None:
+            return
+        seen = self._seen
+        ids = set(job_ids)
+        if seen is not None and seen[0] == queue and ids <= seen[1].placements.keys():
+            layout = seen[1]
+        else:
+            layout = self.run(read_layout(self.client, self.backend.keys(queue), ids))
+        check_layout(queue, layout, index, job_count=len(index))
+
+
+def _pass_on(waiter: asyncio.Future[T], task: asyncio.Task[T]) -> None:
+    """Give ``task``'s outcome to ``waiter`` (a future of another loop)."""
+    if waiter.done():
+        return
+    if task.cancelled():
+        waiter.cancel()
+    elif task.exception() is not None:
+        waiter.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        waiter.set_result(task.result())
+
+
+__all__ = ["FakeRedisStore", "SuspendedCallError"]

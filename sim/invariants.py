@@ -1,0 +1,270 @@
+"""The simulator's oracle: safety invariants checked after every event, and liveness at the end.
+
+The oracle watches the store from outside. It sees every storage operation as it executes (who
+asked, with which token, what came back) and every state transition the store performs, and keeps
+its own record of who holds each job's lock and until when. It never asks the backend whether a
+move was allowed; it judges from what it saw, so a backend bug (planted or real) shows up as a
+violation:
+
+- a finish, release or renewal accepted for a token that is not the job's current lock holder, or
+  after that lock expired: a *zombie commit* (two processes both hold a valid lock);
+- a job completed twice: a *duplicate completion*;
+- a move that is not in the transition table, or that starts from another state than the one the
+  oracle last saw;
+- ``stc``, ``ats`` or ``atm`` going down;
+- a job recovered with ``stc > max_stalled_count``, or failed for stalling without it;
+- a job recovered from a stall while its lock was still live;
+- anything the backend's own ``check()`` finds.
+
+Re-executions (a processor starting again on a job that already ran) are counted, not forbidden:
+delivery is at least once; completion must be exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
+from corral.engine.states import JobState, Transition, allowed_moves
+from corral.engine.storage import FetchRequest, FetchResult, FinishResult, StalledCheck
+
+COVERAGE_GOALS = {
+    "stall_while_owner_alive": "a job recovered from a stall while its old owner was still alive",
+    "late_finish_rejected": "a finish by a process that had lost the lock, rejected",
+    "failed_by_stall_limit": "a job failed because it stalled more than max_stalled_count",
+    "lock_renewal_failed": "a lock renewal that found the lock gone or taken",
+    "forced_close_requeue": "a job given back by a worker closed with force",
+}
+
+_ALLOWED = allowed_moves()
+_COUNTERS = ("atm", "ats", "stc")
+
+
+@dataclasses.dataclass
+class _Track:
+    state: JobState | None = None
+    token: str | None = None
+    owner: str | None = None
+    lock_until: int = 0
+    completions: int = 0
+    executions: int = 0
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class Oracle:
+    """Independent bookkeeping of locks, transitions and counters, and the violations found."""
+
+    def __init__(self, max_stalled_count: int, is_alive: Callable[[str], bool]) -> None:
+        self.max_stalled_count = max_stalled_count
+        self._is_alive = is_alive
+        self.jobs: dict[str, _Track] = {}
+        self.violations: list[str] = []
+        self.coverage: collections.Counter[str] = collections.Counter()
+        self.zombie_commits = 0
+        self.duplicate_completions = 0
+        self.stalls_recovered = 0
+        self.lost_to_store_restart = 0
+        self._touched: list[str] = []
+        self._open: set[str] = set()  # jobs that exist and are not finished
+        self._before: dict[str, _Track] = {}
+
+    # ------------------------------------------------------------------ what the store does
+
+    def on_transition(
+        self,
+        job_id: str,
+        transition: Transition,
+        source: JobState | None,
+        target: JobState | None,
+        fields: Mapping[str, str],
+    ) -> None:
+        """Called by the store for every state change, before the operation returns."""
+        track = self.jobs.setdefault(job_id, _Track())
+        if (source, target) not in _ALLOWED:
+            self._violate(f"job {job_id}: {transition.name} moved {source} -> {target}")
+        if source != track.state:
+            self._violate(
+                f"job {job_id}: {transition.name} started from {source}, "
+                f"but the job was last seen {track.state}"
+            )
+        track.state = target
+        if target is None or target.is_terminal:
+            self._open.discard(job_id)
+        else:
+            self._open.add(job_id)
+        stc = int(fields.get("stc") or 0)
+        if transition is Transition.RECOVER_STALLED and stc > self.max_stalled_count:
+            self._violate(
+                f"job {job_id}: recovered with stc={stc} > max_stalled_count="
+                f"{self.max_stalled_count} (it should have failed)"
+            )
+        if transition is Transition.FAIL and fields.get("failedReason") == STALLED_LIMIT_REASON:
+            if stc <= self.max_stalled_count:
+                self._violate(f"job {job_id}: failed for stalling with only stc={stc}")
+            self.coverage["failed_by_stall_limit"] += 1
+        if transition is Transition.COMPLETE:
+            track.completions += 1
+            if track.completions > 1:
+                self.duplicate_completions += 1
+                self._violate(f"job {job_id}: completed {track.completions} times")
+        if transition in (
+            Transition.COMPLETE,
+            Transition.FAIL,
+            Transition.RETRY,
+            Transition.RETRY_LATER,
+            Transition.RETRY_PRIORITIZED,
+            Transition.RECOVER_STALLED,
+            Transition.RELEASE,
+        ):
+            track.token = None
+        self._touched.append(job_id)
+
+    def on_op(self, process: str, op: str, args: tuple[Any, ...], result: Any, now: int) -> None:
+        """Called after each storage operation executed at the store (``now``: store clock)."""
+        if op == "fetch_next":
+            self._activated(process, args[1], result, now)
+        elif op == "finish":
+            self._finished(process, args, result, now)
+        elif op == "extend_locks":
+            self._renewed(process, args[1], args[2], result, now)
+        elif op == "release":
+            if result is ResultCode.OK:
+                self.coverage["forced_close_requeue"] += 1
+        elif op == "check_stalled":
+            self._checked(result, now)
+
+    def _owner_check(self, what: str, job_id: str, token: str, track: _Track, now: int) -> None:
+        if track.token != token:
+            self._violate(
+                f"job {job_id}: {what} accepted for token {token}, but the lock belongs to "
+                f"{track.token}"
+            )
+            self.zombie_commits += 1
+        elif now >= track.lock_until:
+            self._violate(
+                f"job {job_id}: {what} accepted for token {token} {now - track.lock_until} ms "
+                "after its lock expired"
+            )
+            self.zombie_commits += 1
+
+    def _activated(
+        self, process: str, request: FetchRequest, result: FetchResult, now: int
+    ) -> None:
+        if result is None or result.job is None:
+            return
+        track = self.jobs.setdefault(result.job.job_id, _Track())
+        track.token, track.owner = request.token, process
+        track.lock_until = now + request.lock_duration
+
+    def _finished(
+        self, process: str, args: tuple[Any, ...], result: FinishResult, now: int
+    ) -> None:
+        job_id, token, fetch = args[1], args[2], args[5]
+        if result.code is ResultCode.OK:
+            # The transition already cleared the token; judge against what it was before.
+            track = self.jobs.get(job_id, _Track())
+            self._owner_check("finish", job_id, token, self._before.get(job_id, track), now)
+        else:
+            self.coverage["late_finish_rejected"] += 1
+        if fetch is not None and result.next is not None:
+            self._activated(process, fetch, result.next, now)
+
+    def _renewed(
+        self,
+        process: str,
+        pairs: list[tuple[str, str]],
+        lock_duration: int,
+        lost: list[str],
+        now: int,
+    ) -> None:
+        if lost:
+            self.coverage["lock_renewal_failed"] += 1
+        lost_tokens = set(lost)
+        for job_id, token in pairs:
+            if token in lost_tokens:
+                continue
+            track = self.jobs.setdefault(job_id, _Track())
+            self._owner_check("lock renewal", job_id, token, track, now)
+            track.token, track.lock_until = token, now + lock_duration
+
+    def _checked(self, result: StalledCheck, now: int) -> None:
+        for job_id in result.recovered:
+            self.stalls_recovered += 1
+            before = self._before.get(job_id)
+            if before is None:
+                continue
+            if now < before.lock_until:
+                self._violate(
+                    f"job {job_id}: recovered from {before.owner} while its lock was live "
+                    f"({before.lock_until - now} ms left)"
+                )
+            if before.owner is not None and self._is_alive(before.owner):
+                self.coverage["stall_while_owner_alive"] += 1
+
+    # ------------------------------------------------------------------ operation framing
+
+    def begin_op(self) -> None:
+        """Snapshot lock holders before an operation (the operation's transitions clear them)."""
+        self._before = {
+            job_id: _Track(token=t.token, owner=t.owner, lock_until=t.lock_until)
+            for job_id, t in self._held.items()
+        }
+        self._touched = []
+
+    @property
+    def _held(self) -> dict[str, _Track]:
+        return {
+            job_id: self.jobs[job_id]
+            for job_id in self._open
+            if self.jobs[job_id].token is not None
+        }
+
+    @property
+    def touched(self) -> list[str]:
+        """The jobs the current operation moved so far (a live list until ``end_op``)."""
+        return self._touched
+
+    def end_op(self, fields_of: Callable[[str], Mapping[str, str] | None]) -> None:
+        """Check that the counters of the jobs the operation touched never went down."""
+        for job_id in self._touched:
+            track = self.jobs[job_id]
+            fields = fields_of(job_id)
+            if fields is None:
+                continue
+            for name in _COUNTERS:
+                value = int(fields.get(name) or 0)
+                if value < track.counters.get(name, 0):
+                    self._violate(
+                        f"job {job_id}: {name} went down from {track.counters[name]} to {value}"
+                    )
+                track.counters[name] = value
+        self._touched = []
+
+    # ------------------------------------------------------------------ processes and results
+
+    def on_execution(self, job_id: str) -> None:
+        """A processor started on ``job_id``."""
+        self.jobs.setdefault(job_id, _Track()).executions += 1
+
+    def forget_store(self) -> None:
+        """The store restarted without persistence: what it held is gone, by design."""
+        for track in self.jobs.values():
+            if track.state is not None and not track.state.is_terminal:
+                self.lost_to_store_restart += 1
+        self.jobs = {}
+        self._open = set()
+
+    def unfinished(self) -> list[str]:
+        """Jobs that exist and are not completed or failed."""
+        return sorted(self._open)
+
+    @property
+    def has_unfinished(self) -> bool:
+        """Whether any job exists that is not completed or failed."""
+        return bool(self._open)
+
+    def _violate(self, message: str) -> None:
+        self.violations.append(message)

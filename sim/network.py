@@ -1,0 +1,148 @@
+"""The simulated network between a process and the store, at the Storage boundary.
+
+A :class:`Connection` is what a simulated process's Worker or Queue gets as its backend. Every
+Storage call becomes a request message that travels to the store with seeded latency, runs there
+as one atomic operation, and comes back as a reply message. The world decides each message's
+fate from the faults active when it is sent: dropped (partition), delivered but its reply lost
+(asymmetric partition), or delayed (latency spike). A call whose reply never comes fails in the
+process after ``command_timeout`` with :class:`SimulatedConnectionError`, as a real client's
+socket timeout would. Messages on one connection stay in order, as on a TCP connection; the
+blocking wait for work travels on a connection of its own, as Redis clients do it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from corral.engine.errors import ResultCode
+from corral.engine.states import JobState
+from corral.engine.storage import (
+    AddResult,
+    FetchRequest,
+    FetchResult,
+    FinishResult,
+    LockInfo,
+    NewJob,
+    Outcome,
+    StalledCheck,
+    StoredEvent,
+)
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+class SimulatedConnectionError(ConnectionError):
+    """A storage call got no reply in time (the simulated socket timed out)."""
+
+
+class Transport(Protocol):
+    """What a connection needs from the world: send a request and get a future for its reply."""
+
+    def request(
+        self, process: str, lane: str, op: str, args: tuple[Any, ...], timeout_ms: float
+    ) -> asyncio.Future[Any]: ...
+
+
+class Connection:
+    """A Storage whose every call crosses the simulated network to the store."""
+
+    def __init__(self, transport: Transport, process: str, command_timeout_ms: int) -> None:
+        self._transport = transport
+        self.process = process
+        self.command_timeout_ms = command_timeout_ms
+
+    async def _call(self, op: str, *args: Any, lane: str = "main", extra_ms: float = 0) -> Any:
+        return await self._transport.request(
+            self.process, lane, op, args, self.command_timeout_ms + extra_ms
+        )
+
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
+        return cast(list[AddResult], await self._call("add_jobs", queue, list(jobs)))
+
+    async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
+        return cast(FetchResult, await self._call("fetch_next", queue, request, now))
+
+    async def finish(
+        self,
+        queue: str,
+        job_id: str,
+        token: str,
+        outcome: Outcome,
+        now: int,
+        fetch: FetchRequest | None = None,
+    ) -> FinishResult:
+        result = await self._call("finish", queue, job_id, token, outcome, now, fetch)
+        return cast(FinishResult, result)
+
+    async def extend_locks(
+        self, queue: str, locks: Sequence[tuple[str, str]], lock_duration: int
+    ) -> list[str]:
+        return cast(list[str], await self._call("extend_locks", queue, list(locks), lock_duration))
+
+    async def release(self, queue: str, job_id: str, token: str, now: int) -> ResultCode:
+        return cast(ResultCode, await self._call("release", queue, job_id, token, now))
+
+    async def check_stalled(
+        self, queue: str, *, max_stalled_count: int, stalled_interval: int, now: int
+    ) -> StalledCheck:
+        result = await self._call("check_stalled", queue, max_stalled_count, stalled_interval, now)
+        return cast(StalledCheck, result)
+
+    async def update_progress(self, queue: str, job_id: str, progress: str) -> ResultCode:
+        return cast(ResultCode, await self._call("update_progress", queue, job_id, progress))
+
+    async def remove(self, queue: str, job_id: str) -> ResultCode:
+        return cast(ResultCode, await self._call("remove", queue, job_id))
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._call("set_paused", queue, paused)
+
+    async def is_paused(self, queue: str) -> bool:
+        return cast(bool, await self._call("is_paused", queue))
+
+    async def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
+        return cast("dict[str, str] | None", await self._call("get_job", queue, job_id))
+
+    async def get_state(self, queue: str, job_id: str) -> JobState | None:
+        return cast("JobState | None", await self._call("get_state", queue, job_id))
+
+    async def get_counts(self, queue: str) -> dict[JobState, int]:
+        return cast(dict[JobState, int], await self._call("get_counts", queue))
+
+    async def get_job_ids(
+        self, queue: str, state: JobState, start: int, end: int, asc: bool
+    ) -> list[str]:
+        return cast(list[str], await self._call("get_job_ids", queue, state, start, end, asc))
+
+    async def get_lock(self, queue: str, job_id: str) -> LockInfo | None:
+        return cast("LockInfo | None", await self._call("get_lock", queue, job_id))
+
+    async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
+        return cast(bool, await self._call("is_marked_stalled", queue, job_id))
+
+    async def get_events(
+        self, queue: str, after: str | None = None, count: int = 1000
+    ) -> list[StoredEvent]:
+        return cast(list[StoredEvent], await self._call("get_events", queue, after, count))
+
+    async def last_event_id(self, queue: str) -> str:
+        return cast(str, await self._call("last_event_id", queue))
+
+    async def wait_for_events(
+        self, queue: str, after: str, timeout_ms: int, count: int = 1000
+    ) -> list[StoredEvent]:
+        result = await self._call(
+            "wait_for_events", queue, after, timeout_ms, count, lane="events", extra_ms=timeout_ms
+        )
+        return cast(list[StoredEvent], result)
+
+    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
+        result = await self._call(
+            "wait_for_work", queue, timeout_ms, lane="blocking", extra_ms=timeout_ms
+        )
+        return cast(bool, result)
+
+    async def close(self) -> None:
+        """Nothing to close: connections live as long as their process."""

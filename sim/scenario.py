@@ -1,0 +1,248 @@
+"""Scenarios and faults as data, the swarm generator, and the standard set.
+
+A :class:`Scenario` says who runs (worker processes and their settings), what work arrives (jobs,
+their options, how long processing takes, how often it blocks the loop or raises), how long the
+safety phase lasts, how long liveness may take, and which faults happen: either an explicit
+timeline of :class:`Fault` records or a :class:`FaultMix` from which each seed draws its own
+subset of fault kinds and rates (swarm testing, as in FoundationDB's BUGGIFY and TigerBeetle's
+VOPR). Everything is plain frozen data so that a run is a pure function of (scenario, seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Final
+
+#: Fault kinds a swarm may draw. ``store-restart`` (data loss) is never drawn unless asked for.
+FAULT_KINDS: Final = {
+    "crash": "the worker process dies (kill -9) and a new one starts after a pause",
+    "block": "the event loop is blocked by CPU work; overdue timers fire late",
+    "gc": "a short stop-the-world pause",
+    "partition": "requests between the process and the store are dropped",
+    "asymmetric": "requests reach the store but replies are lost",
+    "latency": "network latency spikes",
+    "shutdown": "the worker is closed with force (jobs requeued) and restarted",
+    "skew": "the process's wall clock is offset and drifts",
+    "store-restart": "the store restarts without persistence (opt-in: loses data)",
+}
+DEFAULT_SWARM_KINDS: Final = (
+    "crash",
+    "block",
+    "gc",
+    "partition",
+    "asymmetric",
+    "latency",
+    "shutdown",
+    "skew",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """One fault on the timeline.
+
+    Attributes:
+        kind: one of :data:`FAULT_KINDS`.
+        target: the process slot (``"w3"``: whichever worker process occupies slot 3 then;
+            ``"c0"``: the standalone checker process of slot 0), or ``"store"``.
+        at_ms: start, in virtual ms from the start of the run.
+        duration_ms: how long it lasts (for crash and shutdown: the pause before the
+            replacement process starts).
+        amount: kind-specific size (extra latency in ms for ``latency``).
+    """
+
+    kind: str
+    target: str
+    at_ms: int
+    duration_ms: int
+    amount: float = 0.0
+
+    def describe(self) -> str:
+        """One line, as printed in summaries and shrink results."""
+        extra = f" +{self.amount:.0f}ms" if self.kind == "latency" else ""
+        return f"{self.kind}@{self.target} t={self.at_ms}ms for {self.duration_ms}ms{extra}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings:
+    """The settings every worker process of a scenario runs with."""
+
+    concurrency: int = 2
+    lock_duration: int = 30_000
+    lock_renew_time: int | None = None
+    stalled_interval: int = 30_000
+    max_stalled_count: int = 1
+    drain_delay: int = 5_000
+    skip_stalled_check: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """The jobs a producer adds: ``count`` jobs spread evenly over ``arrival_ms``."""
+
+    count: int = 500
+    arrival_ms: int = 120_000
+    attempts: int = 3
+    backoff_ms: int = 1_000
+    priority_fraction: float = 0.2
+    delayed_fraction: float = 0.1
+    max_delay_ms: int = 30_000
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkShape:
+    """How simulated processors behave: uniform durations, some loop blocks, some errors."""
+
+    min_ms: int = 50
+    max_ms: int = 5_000
+    block_probability: float = 0.0
+    block_min_ms: int = 1_000
+    block_max_ms: int = 60_000
+    error_probability: float = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultMix:
+    """A swarm: each seed enables a random non-empty subset of ``kinds`` at random rates."""
+
+    kinds: tuple[str, ...] = DEFAULT_SWARM_KINDS
+    faults_per_minute: float = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A complete description of one simulated deployment and its faults."""
+
+    name: str
+    description: str
+    workers: int = 8
+    checkers: int = 0  # standalone StalledChecker processes (slots c0, c1, ...)
+    settings: WorkerSettings = WorkerSettings()
+    jobs: JobSpec = JobSpec()
+    work: WorkShape = WorkShape()
+    duration_ms: int = 600_000
+    liveness_budget_ms: int = 900_000
+    mix: FaultMix | None = FaultMix()
+    timeline: tuple[Fault, ...] = ()
+    latency_ms: tuple[float, float] = (0.2, 2.0)
+    command_timeout_ms: int = 10_000
+
+    def with_changes(self, **changes: object) -> Scenario:
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _duration(kind: str, settings: WorkerSettings, rng: random.Random) -> tuple[int, float]:
+    lock = settings.lock_duration
+    if kind == "crash":
+        return rng.randint(1_000, 120_000), 0.0
+    if kind == "block":
+        return rng.randint(1_000, 3 * lock), 0.0
+    if kind == "gc":
+        return rng.randint(50, 2_000), 0.0
+    if kind in ("partition", "asymmetric"):
+        return rng.randint(1_000, 2 * lock), 0.0
+    if kind == "latency":
+        return rng.randint(1_000, 60_000), float(rng.randint(50, 5_000))
+    if kind == "shutdown":
+        return rng.randint(0, 30_000), 0.0
+    if kind == "store-restart":
+        return 0, 0.0
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def draw_faults(scenario: Scenario, rng: random.Random) -> tuple[tuple[Fault, ...], set[str]]:
+    """Draw a seed's fault timeline from the scenario's mix (or return its explicit timeline).
+
+    Returns:
+        The faults in time order, and the set of enabled kinds (``skew`` has no timeline
+        entries: it changes the clocks of the processes instead).
+    """
+    if scenario.mix is None:
+        kinds = {fault.kind for fault in scenario.timeline}
+        return scenario.timeline, kinds
+    pool = list(scenario.mix.kinds)
+    enabled = set(rng.sample(pool, rng.randint(1, len(pool))))
+    timed = sorted(kind for kind in enabled if kind != "skew")
+    faults: list[Fault] = []
+    minutes = scenario.duration_ms / 60_000
+    for kind in timed:
+        rate = scenario.mix.faults_per_minute / max(1, len(timed)) * rng.uniform(0.3, 2.0)
+        count = _poisson(rate * minutes, rng)
+        for _ in range(count):
+            at = rng.randint(0, scenario.duration_ms - 1)
+            target = "store" if kind == "store-restart" else _random_process(scenario, rng)
+            duration, amount = _duration(kind, scenario.settings, rng)
+            faults.append(Fault(kind, target, at, duration, amount))
+    faults.sort(key=lambda f: (f.at_ms, f.kind, f.target))
+    return tuple(faults), enabled
+
+
+def _random_process(scenario: Scenario, rng: random.Random) -> str:
+    index = rng.randrange(scenario.workers + scenario.checkers)
+    return f"w{index}" if index < scenario.workers else f"c{index - scenario.workers}"
+
+
+def _poisson(mean: float, rng: random.Random) -> int:
+    # Knuth's method; the means here are small (tens at most).
+    limit, count, product = pow(2.718281828459045, -mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+STANDARD: Final = Scenario(
+    name="standard",
+    description="8 workers, 500 jobs arriving over 9 minutes, 10 virtual minutes of swarm faults",
+    jobs=JobSpec(count=500, arrival_ms=540_000),
+)
+
+STALL_RECIPES: Final = Scenario(
+    name="stall-recipes",
+    description=(
+        "the classic causes of stalls from the BullMQ issue tracker: CPU-bound processors that "
+        "block the loop longer than lock_duration, crashed workers, lost connections"
+    ),
+    workers=4,
+    settings=WorkerSettings(lock_duration=10_000, stalled_interval=10_000),
+    jobs=JobSpec(count=200, arrival_ms=60_000),
+    work=WorkShape(block_probability=0.1, block_min_ms=2_000, block_max_ms=30_000),
+    mix=FaultMix(kinds=("crash", "block", "partition", "asymmetric"), faults_per_minute=4.0),
+)
+
+ZERO_STALLS: Final = Scenario(
+    name="max-stalled-0",
+    description="max_stalled_count=0: the first stall fails a job",
+    workers=4,
+    settings=WorkerSettings(lock_duration=5_000, stalled_interval=5_000, max_stalled_count=0),
+    jobs=JobSpec(count=200, arrival_ms=60_000),
+    work=WorkShape(block_probability=0.05, block_min_ms=2_000, block_max_ms=20_000),
+    mix=FaultMix(kinds=("crash", "block", "asymmetric", "shutdown"), faults_per_minute=4.0),
+)
+
+CALM: Final = Scenario(
+    name="calm",
+    description="no faults at all: every job completes once, nothing stalls",
+    workers=4,
+    jobs=JobSpec(count=200, arrival_ms=30_000),
+    work=WorkShape(error_probability=0.0),
+    duration_ms=120_000,
+    mix=None,
+)
+
+CHECKER_ONLY: Final = Scenario(
+    name="checker-only",
+    description=(
+        "workers that run no stalled checks of their own, and one standalone StalledChecker "
+        "process: it alone recovers what crashed workers leave behind (and crashes too)"
+    ),
+    workers=4,
+    checkers=1,
+    settings=WorkerSettings(lock_duration=10_000, stalled_interval=10_000, skip_stalled_check=True),
+    jobs=JobSpec(count=200, arrival_ms=240_000),
+    mix=FaultMix(kinds=("crash", "block", "partition", "shutdown"), faults_per_minute=3.0),
+)
+
+SCENARIOS: Final = {s.name: s for s in (STANDARD, STALL_RECIPES, ZERO_STALLS, CALM, CHECKER_ONLY)}

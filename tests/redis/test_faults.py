@@ -1,0 +1,496 @@
+"""Faults a production user meets with Redis, each against a ``redis-server`` the test starts on
+its own loopback port (see local_redis.py): the server restarted under a running worker (with
+and without persistence), a connection cut in the middle of a script call, the script cache
+flushed, a slow server, and an unreachable one.
+
+Each test is a plain function running ``asyncio.run`` on a real event loop with the system
+clock: real servers take real time, which the virtual-time loop of ``async def`` tests cannot
+drive. Every wait is bounded.
+
+Exactly-once completion is judged from the store: finishing a job logs one ``completed`` event
+in the queue's events stream, so every job must be completed with exactly one such event, even
+when a worker re-ran it (delivery is at-least-once) or never heard back from its finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from local_redis import CuttingProxy, RedisProcess, free_port, redis_server
+
+from corral.backends.redis import RedisBackend, RedisUnavailableError
+from corral.backends.redis.scripts import SCRIPT_NAMES, load_source
+from corral.engine import Job, Queue, Worker
+from corral.engine.errors import LockLostError
+from corral.engine.states import JobState
+
+Q = "faults"
+#: Longest wait for a workload to finish (it normally takes a few seconds).
+DEADLINE_S = 30.0
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server with the AOF on (``appendfsync always``) and DEBUG allowed."""
+    options = {"appendonly": "yes", "appendfsync": "always", "enable-debug-command": "local"}
+    with redis_server(tmp_path / "redis", options) as started:
+        yield started
+
+
+@pytest.fixture
+def volatile_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server without persistence (no AOF, no RDB snapshots)."""
+    with redis_server(tmp_path / "redis") as started:
+        yield started
+
+
+class Counting:
+    """A backend that records every storage call: ``(monotonic time, name, error or None)``."""
+
+    def __init__(self, inner: RedisBackend) -> None:
+        self.inner = inner
+        self.calls: list[tuple[float, str, BaseException | None]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(target):
+            return target
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await target(*args, **kwargs)
+            except Exception as exc:
+                self.calls.append((time.monotonic(), name, exc))
+                raise
+            self.calls.append((time.monotonic(), name, None))
+            return result
+
+        return call
+
+    def failed(self, start: float, end: float, names: frozenset[str] | None = None) -> list[str]:
+        """Names of the calls that failed between ``start`` and ``end``."""
+        return [
+            name
+            for at, name, error in self.calls
+            if error is not None and start <= at <= end and (names is None or name in names)
+        ]
+
+
+class Run:
+    """A worker on ``Q`` with bookkeeping: executions per job id and the errors it emitted."""
+
+    def __init__(self, backend: Any, process: Callable[[Job], Awaitable[Any]], **options: Any):
+        self.executions: collections.Counter[str] = collections.Counter()
+        self.errors: list[BaseException] = []
+        self.lock_renewals_failed: list[list[str]] = []
+
+        async def processor(job: Job) -> Any:
+            self.executions[job.id] += 1
+            return await process(job)
+
+        self.worker = Worker(Q, processor, backend, **options)
+        self.worker.on("error", lambda error, job: self.errors.append(error))
+        self.worker.on("lock_renewal_failed", self.lock_renewals_failed.append)
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.worker.run())
+
+    async def stop(self) -> None:
+        await asyncio.wait_for(self.worker.close(), 10)
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 10)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, limit: float = DEADLINE_S):
+    """Poll ``condition`` until true (a poll that meets a connection error counts as false)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            if await condition():
+                return
+        except RedisUnavailableError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def all_completed(backend: RedisBackend, ids: list[str]) -> bool:
+    counts = await backend.get_counts(Q)
+    return counts[JobState.COMPLETED] == len(ids)
+
+
+async def assert_completed_exactly_once(backend: RedisBackend, ids: list[str]) -> None:
+    """Every job is completed, with its processor's result, and the store logged exactly one
+    completion per job; nothing else is left in the queue."""
+    counts = await backend.get_counts(Q)
+    assert counts[JobState.COMPLETED] == len(ids), counts
+    assert sum(counts.values()) == len(ids), counts
+    queue = Queue(Q, backend)
+    for job_id in ids:
+        job = await queue.get_job(job_id)
+        assert job is not None, job_id
+        assert job.return_value == int(job_id), job_id
+        assert job.attempts_made == 1, (job_id, job.attempts_made)  # stalls use no attempts
+    events = await backend.get_events(Q, count=100_000)
+    completions = collections.Counter(e.fields["jobId"] for e in events if e.name == "completed")
+    assert completions == collections.Counter(dict.fromkeys(ids, 1))
+
+
+async def add_jobs(backend: RedisBackend, count: int) -> list[str]:
+    queue = Queue(Q, backend)
+    jobs = await queue.add_bulk([{"name": "n", "data": {}} for _ in range(count)])
+    return [job.id for job in jobs]
+
+
+def returns_id(seconds: float) -> Callable[[Job], Awaitable[int]]:
+    async def process(job: Job) -> int:
+        await asyncio.sleep(seconds)
+        return int(job.id)
+
+    return process
+
+
+def names_url(errors: list[BaseException], url: str) -> None:
+    """Every connection error is a RedisUnavailableError naming ``url``."""
+    unavailable = [e for e in errors if isinstance(e, RedisUnavailableError)]
+    assert unavailable, errors
+    for error in unavailable:
+        assert f"cannot reach Redis at {url}" in str(error), error
+    others = [e for e in errors if not isinstance(e, RedisUnavailableError | LockLostError)]
+    assert not others, others
+
+
+def preload_scripts(server: RedisProcess) -> dict[str, bytes]:
+    """Load every script (so that no call meets NOSCRIPT); return their SHA1s by name."""
+    shas = {}
+    with server.admin() as admin:
+        for name in SCRIPT_NAMES:
+            text = load_source(name).text
+            shas[name] = admin.script_load(text).encode()
+            assert shas[name] == hashlib.sha1(text.encode()).hexdigest().encode()
+    return shas
+
+
+# ---------------------------------------------------------------------------- restarts
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "kill-9"])
+def test_restart_with_appendonly_loses_nothing_and_the_worker_backs_off(
+    server: RedisProcess, crash: bool
+) -> None:
+    """Redis goes down for 2 s under a busy worker and comes back from its AOF: every job
+    added before completes exactly once; meanwhile the worker's failing calls are spaced by
+    its backoff, not a busy loop."""
+    down_s = 2.0
+
+    async def main() -> None:
+        backend = Counting(RedisBackend.from_url(server.url, prefix="restart"))
+        try:
+            ids = await add_jobs(backend.inner, 60)
+            run = Run(
+                backend,
+                returns_id(0.02),
+                concurrency=4,
+                lock_duration=1_500,
+                stalled_interval=500,
+            )
+            run.start()
+            await until(lambda: _some_completed(backend.inner, 10), "the first completions")
+            went_down = time.monotonic()
+            await asyncio.to_thread(server.restart, crash=crash, down_s=down_s)
+            came_back = time.monotonic()
+            await until(lambda: all_completed(backend.inner, ids), "every job to complete")
+            await run.stop()
+
+            await assert_completed_exactly_once(backend.inner, ids)
+            names_url(run.errors, server.url)
+            # The fetch loop's calls while the server was down: 100 ms after the first failure,
+            # then doubling (100, 200, 400, 800 ms ...), so a 2 s outage costs about 5; a busy
+            # loop would make thousands. All calls, including the in-flight finishes, the
+            # stalled checks (every 500 ms) and lock renewals, stay within a few per second.
+            outage = backend.failed(went_down, came_back)
+            fetching = backend.failed(
+                went_down, came_back, frozenset({"fetch_next", "wait_for_work"})
+            )
+            outage_s = came_back - went_down
+            assert 1 <= len(fetching) <= 8, (outage_s, fetching)
+            assert len(outage) <= 10 * outage_s + 4, (outage_s, collections.Counter(outage))
+        finally:
+            await backend.inner.close()
+
+    asyncio.run(main())
+
+
+async def _some_completed(backend: RedisBackend, count: int) -> bool:
+    return (await backend.get_counts(Q))[JobState.COMPLETED] >= count
+
+
+def test_restart_without_persistence_loses_everything_and_the_worker_carries_on(
+    volatile_server: RedisProcess,
+) -> None:
+    """Without persistence a restarted Redis is empty: waiting jobs, the active job and its
+    lock are gone (the README says so). The worker reconnects, meets an empty script cache,
+    and processes what is added afterwards."""
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(volatile_server.url, prefix="volatile")
+        try:
+            await add_jobs(backend, 5)
+            started = asyncio.Event()
+            release = asyncio.Event()
+
+            async def process(job: Job) -> int:
+                if job.id == "1":
+                    started.set()
+                    await release.wait()  # held across the restart
+                return int(job.id)
+
+            run = Run(backend, process, lock_duration=5_000, stalled_interval=500)
+            run.start()
+            await asyncio.wait_for(started.wait(), 10)
+            await asyncio.to_thread(volatile_server.restart, down_s=0.5)
+
+            assert sum((await backend.get_counts(Q)).values()) == 0  # all gone
+            assert await backend.get_job(Q, "1") is None
+            assert await backend.get_lock(Q, "1") is None
+            release.set()  # job 1 finishes on an empty server: "Missing key for job 1"
+            await until(lambda: _has(run.errors, LockLostError), "job 1's finish to be refused", 10)
+            ids = await add_jobs(backend, 5)
+            await until(lambda: all_completed(backend, ids), "the new jobs to complete")
+            await run.stop()
+
+            assert ids == ["1", "2", "3", "4", "5"]  # the id counter was lost too
+            await assert_completed_exactly_once(backend, ids)
+            (refused,) = [e for e in run.errors if isinstance(e, LockLostError)]
+            assert str(refused) == "Missing key for job 1. moveToFinished"
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+
+
+async def _has(errors: list[BaseException], kind: type[BaseException]) -> bool:
+    return any(isinstance(error, kind) for error in errors)
+
+
+# ---------------------------------------------------------------------------- cut connections
+
+
+@pytest.mark.parametrize(
+    ("script", "after_reply", "orphan_runs"),
+    [
+        # fetch_next ran (job 1 locked and active) but its reply was lost: the worker never
+        # learns of job 1, whose lock lapses; the stalled check puts it back; it runs once.
+        ("fetch_next", True, 1),
+        # finish ran (job 1 completed, job 2 fetched and locked in the same call) but its
+        # reply was lost: job 1 stays completed once; job 2 is recovered as stalled.
+        ("finish", True, 1),
+        # finish never reached the server: job 1 is still active under the lost lock; it is
+        # recovered as stalled and runs a second time (at-least-once), completing once.
+        ("finish", False, 2),
+    ],
+    ids=["fetch-reply-lost", "finish-reply-lost", "finish-request-lost"],
+)
+def test_connection_cut_in_the_middle_of_a_script_call(
+    server: RedisProcess, script: str, after_reply: bool, orphan_runs: int
+) -> None:
+    shas = preload_scripts(server)
+
+    async def main() -> None:
+        proxy = CuttingProxy(server.port)
+        await proxy.start()
+        backend = RedisBackend.from_url(proxy.url, prefix="cut")
+        try:
+            ids = await add_jobs(backend, 6)
+            cut = proxy.arm(shas[script], after_reply=after_reply)
+            run = Run(backend, returns_id(0.01), lock_duration=1_000, stalled_interval=300)
+            run.start()
+            await asyncio.wait_for(cut, 10)
+            await until(lambda: all_completed(backend, ids), "every job to complete")
+            await run.stop()
+
+            assert proxy.cuts == 1
+            await assert_completed_exactly_once(backend, ids)
+            names_url(run.errors, proxy.url)
+            orphan = "2" if (script, after_reply) == ("finish", True) else "1"
+            job = await Queue(Q, backend).get_job(orphan)
+            assert job is not None
+            assert job.stalled_counter == 1
+            assert run.executions[orphan] == orphan_runs
+            assert all(run.executions[i] == 1 for i in ids if i != orphan), run.executions
+        finally:
+            await backend.close()
+            await proxy.close()
+
+    asyncio.run(main())
+
+
+def test_clients_killed_repeatedly_under_load(server: RedisProcess) -> None:
+    """``CLIENT KILL TYPE normal`` from an admin connection every 150 ms while two workers
+    process jobs: calls in flight fail (the ones whose reply was lost included), the workers
+    reconnect, and every job still completes exactly once."""
+
+    async def main() -> None:
+        backend_a = RedisBackend.from_url(server.url, prefix="kill")
+        backend_b = RedisBackend.from_url(server.url, prefix="kill")
+        stop = threading.Event()
+        kills: list[int] = []
+
+        def killer() -> None:
+            with server.admin() as admin:
+                while not stop.wait(0.15):
+                    kills.append(int(admin.client_kill_filter(_type="normal", skipme=True)))
+
+        try:
+            ids = await add_jobs(backend_a, 200)
+            options = {"concurrency": 4, "lock_duration": 1_000, "stalled_interval": 300}
+            runs = [Run(b, returns_id(0.005), **options) for b in (backend_a, backend_b)]
+            for run in runs:
+                run.start()
+            thread = threading.Thread(target=killer, daemon=True)
+            thread.start()
+            try:
+                await asyncio.sleep(1.5)
+            finally:
+                stop.set()
+                await asyncio.to_thread(thread.join, 5)
+            await until(lambda: all_completed(backend_a, ids), "every job to complete")
+            for run in runs:
+                await run.stop()
+
+            assert sum(kills) >= 5, kills  # connections were really killed
+            await assert_completed_exactly_once(backend_a, ids)
+            errors = [error for run in runs for error in run.errors]
+            names_url(errors, server.url)
+        finally:
+            await backend_a.close()
+            await backend_b.close()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- scripts, slowness
+
+
+def test_script_flush_while_running(server: RedisProcess) -> None:
+    """SCRIPT FLUSH five times under a busy worker: the next EVALSHA of each script meets
+    NOSCRIPT and is run again as EVAL (which caches it again); the worker never sees an
+    error."""
+    finish_sha = hashlib.sha1(load_source("finish").text.encode()).hexdigest()
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(server.url, prefix="flush")
+        try:
+            ids = await add_jobs(backend, 100)
+            run = Run(backend, returns_id(0.02), concurrency=2)
+            run.start()
+            with server.admin() as admin:
+                for _ in range(5):
+                    await asyncio.sleep(0.05)
+                    await asyncio.to_thread(admin.script_flush)
+                # The work was not over when the cache was last emptied ...
+                assert (await backend.get_counts(Q))[JobState.COMPLETED] < len(ids)
+                await until(lambda: all_completed(backend, ids), "every job to complete")
+                await run.stop()
+                assert admin.script_exists(finish_sha) == [True]  # ... and it was loaded again
+                noscript = admin.info("errorstats").get("errorstat_NOSCRIPT", {"count": 0})
+                assert noscript["count"] >= 1  # the server did answer NOSCRIPT
+            assert run.errors == []
+            await assert_completed_exactly_once(backend, ids)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+
+
+def test_slow_redis_calls_wait_and_long_locks_survive(server: RedisProcess) -> None:
+    """``DEBUG SLEEP 2`` blocks the server while a job runs (its lock renewal is due during the
+    pause) and a producer adds a job: the calls wait and then proceed, nothing errs, and a lock
+    of 6 s, well above the pause, survives."""
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(server.url, prefix="slow")
+        try:
+            (first,) = await add_jobs(backend, 1)
+            running = asyncio.Event()
+
+            async def process(job: Job) -> int:
+                running.set()
+                await asyncio.sleep(4 if job.id == first else 0)
+                return int(job.id)
+
+            stalled: list[str] = []
+            run = Run(
+                backend, process, lock_duration=6_000, lock_renew_time=2_000, stalled_interval=500
+            )
+            run.worker.on("stalled", lambda job_id, previous: stalled.append(job_id))
+            run.start()
+            await asyncio.wait_for(running.wait(), 10)
+            await asyncio.sleep(0.5)
+            with server.admin() as admin:
+                sleeping = asyncio.create_task(
+                    asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", "2")
+                )
+                await asyncio.sleep(0.2)  # the server is asleep now
+                before = time.monotonic()
+                ids = [first, *await add_jobs(backend, 1)]
+                waited = time.monotonic() - before
+                await asyncio.wait_for(sleeping, 10)
+            await until(lambda: all_completed(backend, ids), "both jobs to complete")
+            await run.stop()
+
+            assert waited >= 1.0, waited  # the add waited for the server to wake up
+            assert run.errors == []
+            assert run.lock_renewals_failed == []
+            assert stalled == []
+            await assert_completed_exactly_once(backend, ids)
+            assert run.executions == collections.Counter(dict.fromkeys(ids, 1))
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- unreachable
+
+
+def test_unreachable_server_errors_name_the_url_and_the_worker_backs_off() -> None:
+    """No server at the URL (connection refused): connecting is lazy, so construction succeeds
+    and the first call raises RedisUnavailableError naming the URL (password redacted); a
+    worker reports the same error, spaced by its backoff."""
+    port = free_port()
+    url = f"redis://app:s3cret@127.0.0.1:{port}/0"
+    shown = f"redis://app:***@127.0.0.1:{port}/0"
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(url, prefix="nowhere")
+        try:
+            with pytest.raises(RedisUnavailableError) as info:
+                await Queue(Q, backend).add("x")
+            assert f"cannot reach Redis at {shown}" in str(info.value)
+            assert "s3cret" not in str(info.value)
+            run = Run(backend, returns_id(0), skip_stalled_check=True)
+            run.start()
+            await asyncio.sleep(1.6)
+            await run.stop()
+            # 0, 100, 300, 700, 1500 ms: five fetches in 1.6 s, not a busy loop.
+            assert 3 <= len(run.errors) <= 6, run.errors
+            assert all(f"cannot reach Redis at {shown}" in str(e) for e in run.errors)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
