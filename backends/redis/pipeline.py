@@ -14,13 +14,15 @@ A call whose caller is cancelled is still sent (it was made, as with the memory 
 its reply is dropped.
 
 With a plain ``Redis`` client the sender keeps one pooled connection while it has work, packs
-each batch itself and reads the replies back one by one, giving them the client's response
-callbacks: what redis-py's ``execute_command`` and ``Pipeline`` do, without their per-command
-bookkeeping, which cost more client CPU than everything else per job (see bench/compare/). It
-also writes the next batch before reading the replies of the one before (two batches in
-flight), so that the server runs one batch while the client handles the replies of the other
-instead of the two taking turns. A cluster client or a single-connection client goes through
-redis-py's own calls, one batch at a time.
+the calls itself and writes them as soon as they are queued, in small batches (several in
+flight), while a reader task of that connection parses the replies one by one with the client's
+response callbacks and answers each call as soon as its reply is read: what redis-py's
+``execute_command`` and ``Pipeline`` do, without their per-command bookkeeping, which cost more
+client CPU than everything else per job (see bench/compare/). Small batches answered one reply at
+a time keep the server and the client busy at once, as ioredis does for Node BullMQ: the server
+runs one batch while the client handles the replies of another, where one big batch per round
+made them take turns. A cluster client or a single-connection client goes through redis-py's
+own calls, one batch at a time.
 """
 
 from __future__ import annotations
@@ -34,10 +36,16 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-#: Batches written and not yet answered, at most (direct mode).
-_BATCHES_IN_FLIGHT: Final = 2
+#: Calls per write, at most (direct mode). Small batches keep the calls of many concurrent
+#: callers (a worker's slots) from moving in lockstep: the server runs one batch while the
+#: client handles the replies of another. 4 was best of 2/3/4/8/16 at concurrency 10 and 50
+#: (bench/compare/README.md).
+_MAX_BATCH: Final = 4
+#: Batches written and not yet answered, at most (direct mode); bounds the client's buffers.
+_MAX_IN_FLIGHT: Final = 16
 
 _Batch = list[tuple[tuple[Any, ...], asyncio.Future[Any]]]
 
@@ -56,7 +64,9 @@ class CommandQueue:
     def __init__(self, client: Redis | RedisCluster) -> None:
         self._client = client
         self._execute: Callable[..., Awaitable[Any]] = client.execute_command
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: _Batch = []
+        self._again: _Batch = []  # EVALSHA calls answered NOSCRIPT, to send first as EVAL
+        self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._scripts: dict[str, str] = {}
         self._direct = isinstance(client, Redis) and not client.single_connection_client
@@ -72,7 +82,10 @@ class CommandQueue:
         reply: asyncio.Future[Any] = loop.create_future()
         self._pending.append((args, reply))
         if self._sender is None or self._sender.done():
+            self._wake = asyncio.Event()  # of this loop: a backend may outlive a loop
             self._sender = loop.create_task(self._send(), name="corral-redis-sender")
+        else:
+            self._wake.set()
         return reply
 
     async def _send(self) -> None:
@@ -132,57 +145,48 @@ class CommandQueue:
             return list(await pipe.execute(raise_on_error=False))
 
     async def _pump(self) -> None:
-        """The sender with a plain client: writes each batch as soon as it is queued while
-        fewer than ``_BATCHES_IN_FLIGHT`` batches await their replies, and reads the replies in
-        order, all on one pooled connection held while there is work."""
-        client = self._client
-        assert isinstance(client, Redis)
-        pool = client.connection_pool
-        get_connection: Callable[[], Awaitable[Connection]] = pool.get_connection  # untyped
-        in_flight: collections.deque[_Batch] = collections.deque()
-        connection: Connection | None = None
+        """The writer with a plain client: writes what is queued as soon as it is queued, in
+        batches of at most ``_MAX_BATCH`` and while fewer than ``_MAX_IN_FLIGHT`` batches await
+        their replies, on one pooled connection held while there is work; a reader task of that
+        connection answers the calls one reply at a time."""
+        link: _Link | None = None
         try:
-            while self._pending or in_flight:
-                if self._pending and len(in_flight) < _BATCHES_IN_FLIGHT:
-                    batch, self._pending = self._pending, []
+            while True:
+                if link is not None and link.broken:
+                    link = None
+                queue = self._again or self._pending
+                if queue and (link is None or len(link.in_flight) < _MAX_IN_FLIGHT):
+                    batch = queue[:_MAX_BATCH]
+                    del queue[:_MAX_BATCH]
                     try:
-                        if connection is None:
-                            connection = await get_connection()
-                        packed = _pack(connection, [args for args, _ in batch])
+                        if link is None:
+                            link = _Link(self, await self._get_connection())
+                        packed = _pack(link.connection, [args for args, _ in batch])
                     except asyncio.CancelledError:
-                        for _, reply in batch:
-                            reply.cancel()
+                        _cancel(batch)
                         raise
                     except Exception as exc:  # nothing of this batch was written
                         _fail(batch, exc)
                         continue
-                    in_flight.append(batch)
-                    try:
-                        await connection.send_packed_command(packed, check_health=False)
-                    except Exception as exc:
-                        await self._drop(connection, in_flight, exc)
-                        connection = None
+                    link.write(batch, packed)
                     continue
-                assert connection is not None
-                batch = in_flight[0]
-                try:
-                    replies = [await self._read_reply(connection, args) for args, _ in batch]
-                except Exception as exc:
-                    await self._drop(connection, in_flight, exc)
-                    connection = None
-                    continue
-                in_flight.popleft()
-                self._deliver(batch, replies)
+                if not queue and (link is None or not link.in_flight):
+                    return
+                self._wake.clear()
+                await self._wake.wait()
         except asyncio.CancelledError:
-            for batch in in_flight:
-                for _, reply in batch:
-                    reply.cancel()
-            if connection is not None:
-                await connection.disconnect(nowait=True)  # its replies will not be read
+            if link is not None:
+                link.abandon()
             raise
         finally:
-            if connection is not None:
-                await pool.release(connection)
+            if link is not None and not link.broken:
+                await link.release()
+
+    async def _get_connection(self) -> Connection:
+        client = self._client
+        assert isinstance(client, Redis)
+        get: Callable[[], Awaitable[Connection]] = client.connection_pool.get_connection
+        return await get()
 
     async def _read_reply(self, connection: Connection, args: tuple[Any, ...]) -> Any:
         """The next reply on ``connection``, parsed as the client parses ``args[0]``'s; an
@@ -198,43 +202,111 @@ class CommandQueue:
                 reply = await reply
         return reply
 
-    async def _drop(
-        self, connection: Connection, in_flight: collections.deque[_Batch], exc: Exception
-    ) -> None:
-        """A write or read failed: close the connection (the replies still due on it must never
-        be read as another call's), hand it back, and fail every batch written on it."""
-        await connection.disconnect(nowait=True)
-        assert isinstance(self._client, Redis)
-        await self._client.connection_pool.release(connection)
-        for batch in in_flight:
-            _fail(batch, exc)
-        in_flight.clear()
-
-    def _deliver(self, batch: _Batch, replies: list[Any]) -> None:
-        """Answer the calls of a batch; an EVALSHA answered NOSCRIPT is queued again, first,
-        as EVAL of its script's text (with the same future)."""
-        again: _Batch = []
-        for (args, reply), result in zip(batch, replies, strict=True):
-            if (
-                isinstance(result, NoScriptError)
-                and args[0] == "EVALSHA"
-                and args[1] in self._scripts
-            ):
-                again.append((("EVAL", self._scripts[args[1]], *args[2:]), reply))
-            elif reply.done():
-                continue  # the caller was cancelled: the command ran, nobody waits
-            elif isinstance(result, Exception):
-                reply.set_exception(result)
-            else:
-                reply.set_result(result)
-        if again:
-            self._pending[:0] = again
+    def _answer(self, args: tuple[Any, ...], reply: asyncio.Future[Any], result: Any) -> None:
+        """Answer one call; an EVALSHA answered NOSCRIPT is queued again, before every call not
+        yet sent, as EVAL of its script's text (with the same future)."""
+        if isinstance(result, NoScriptError) and args[0] == "EVALSHA" and args[1] in self._scripts:
+            self._again.append((("EVAL", self._scripts[args[1]], *args[2:]), reply))
+            self._wake.set()
+        elif reply.done():
+            pass  # the caller was cancelled: the command ran, nobody waits
+        elif isinstance(result, Exception):
+            reply.set_exception(result)
+        else:
+            reply.set_result(result)
 
     async def close(self) -> None:
         """Wait for the commands already queued to be sent."""
         sender = self._sender
         if sender is not None and not sender.done():
             await asyncio.shield(sender)
+
+
+class _Link:
+    """One pooled connection of a :class:`CommandQueue` (direct mode), the batches written on
+    it whose replies are still due, in order, and the task that reads them.
+
+    A failed write or read breaks the link: the connection is closed (replies still due on it
+    must never be read as another call's) and handed back, and every call still due fails with
+    the error; the writer then takes a new connection for what is queued next.
+    """
+
+    def __init__(self, commands: CommandQueue, connection: Connection) -> None:
+        self.commands = commands
+        self.connection = connection
+        self.in_flight: collections.deque[_Batch] = collections.deque()
+        self.broken = False
+        self._reader: asyncio.Task[None] | None = None
+        self._writing: asyncio.Task[None] | None = None
+
+    def write(self, batch: _Batch, packed: bytes) -> None:
+        """Write ``batch`` (already packed) and have its replies read."""
+        self.in_flight.append(batch)
+        try:
+            # redis-py's send_packed_command would await drain(), which never waits for a
+            # connected socket with room in its buffer: writelines is what it does.
+            # Its buffer is bounded by _MAX_IN_FLIGHT batches of _MAX_BATCH calls.
+            writer = self.connection._writer
+            if writer is None:
+                raise RedisConnectionError("the connection is closed")
+            writer.writelines((packed,))
+        except Exception as exc:
+            self._break(exc)
+            return
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(), name="corral-redis-reader"
+            )
+
+    async def _read(self) -> None:
+        commands, connection = self.commands, self.connection
+        try:
+            while self.in_flight:
+                batch = self.in_flight[0]
+                while batch:
+                    args, reply = batch[0]
+                    result = await commands._read_reply(connection, args)
+                    del batch[0]
+                    commands._answer(args, reply, result)
+                self.in_flight.popleft()
+                commands._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._break(exc)
+
+    def _break(self, exc: Exception) -> None:
+        self.broken = True
+        for batch in self.in_flight:
+            _fail(batch, exc)
+        self.in_flight.clear()
+        self.commands._wake.set()
+        asyncio.get_running_loop().create_task(self._close(), name="corral-redis-close")
+
+    async def _close(self) -> None:
+        await self.connection.disconnect(nowait=True)
+        await self.release()
+
+    async def release(self) -> None:
+        """Hand the connection back to the pool."""
+        client = self.commands._client
+        assert isinstance(client, Redis)
+        await client.connection_pool.release(self.connection)
+
+    def abandon(self) -> None:
+        """The writer was cancelled: cancel every call still due and close the connection."""
+        if self._reader is not None:
+            self._reader.cancel()
+        for batch in self.in_flight:
+            _cancel(batch)
+        self.in_flight.clear()
+        self.broken = True
+        asyncio.get_running_loop().create_task(self._close(), name="corral-redis-close")
+
+
+def _cancel(batch: _Batch) -> None:
+    for _, reply in batch:
+        reply.cancel()
 
 
 def _pack(connection: Connection, commands: list[tuple[Any, ...]]) -> bytes:

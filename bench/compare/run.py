@@ -15,8 +15,8 @@ Sets up, idempotently, the scratch environments it needs (both gitignored):
   and this checkout's source made importable through symlinks (refreshed on every run, so the
   working tree as it is gets measured; nothing is built or written in the repository), unless
   ``--corral-python`` names an interpreter that already has corral[redis];
-* ``.venv-corral-hiredis`` (only for ``--impls ...,corral-hiredis``): the same plus
-  ``hiredis``, which redis-py then uses to parse replies.
+* ``.venv-corral-no-hiredis`` (only for ``--impls ...,corral-no-hiredis``): the same without
+  ``hiredis`` (which the ``redis`` extra brings), so that redis-py parses replies in Python.
 
 Then it runs each implementation's benchmark program (``corral_bench.py``,
 ``bullmq_py_bench.py``, ``node/bench.mjs``; the phases are described in ``harness.py``)
@@ -50,13 +50,12 @@ NODE_DIR = HERE / "node"
 BULLMQ_PY_PIN = "bullmq==3.4.4"
 BULLMQ_PY_VENV = HERE / ".venv-bullmq"
 CORRAL_VENV = HERE / ".venv-corral"
-CORRAL_HIREDIS_VENV = HERE / ".venv-corral-hiredis"
-HIREDIS_PIN = "hiredis==3.5.0"
+CORRAL_NO_HIREDIS_VENV = HERE / ".venv-corral-no-hiredis"
 PIN_MARKER = ".corral-bench-pin"
 
 IMPLS = {
     "corral": "corral",
-    "corral-hiredis": "corral + hiredis",
+    "corral-no-hiredis": "corral without hiredis",
     "node": "Node BullMQ",
     "python": "BullMQ Python port",
 }
@@ -232,10 +231,11 @@ def make_venv(venv: Path, requirement: list[str], what: str) -> Path:
 
 
 def corral_requirements(hiredis: bool) -> list[str]:
-    """corral's dependencies and its ``redis`` extra, as pyproject.toml pins them."""
+    """corral's dependencies and its ``redis`` extra, as pyproject.toml pins them (without
+    ``hiredis`` if not ``hiredis``)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     requirements = [*project["dependencies"], *project["optional-dependencies"]["redis"]]
-    return [*requirements, HIREDIS_PIN] if hiredis else requirements
+    return [r for r in requirements if hiredis or not r.startswith("hiredis")]
 
 
 def link_corral_source(python: Path) -> None:
@@ -265,7 +265,7 @@ def link_corral_source(python: Path) -> None:
     (Path(site) / "corral-bench-source.pth").write_text(f"{root}\n")
 
 
-def corral_python(explicit: str | None, hiredis: bool = False) -> Path:
+def corral_python(explicit: str | None, hiredis: bool = True) -> Path:
     """An interpreter that imports *this checkout's* corral and redis-py."""
     if explicit:
         python = Path(explicit)
@@ -276,7 +276,7 @@ def corral_python(explicit: str | None, hiredis: bool = False) -> Path:
         if done.returncode != 0 or not Path(done.stdout.strip()).is_relative_to(REPO):
             raise SetupError(f"{python} cannot import this checkout's corral with redis-py")
         return python
-    venv = CORRAL_HIREDIS_VENV if hiredis else CORRAL_VENV
+    venv = CORRAL_VENV if hiredis else CORRAL_NO_HIREDIS_VENV
     python = make_venv(venv, corral_requirements(hiredis), "installing corral's dependencies")
     link_corral_source(python)
     return python
@@ -364,7 +364,7 @@ def build_report(
     headers = ["phase (jobs/s)"] + [f"{IMPLS[i]} {versions.get(i, '?')}" for i in impls]
     ratios = [
         (ours, other)
-        for ours in ("corral", "corral-hiredis")
+        for ours in ("corral", "corral-no-hiredis")
         for other in ("node", "python")
         if ours in impls and other in impls
     ]
@@ -477,7 +477,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--impls",
         default="corral,node,python",
-        help="which to run, of corral, corral-hiredis, node, python (default: %(default)s)",
+        help="which to run, of corral, corral-no-hiredis, node, python (default: %(default)s)",
     )
     parser.add_argument("--phase-timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument("--corral-python", help="interpreter that has corral[redis]")
@@ -500,10 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         env = {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
         env.update(machine_info())
         env["Redis"] = f"{server} at {args.redis_url} (shared with other users)"
-        for impl in ("corral", "corral-hiredis"):
+        for impl in ("corral", "corral-no-hiredis"):
             if impl in args.impls:
-                hiredis = impl == "corral-hiredis"
-                python = corral_python(None if hiredis else args.corral_python, hiredis)
+                hiredis = impl == "corral"
+                python = corral_python(args.corral_python if hiredis else None, hiredis)
                 commands[impl] = ([str(python), str(HERE / "corral_bench.py")], HERE)
                 env[IMPLS[impl]] = (
                     f"{git_revision()} on CPython {python_version(python)} "
