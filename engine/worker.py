@@ -67,6 +67,9 @@ class ProcessorRunner(Protocol):
 # jobs or this much loop time, whichever comes first.
 _YIELD_EVERY_JOBS: Final = 16
 _YIELD_AFTER_S: Final = 0.002
+# How long after a slot asks the loop-turn marker fires (less than _YIELD_AFTER_S, so that a
+# loop that is turning has run it before a slot would yield for nothing).
+_TURN_MARK_S: Final = 0.001
 
 # After a failed fetch or wait, the next fetch waits this long, doubling per consecutive failure
 # up to the cap: an unreachable store costs a few calls per second, and a short outage ends fast.
@@ -226,6 +229,7 @@ class Worker:
         self._drained = False
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_turns: _LoopTurns | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.queue_name!r} id={self.id} concurrency={self.concurrency}>"
@@ -276,6 +280,7 @@ class Worker:
             raise RuntimeError("this worker has already been started")
         self._started = True
         self._loop = asyncio.get_running_loop()
+        self._loop_turns = _LoopTurns(self._loop)
         self._stopped = asyncio.Event()
         if self._closing:
             self._stopped.set()
@@ -325,21 +330,29 @@ class Worker:
         loop = asyncio.get_running_loop()
         fetched: Fetched | None = None
         token = ""
+        # Fast processors on an in-process backend may never suspend: the slot then yields
+        # now and then so that the other slots, the lock renewer and the stalled checker still
+        # run. A slot that suspends anyway (waiting for Redis) sees the loop's turns go by
+        # and never yields for nothing: an idle turn costs a poll of the selector.
+        turns = self._loop_turns
+        assert turns is not None
+        seen = turns.mark()
         unyielded = 0
-        last_yield = loop.time()
+        window_start = loop.time()
         while not self._closing:
             if fetched is None:
                 fetched, token = await self._next_job(this)
-                unyielded, last_yield = 0, loop.time()
                 if fetched is None:
                     continue
             fetched, token = await self._process(this, fetched, token)
-            unyielded += 1
-            if unyielded >= _YIELD_EVERY_JOBS or loop.time() - last_yield >= _YIELD_AFTER_S:
-                # Fast processors on an in-process backend may never suspend: yield now and
-                # then so the other slots, the lock renewer and the stalled checker still run.
+            if turns.generation == seen:
+                unyielded += 1
+                if unyielded < _YIELD_EVERY_JOBS and loop.time() - window_start < _YIELD_AFTER_S:
+                    continue
                 await asyncio.sleep(0)
-                unyielded, last_yield = 0, loop.time()
+            seen = turns.mark()
+            unyielded = 0
+            window_start = loop.time()
 
     async def _next_job(self, slot: asyncio.Task[None]) -> tuple[Fetched | None, str]:
         async with self._block:
@@ -598,6 +611,8 @@ class Worker:
             timer.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)
         self._timers.clear()
+        if self._loop_turns is not None:
+            self._loop_turns.cancel()
         if self._owns_executor and self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._runner is not None:
@@ -609,6 +624,39 @@ class Worker:
         assert self._stopped is not None
         self._stopped.set()
         self._events.emit("closed")
+
+
+class _LoopTurns:
+    """Tells the slots of a worker whether the event loop has had a turn lately.
+
+    A marker timer, armed on demand, bumps ``generation`` when the loop runs it: a slot that
+    sees the generation change since it last looked knows that the loop ran its timers (and
+    so its other callbacks) meanwhile. A timer, unlike a callback made ready at once, never
+    makes the loop poll once more than it would anyway.
+    """
+
+    __slots__ = ("_handle", "_loop", "generation")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self.generation = 0
+
+    def mark(self) -> int:
+        """Arm the marker unless it is armed; return the current generation."""
+        if self._handle is None:
+            self._handle = self._loop.call_later(_TURN_MARK_S, self._fire)
+        return self.generation
+
+    def _fire(self) -> None:
+        self.generation += 1
+        self._handle = None
+
+    def cancel(self) -> None:
+        """Disarm the marker (the worker is done)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _is_async_callable(function: Callable[..., Any]) -> bool:

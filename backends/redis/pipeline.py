@@ -261,7 +261,14 @@ class _Link:
     async def _read(self) -> None:
         commands, connection = self.commands, self.connection
         try:
-            while self.in_flight:
+            while True:
+                if not self.in_flight:
+                    # The callers just answered run before this resumes, and usually call
+                    # again at once: staying saves starting a new reader (one more turn of
+                    # the event loop, a costly poll on a busy machine) for their batch.
+                    await asyncio.sleep(0)
+                    if not self.in_flight:
+                        return
                 batch = self.in_flight[0]
                 while batch:
                     args, reply = batch[0]
