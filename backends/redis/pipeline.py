@@ -50,6 +50,36 @@ _MAX_IN_FLIGHT: Final = 16
 _Batch = list[tuple[tuple[Any, ...], asyncio.Future[Any]]]
 
 
+class Head:
+    """The leading arguments that many calls share (a script call's ``EVALSHA``, SHA1, key count,
+    keys and key base), packed once per encoding: pass it as a call's first argument.
+
+    Args:
+        args: the arguments it stands for.
+    """
+
+    __slots__ = ("_packed", "args")
+
+    def __init__(self, *args: str | int) -> None:
+        self.args = args
+        self._packed: dict[tuple[str, str], bytes] = {}
+
+    def packed(self, encoding: str, errors: str) -> bytes:
+        """The arguments in RESP (without the array header), strings in ``encoding``."""
+        packed = self._packed.get((encoding, errors))
+        if packed is None:
+            packed = self._packed[encoding, errors] = b"".join(
+                _pack_argument(arg, encoding, errors, _no_encoder) for arg in self.args
+            )
+        return packed
+
+
+def _expand(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A call's arguments with its :class:`Head` (if any) spelled out."""
+    head = args[0]
+    return (*head.args, *args[1:]) if type(head) is Head else args
+
+
 class CommandQueue:
     """Sends the commands of one client in call order, batching concurrent calls.
 
@@ -95,7 +125,7 @@ class CommandQueue:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await self._run([args for args, _ in batch])
+                results = await self._run([_expand(args) for args, _ in batch])
             except asyncio.CancelledError:
                 for _, reply in batch:
                     reply.cancel()
@@ -195,7 +225,8 @@ class CommandQueue:
             reply = await connection.read_response()
         except ResponseError as exc:  # a reply: the connection is fine
             return exc
-        callback = self._client.response_callbacks.get(args[0])
+        name = args[0].args[0] if type(args[0]) is Head else args[0]
+        callback = self._client.response_callbacks.get(str(name))
         if callback is not None:
             reply = callback(reply)
             if inspect.isawaitable(reply):
@@ -205,7 +236,7 @@ class CommandQueue:
     def _answer(self, args: tuple[Any, ...], reply: asyncio.Future[Any], result: Any) -> None:
         """Answer one call; an EVALSHA answered NOSCRIPT is queued again, before every call not
         yet sent, as EVAL of its script's text (with the same future)."""
-        if isinstance(result, NoScriptError) and args[0] == "EVALSHA" and args[1] in self._scripts:
+        if isinstance(result, NoScriptError) and (args := _expand(args))[1] in self._scripts:
             self._again.append((("EVAL", self._scripts[args[1]], *args[2:]), reply))
             self._wake.set()
         elif reply.done():
@@ -325,21 +356,35 @@ def _pack(connection: Connection, commands: list[tuple[Any, ...]]) -> bytes:
     encode: Callable[[Any], bytes | memoryview] = encoder.encode  # untyped in redis-py
     out: list[bytes] = []
     for args in commands:
-        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": two arguments
-            args = (*args[0].split(), *args[1:])
-        out.append(b"*%d\r\n" % len(args))
-        for arg in args:
-            kind = type(arg)
-            if kind is str:
-                data = arg.encode(encoding, errors)
-            elif kind is int:
-                data = b"%d" % arg
-            elif kind is bytes:
-                data = arg
-            else:
-                data = bytes(encode(arg))
-            out += (b"$%d\r\n" % len(data), data, b"\r\n")
+        head = args[0]
+        if type(head) is Head:
+            out += (b"*%d\r\n" % (len(head.args) + len(args) - 1), head.packed(encoding, errors))
+            args = args[1:]
+        else:
+            if isinstance(head, str) and " " in head:  # "SCRIPT LOAD": two arguments
+                args = (*head.split(), *args[1:])
+            out.append(b"*%d\r\n" % len(args))
+        out += [_pack_argument(arg, encoding, errors, encode) for arg in args]
     return b"".join(out)
+
+
+def _pack_argument(
+    arg: Any, encoding: str, errors: str, encode: Callable[[Any], bytes | memoryview]
+) -> bytes:
+    kind = type(arg)
+    if kind is str:
+        data = arg.encode(encoding, errors)
+    elif kind is int:
+        data = b"%d" % arg
+    elif kind is bytes:
+        data = arg
+    else:
+        data = bytes(encode(arg))
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _no_encoder(arg: Any) -> bytes:
+    raise TypeError(f"a Head takes only str, int and bytes arguments, not {type(arg).__name__}")
 
 
 def _fail(batch: _Batch, exc: Exception) -> None:

@@ -33,7 +33,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from corral.backends.redis.keys import KEY_TYPES, TRANSITION_LOG, QueueKeys
-from corral.backends.redis.pipeline import CommandQueue
+from corral.backends.redis.pipeline import CommandQueue, Head
 
 #: The scripts, one per storage operation (plus the reads that must be atomic).
 SCRIPT_NAMES: Final = (
@@ -180,6 +180,7 @@ class Scripts:
     ) -> None:
         self._commands = commands
         self._scripts: dict[str, tuple[ScriptSource, AsyncScript]] = {}
+        self._heads: dict[tuple[str, str], Head] = {}
         for name in SCRIPT_NAMES:
             source = load_source(name, instrumentation)
             script = client.register_script(source.text)
@@ -189,12 +190,14 @@ class Scripts:
     def run(self, name: str, keys: QueueKeys, args: Sequence[str | int]) -> Awaitable[Any]:
         """Run script ``name`` on the queue ``keys``: ``ARGV`` is the queue's key base followed
         by ``args``. The call is queued before this returns."""
-        source, script = self._scripts[name]
-        return self._commands.call(
-            "EVALSHA",
-            script.sha,
-            len(source.keys),
-            *[keys.base + suffix for suffix in source.keys],
-            keys.base,
-            *args,
-        )
+        head = self._heads.get((name, keys.base))
+        if head is None:
+            source, script = self._scripts[name]
+            head = self._heads[name, keys.base] = Head(
+                "EVALSHA",
+                script.sha,
+                len(source.keys),
+                *[keys.base + suffix for suffix in source.keys],
+                keys.base,
+            )
+        return self._commands.call(head, *args)
