@@ -127,21 +127,13 @@ class CommandQueue:
             try:
                 results = await self._run([_expand(args) for args, _ in batch])
             except asyncio.CancelledError:
-                for _, reply in batch:
-                    reply.cancel()
+                _cancel(batch)
                 raise
             except Exception as exc:
-                for _, reply in batch:
-                    if not reply.done():
-                        reply.set_exception(_copy(exc))
+                _fail(batch, exc)
                 continue
             for (_, reply), result in zip(batch, results, strict=True):
-                if reply.done():
-                    continue  # the caller was cancelled: the command ran, nobody waits
-                if isinstance(result, Exception):
-                    reply.set_exception(result)
-                else:
-                    reply.set_result(result)
+                _settle(reply, result)
 
     async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run commands in order; reply errors are returned in place, connection errors raise.
@@ -239,12 +231,8 @@ class CommandQueue:
         if isinstance(result, NoScriptError) and (args := _expand(args))[1] in self._scripts:
             self._again.append((("EVAL", self._scripts[args[1]], *args[2:]), reply))
             self._wake.set()
-        elif reply.done():
-            pass  # the caller was cancelled: the command ran, nobody waits
-        elif isinstance(result, Exception):
-            reply.set_exception(result)
         else:
-            reply.set_result(result)
+            _settle(reply, result)
 
     async def close(self) -> None:
         """Wait for the commands already queued to be sent."""
@@ -340,6 +328,16 @@ class _Link:
         self.in_flight.clear()
         self.broken = True
         asyncio.get_running_loop().create_task(self._close(), name="corral-redis-close")
+
+
+def _settle(reply: asyncio.Future[Any], result: Any) -> None:
+    """Give a call its reply (an error reply is raised to the caller)."""
+    if reply.done():
+        return  # the caller was cancelled: the command ran, nobody waits
+    if isinstance(result, Exception):
+        reply.set_exception(result)
+    else:
+        reply.set_result(result)
 
 
 def _cancel(batch: _Batch) -> None:
