@@ -15,8 +15,9 @@ its reply is dropped.
 
 With a plain ``Redis`` client the sender keeps one pooled connection while it has work, packs
 the calls itself and writes them as soon as they are queued, in small batches (several in
-flight), while a reader task of that connection parses the replies one by one with the client's
-response callbacks and answers each call as soon as its reply is read: what redis-py's
+flight), and the replies are parsed one by one with the client's response callbacks, each call
+answered as soon as its reply is parsed (with hiredis, in the connection's ``data_received``
+itself, see :class:`_ReplyFeed`; else by a reader task of the connection): what redis-py's
 ``execute_command`` and ``Pipeline`` do, without their per-command bookkeeping, which cost more
 client CPU than everything else per job (see bench/compare/). Small batches answered one reply at
 a time keep the server and the client busy at once, as ioredis does for Node BullMQ: the server
@@ -33,11 +34,13 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: Calls per write, at most (direct mode). Small batches keep the calls of many concurrent
 #: callers (a worker's slots) from moving in lockstep: the server runs one batch while the
@@ -208,7 +211,15 @@ class CommandQueue:
         client = self._client
         assert isinstance(client, Redis)
         get: Callable[[], Awaitable[Connection]] = client.connection_pool.get_connection
-        return await get()
+        connection = await get()
+        stream = getattr(connection, "_reader", None)
+        if isinstance(stream, asyncio.StreamReader) and stream.at_eof():
+            # The server closed it while it sat in the pool (a restart): the pool hands it out
+            # as it is, and the first write would fail. Connect again first.
+            reconnect: Callable[[], Awaitable[None]] = connection.connect  # untyped in redis-py
+            await connection.disconnect()
+            await reconnect()
+        return connection
 
     async def _read_reply(self, connection: Connection, args: tuple[Any, ...]) -> Any:
         """The next reply on ``connection``, parsed as the client parses ``args[0]``'s; an
@@ -217,13 +228,16 @@ class CommandQueue:
             reply = await connection.read_response()
         except ResponseError as exc:  # a reply: the connection is fine
             return exc
+        reply = self._parse(args, reply)
+        if inspect.isawaitable(reply):
+            reply = await reply
+        return reply
+
+    def _parse(self, args: tuple[Any, ...], reply: Any) -> Any:
+        """``reply`` as the client's response callback for ``args[0]`` makes it."""
         name = args[0].args[0] if type(args[0]) is Head else args[0]
         callback = self._client.response_callbacks.get(str(name))
-        if callback is not None:
-            reply = callback(reply)
-            if inspect.isawaitable(reply):
-                reply = await reply
-        return reply
+        return reply if callback is None else callback(reply)
 
     def _answer(self, args: tuple[Any, ...], reply: asyncio.Future[Any], result: Any) -> None:
         """Answer one call; an EVALSHA answered NOSCRIPT is queued again, before every call not
@@ -256,7 +270,10 @@ class _Link:
         self.in_flight: collections.deque[_Batch] = collections.deque()
         self.broken = False
         self._reader: asyncio.Task[None] | None = None
-        self._writing: asyncio.Task[None] | None = None
+        # With hiredis, the replies are parsed as the data arrives, in the connection's
+        # data_received callback: their callers then run in the next turn of the loop, where a
+        # reader task would take one turn more to wake (see _ReplyFeed).
+        self._feed = _ReplyFeed.attach(self)
 
     def write(self, batch: _Batch, packed: bytes) -> None:
         """Write ``batch`` (already packed) and have its replies read."""
@@ -272,7 +289,7 @@ class _Link:
         except Exception as exc:
             self._break(exc)
             return
-        if self._reader is None or self._reader.done():
+        if self._feed is None and (self._reader is None or self._reader.done()):
             self._reader = asyncio.get_running_loop().create_task(
                 self._read(), name="corral-redis-reader"
             )
@@ -302,6 +319,8 @@ class _Link:
             self._break(exc)
 
     def _break(self, exc: Exception) -> None:
+        if self.broken:
+            return
         self.broken = True
         for batch in self.in_flight:
             _fail(batch, exc)
@@ -315,6 +334,8 @@ class _Link:
 
     async def release(self) -> None:
         """Hand the connection back to the pool."""
+        if self._feed is not None:
+            self._feed.detach()
         client = self.commands._client
         assert isinstance(client, Redis)
         await client.connection_pool.release(self.connection)
@@ -338,6 +359,141 @@ def _settle(reply: asyncio.Future[Any], result: Any) -> None:
         reply.set_exception(result)
     else:
         reply.set_result(result)
+
+
+class _ReplyFeed:
+    """Parses a link's replies in the connection's ``data_received`` and answers their calls.
+
+    redis-py reads a connection through an ``asyncio.StreamReader``, which its protocol feeds
+    from ``data_received``. While the link holds the connection, its stream's ``feed_data``,
+    ``feed_eof`` and ``set_exception`` are this object's (instance attributes over the class's
+    methods, removed again when the connection goes back to the pool), feeding a hiredis reader
+    made as redis-py makes its own (used only where redis-py parses with hiredis). The socket
+    timeout is kept by a watchdog timer: calls still due when it has seen no reply for a whole
+    timeout fail with redis-py's ``TimeoutError`` (so after one to two timeouts of silence).
+    """
+
+    def __init__(self, link: _Link, stream: asyncio.StreamReader, reader: Any) -> None:
+        self._link = link
+        self._stream = stream
+        self._reader = reader
+        self._push_type: type | None = None
+        self._timeout = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._replies = self._replies_seen = 0
+        self._detached = False
+        stream.__dict__.update(
+            feed_data=self._feed_data,
+            feed_eof=self._feed_eof,
+            set_exception=self._set_exception,
+        )
+
+    @classmethod
+    def attach(cls, link: _Link) -> _ReplyFeed | None:
+        connection = link.connection
+        parser = getattr(connection, "_parser", None)
+        stream = getattr(connection, "_reader", None)
+        if (
+            not isinstance(parser, _AsyncHiredisParser)
+            or not isinstance(stream, asyncio.StreamReader)
+            or getattr(stream, "_buffer", None)  # unread data: not a clean connection
+        ):
+            return None
+        import hiredis  # present: redis-py chose its hiredis parser
+
+        options: dict[str, Any] = {
+            "protocolError": InvalidResponse,
+            "replyError": parser.parse_error,
+        }
+        if connection.encoder.decode_responses:
+            options["encoding"] = connection.encoder.encoding
+            options["errors"] = connection.encoder.encoding_errors
+        feed = cls(link, stream, hiredis.Reader(**options))
+        feed._push_type = getattr(hiredis, "PushNotification", None)
+        timeout = connection.socket_timeout
+        if timeout:
+            feed._timeout = timeout
+            feed._watchdog = asyncio.get_running_loop().call_later(timeout, feed._watch)
+        return feed
+
+    def _watch(self) -> None:
+        link = self._link
+        if link.broken or self._detached:
+            return
+        if link.in_flight and self._replies == self._replies_seen:
+            host = getattr(link.connection, "host", "?")
+            port = getattr(link.connection, "port", "?")
+            link._break(RedisTimeoutError(f"Timeout reading from {host}:{port}"))
+            return
+        self._replies_seen = self._replies
+        self._watchdog = asyncio.get_running_loop().call_later(self._timeout, self._watch)
+
+    def detach(self) -> None:
+        """Give the stream its own methods back."""
+        self._detached = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for name in ("feed_data", "feed_eof", "set_exception"):
+            self._stream.__dict__.pop(name, None)
+
+    def _feed_data(self, data: bytes) -> None:
+        link = self._link
+        commands = link.commands
+        try:
+            self._reader.feed(data)
+            while True:
+                reply = self._reader.gets()
+                if reply is False:
+                    break
+                self._replies += 1
+                if self._push_type is not None and type(reply) is self._push_type:
+                    continue  # RESP3 push (none is asked for on this connection)
+                if not link.in_flight:
+                    raise InvalidResponse("Redis sent a reply that no call was waiting for")
+                batch = link.in_flight[0]
+                args, future = batch.pop(0)
+                if not isinstance(reply, ResponseError):
+                    reply = commands._parse(args, reply)
+                if inspect.isawaitable(reply):  # no callback of the commands we send
+                    _answer_later(commands, args, future, reply)
+                else:
+                    commands._answer(args, future, reply)
+                if not batch:
+                    # After the answers: their callers, woken first, queue their next calls
+                    # before the writer looks (or it would find nothing and let go).
+                    link.in_flight.popleft()
+                    commands._wake.set()
+        except Exception as exc:
+            link._break(exc)
+
+    def _feed_eof(self) -> None:
+        asyncio.StreamReader.feed_eof(self._stream)  # for redis-py's health check
+        self._link._break(RedisConnectionError("Connection closed by server."))
+
+    def _set_exception(self, exc: Exception) -> None:
+        asyncio.StreamReader.set_exception(self._stream, exc)
+        self._link._break(RedisConnectionError(f"Error while reading from socket: {exc}"))
+
+
+def _answer_later(
+    commands: CommandQueue, args: tuple[Any, ...], future: asyncio.Future[Any], reply: Any
+) -> None:
+    """Answer a call when its response callback's awaitable is done."""
+
+    async def answer() -> None:
+        try:
+            result = await reply
+        except Exception as exc:
+            result = exc
+        commands._answer(args, future, result)
+
+    task = asyncio.ensure_future(answer())
+    _ANSWERING.add(task)
+    task.add_done_callback(_ANSWERING.discard)
+
+
+#: Tasks of _answer_later, kept alive until done.
+_ANSWERING: set[asyncio.Future[None]] = set()
 
 
 def _cancel(batch: _Batch) -> None:
