@@ -1,7 +1,7 @@
 """Faults a production user meets with Redis, each against a ``redis-server`` the test starts on
 its own loopback port (see local_redis.py): the server restarted under a running worker (with
 and without persistence), a connection cut in the middle of a script call, the script cache
-flushed, a slow server, and an unreachable one.
+flushed, a slow server, one silent past the socket timeout, and an unreachable one.
 
 Each test is a plain function running ``asyncio.run`` on a real event loop with the system
 clock: real servers take real time, which the virtual-time loop of ``async def`` tests cannot
@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from local_redis import CuttingProxy, RedisProcess, free_port, redis_server
+from redis.asyncio import Redis
 
 from corral.backends.redis import RedisBackend, RedisUnavailableError
 from corral.backends.redis.scripts import SCRIPT_NAMES, load_source
@@ -461,6 +462,37 @@ def test_slow_redis_calls_wait_and_long_locks_survive(server: RedisProcess) -> N
             assert run.executions == collections.Counter(dict.fromkeys(ids, 1))
         finally:
             await backend.close()
+
+    asyncio.run(main())
+
+
+def test_a_server_silent_past_the_socket_timeout_fails_the_call_then_recovers(
+    server: RedisProcess,
+) -> None:
+    """With the client's ``socket_timeout`` at 0.3 s, ``DEBUG SLEEP 1.5`` makes a call wait in
+    vain: it fails with RedisUnavailableError saying it timed out (after one to two timeouts of
+    silence), and once the server is awake the next call works on a fresh connection."""
+
+    async def main() -> None:
+        client = Redis(host="127.0.0.1", port=server.port, socket_timeout=0.3)
+        backend = RedisBackend(client, prefix="timeout", url=server.url)
+        try:
+            await add_jobs(backend, 1)
+            with server.admin() as admin:
+                sleeping = asyncio.create_task(
+                    asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", "1.5")
+                )
+                await asyncio.sleep(0.2)  # the server is asleep now
+                before = time.monotonic()
+                with pytest.raises(RedisUnavailableError, match="Timeout reading"):
+                    await backend.get_counts(Q)
+                waited = time.monotonic() - before
+                await asyncio.wait_for(sleeping, 10)
+            assert 0.25 <= waited < 1.2, waited
+            assert (await backend.get_counts(Q))[JobState.WAITING] == 1
+        finally:
+            await backend.close()
+            await client.aclose()
 
     asyncio.run(main())
 
