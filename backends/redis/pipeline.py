@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from redis._parsers.hiredis import _AsyncHiredisParser
@@ -172,8 +172,8 @@ class CommandQueue:
     async def _pump(self) -> None:
         """The writer with a plain client: writes what is queued as soon as it is queued, in
         batches of at most ``_MAX_BATCH`` and while fewer than ``_MAX_IN_FLIGHT`` batches await
-        their replies, on one pooled connection held while there is work; a reader task of that
-        connection answers the calls one reply at a time."""
+        their replies, on one pooled connection held while there is work, whose :class:`_Link`
+        answers the calls one reply at a time."""
         link: _Link | None = None
         try:
             while True:
@@ -257,7 +257,8 @@ class CommandQueue:
 
 class _Link:
     """One pooled connection of a :class:`CommandQueue` (direct mode), the batches written on
-    it whose replies are still due, in order, and the task that reads them.
+    it whose replies are still due, in order, and what reads them (a :class:`_ReplyFeed`, or a
+    reader task where redis-py parses without hiredis).
 
     A failed write or read breaks the link: the connection is closed (replies still due on it
     must never be read as another call's) and handed back, and every call still due fails with
@@ -305,18 +306,26 @@ class _Link:
                     await asyncio.sleep(0)
                     if not self.in_flight:
                         return
-                batch = self.in_flight[0]
-                while batch:
-                    args, reply = batch[0]
-                    result = await commands._read_reply(connection, args)
-                    del batch[0]
-                    commands._answer(args, reply, result)
-                self.in_flight.popleft()
-                commands._wake.set()
+                args = self.in_flight[0][0][0]
+                self.answer_next(await commands._read_reply(connection, args))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._break(exc)
+
+    def answer_next(self, result: Any) -> None:
+        """Answer the oldest call still due with its reply (parsed, or an awaitable of it)."""
+        batch = self.in_flight[0]
+        args, reply = batch.pop(0)
+        if inspect.isawaitable(result):  # no response callback of the commands we send
+            _answer_later(self.commands, args, reply, result)
+        else:
+            self.commands._answer(args, reply, result)
+        if not batch:
+            # After the answers: their callers, woken first, queue their next calls before
+            # the writer looks (or it would find nothing and let go of the connection).
+            self.in_flight.popleft()
+            self.commands._wake.set()
 
     def _break(self, exc: Exception) -> None:
         if self.broken:
@@ -326,7 +335,7 @@ class _Link:
             _fail(batch, exc)
         self.in_flight.clear()
         self.commands._wake.set()
-        asyncio.get_running_loop().create_task(self._close(), name="corral-redis-close")
+        _spawn(self._close())
 
     async def _close(self) -> None:
         await self.connection.disconnect(nowait=True)
@@ -348,7 +357,7 @@ class _Link:
             _cancel(batch)
         self.in_flight.clear()
         self.broken = True
-        asyncio.get_running_loop().create_task(self._close(), name="corral-redis-close")
+        _spawn(self._close())
 
 
 def _settle(reply: asyncio.Future[Any], result: Any) -> None:
@@ -450,19 +459,9 @@ class _ReplyFeed:
                     continue  # RESP3 push (none is asked for on this connection)
                 if not link.in_flight:
                     raise InvalidResponse("Redis sent a reply that no call was waiting for")
-                batch = link.in_flight[0]
-                args, future = batch.pop(0)
                 if not isinstance(reply, ResponseError):
-                    reply = commands._parse(args, reply)
-                if inspect.isawaitable(reply):  # no callback of the commands we send
-                    _answer_later(commands, args, future, reply)
-                else:
-                    commands._answer(args, future, reply)
-                if not batch:
-                    # After the answers: their callers, woken first, queue their next calls
-                    # before the writer looks (or it would find nothing and let go).
-                    link.in_flight.popleft()
-                    commands._wake.set()
+                    reply = commands._parse(link.in_flight[0][0][0], reply)
+                link.answer_next(reply)
         except Exception as exc:
             link._break(exc)
 
@@ -487,13 +486,19 @@ def _answer_later(
             result = exc
         commands._answer(args, future, result)
 
-    task = asyncio.ensure_future(answer())
-    _ANSWERING.add(task)
-    task.add_done_callback(_ANSWERING.discard)
+    _spawn(answer())
 
 
-#: Tasks of _answer_later, kept alive until done.
-_ANSWERING: set[asyncio.Future[None]] = set()
+def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutine`` as a task of its own, kept alive until done (the loop holds tasks only
+    weakly)."""
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+#: Tasks of _spawn, kept alive until done.
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 def _cancel(batch: _Batch) -> None:
