@@ -65,6 +65,15 @@ TransitionListener = Callable[
 ]
 
 
+# Enum members read for every job, looked up once: on Python 3.11 an attribute of an Enum class
+# goes through the metaclass's __getattr__ hook, which costs more than the rest of a move.
+_OK: Final = ResultCode.OK
+_ADD: Final = Transition.ADD
+_FETCH: Final = Transition.FETCH
+_COMPLETE: Final = Transition.COMPLETE
+_COMPLETED: Final = JobState.COMPLETED
+
+
 def delayed_score(due_ms: int, sequence: int) -> int:
     """BullMQ's delayed score: due time × 4096 plus a per-millisecond sequence."""
     return due_ms * 4096 + sequence
@@ -75,7 +84,7 @@ def priority_score(priority: int, counter: int) -> int:
     return priority * 2**32 + (counter & 0xFFFFFFFF)
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class QueueStore:
     """One queue's structures. ``wait`` is a list with index 0 at the left (newest) end; jobs
     are taken from the right. ``active`` is an ordered dict standing for a list whose left end
@@ -103,7 +112,8 @@ class QueueStore:
     events: collections.deque[tuple[int, int, str, dict[str, str]]] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=MAX_EVENTS)
     )
-    last_event: tuple[int, int] = (0, 0)
+    last_event_ms: int = 0
+    last_event_seq: int = 0
     event_waiters: collections.deque[asyncio.Future[bool]] = dataclasses.field(
         default_factory=collections.deque
     )
@@ -129,7 +139,6 @@ class MemoryBackend:
         self.clock: Clock = clock or SystemClock()
         self._queues: dict[str, QueueStore] = {}
         self._mutex = _OperationLock(self._serve_waiters)
-        self._marked: list[QueueStore] = []  # stores whose marker was set while someone waited
         #: Called on every state change; the simulator records transitions through it.
         self.transition_listener: TransitionListener | None = None
         #: Deliberate bugs for the simulator's self-test (see PLANTABLE_BUGS); empty otherwise.
@@ -160,13 +169,24 @@ class MemoryBackend:
             )
         return target
 
-    def _emit(self, store: QueueStore, event: str, **fields: str) -> None:
-        now = self.clock.now_ms()
-        last_ms, seq = store.last_event
-        seq = seq + 1 if now <= last_ms else 0
-        now = max(now, last_ms)
-        store.last_event = (now, seq)
-        store.events.append((now, seq, event, fields))
+    def _server_now(self) -> int:
+        """The store clock, frozen for the rest of the operation (as Redis 7 freezes time
+        within a script): one read serves every lock expiry and event id an operation sets."""
+        now = self._mutex.now
+        if now is None:
+            now = self._mutex.now = self.clock.now_ms()
+        return now
+
+    def _emit(self, store: QueueStore, event: str, fields: dict[str, str]) -> None:
+        now = self._mutex.now
+        if now is None:
+            now = self._server_now()
+        if now > store.last_event_ms:
+            store.last_event_ms = now
+            store.last_event_seq = 0
+        else:  # the same millisecond (or a clock that stepped back): the next sequence number
+            store.last_event_seq += 1
+        store.events.append((store.last_event_ms, store.last_event_seq, event, fields))
         while store.event_waiters:  # every listener wants every event
             waiter = store.event_waiters.popleft()
             if not waiter.done():
@@ -178,14 +198,14 @@ class MemoryBackend:
         if current is None or score < current:
             store.marker[member] = score
         if store.waiters:
-            self._marked.append(store)
+            self._mutex.marked.append(store)
 
-    def _serve_waiters(self) -> None:
+    def _serve_waiters(self, marked: list[QueueStore]) -> None:
         """At the end of each operation: give each marker member to one blocked waiter, longest
         waiting first, as Redis serves the clients blocked in BZPOPMIN after each command or
         script (several signals within one operation set one member and wake one waiter)."""
-        while self._marked:
-            store = self._marked.pop()
+        while marked:
+            store = marked.pop()
             while store.marker and store.waiters:
                 waiter = store.waiters.popleft()
                 if not waiter.done():
@@ -202,7 +222,7 @@ class MemoryBackend:
     def _lock_of(self, store: QueueStore, job_id: str) -> tuple[str, int] | None:
         """The job's unexpired lock; an expired one is deleted on sight, as Redis would."""
         lock = store.locks.get(job_id)
-        if lock is not None and lock[1] <= self.clock.now_ms():
+        if lock is not None and lock[1] <= self._server_now():
             del store.locks[job_id]
             return None
         return lock
@@ -212,14 +232,14 @@ class MemoryBackend:
             return ResultCode.MISSING_JOB
         lock = self._lock_of(store, job_id)
         if "skip-token-check" in self.planted_bugs and job_id in store.active:
-            return ResultCode.OK
+            return _OK
         if lock is None:
             return ResultCode.MISSING_LOCK
         if lock[0] != token:
             return ResultCode.LOCK_MISMATCH
         if job_id not in store.active:
             return ResultCode.NOT_IN_STATE
-        return ResultCode.OK
+        return _OK
 
     def _take_from_active(self, store: QueueStore, job_id: str) -> None:
         del store.active[job_id]
@@ -250,6 +270,8 @@ class MemoryBackend:
             self._signal(store, "1", due_ms)
 
     def _promote_due(self, queue: str, store: QueueStore, now: int) -> None:
+        if not store.delayed:
+            return
         for job_id in store.delayed.pop_up_to(delayed_score(now + 1, 0) - 1, PROMOTE_LIMIT):
             fields = store.jobs[job_id]
             fields["delay"] = "0"
@@ -260,7 +282,7 @@ class MemoryBackend:
             else:
                 self._move(queue, store, job_id, Transition.PROMOTE)
                 self._push_wait(store, job_id, front=False)
-            self._emit(store, "waiting", jobId=job_id, prev="delayed")
+            self._emit(store, "waiting", {"jobId": job_id, "prev": "delayed"})
 
     def _fetch(self, queue: str, store: QueueStore, request: FetchRequest, now: int) -> FetchResult:
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
@@ -275,15 +297,15 @@ class MemoryBackend:
                 first = store.delayed.first()
                 return FetchResult(None, None if first is None else first[0] // 4096)
             job_id = popped
-        self._move(queue, store, job_id, Transition.FETCH)
+        self._move(queue, store, job_id, _FETCH)
         store.active[job_id] = None
-        store.locks[job_id] = (request.token, self.clock.now_ms() + request.lock_duration)
+        store.locks[job_id] = (request.token, self._server_now() + request.lock_duration)
         fields = store.jobs[job_id]
         fields["processedOn"] = str(now)
         fields["ats"] = str(int(fields.get("ats") or 0) + 1)
         if request.worker_name is not None:
             fields["pb"] = request.worker_name
-        self._emit(store, "active", jobId=job_id, prev="waiting")
+        self._emit(store, "active", {"jobId": job_id, "prev": "waiting"})
         if store.wait or store.prioritized:
             self._signal(store)
         return FetchResult(Fetched(job_id, dict(fields)))
@@ -321,7 +343,7 @@ class MemoryBackend:
         fields.pop("defa", None)
         self._move(queue, store, job_id, Transition.FAIL)
         store.failed.add(job_id, now)
-        self._emit(store, "failed", jobId=job_id, failedReason=reason, prev="active")
+        self._emit(store, "failed", {"jobId": job_id, "failedReason": reason, "prev": "active"})
         self._trim(queue, store, JobState.FAILED, keep, now)
 
     def _retry_now(self, queue: str, store: QueueStore, job_id: str, now: int) -> None:
@@ -335,7 +357,7 @@ class MemoryBackend:
             self._move(queue, store, job_id, Transition.RETRY)
             lifo = decode_opts(fields.get("opts") or "{}").lifo
             self._push_wait(store, job_id, front=lifo)
-        self._emit(store, "waiting", jobId=job_id, prev="active")
+        self._emit(store, "waiting", {"jobId": job_id, "prev": "active"})
 
     def _apply(
         self, queue: str, store: QueueStore, job_id: str, outcome: Outcome, now: int
@@ -346,18 +368,23 @@ class MemoryBackend:
         if isinstance(outcome, Complete):
             fields["returnvalue"] = outcome.return_value
             fields["finishedOn"] = str(now)
-            self._move(queue, store, job_id, Transition.COMPLETE)
+            self._move(queue, store, job_id, _COMPLETE)
             store.completed.add(job_id, now)
             self._emit(
-                store, "completed", jobId=job_id, returnvalue=outcome.return_value, prev="active"
+                store,
+                "completed",
+                {"jobId": job_id, "returnvalue": outcome.return_value, "prev": "active"},
             )
-            self._trim(queue, store, JobState.COMPLETED, outcome.keep, now)
+            if not outcome.keep.keeps_all:
+                self._trim(queue, store, _COMPLETED, outcome.keep, now)
         elif isinstance(outcome, Fail):
             fields["stacktrace"] = outcome.stacktrace
             attempts = decode_opts(fields.get("opts") or "{}").attempts
             self._finish_failed(queue, store, job_id, outcome.reason, outcome.keep, now)
             if int(fields["atm"]) >= attempts:
-                self._emit(store, "retries-exhausted", jobId=job_id, attemptsMade=fields["atm"])
+                self._emit(
+                    store, "retries-exhausted", {"jobId": job_id, "attemptsMade": fields["atm"]}
+                )
         else:
             fields["failedReason"] = outcome.reason
             fields["stacktrace"] = outcome.stacktrace
@@ -366,11 +393,11 @@ class MemoryBackend:
                 fields["delay"] = str(outcome.delay_ms)
                 self._move(queue, store, job_id, Transition.RETRY_LATER)
                 self._push_delayed(store, job_id, due)
-                self._emit(store, "delayed", jobId=job_id, delay=str(due))
+                self._emit(store, "delayed", {"jobId": job_id, "delay": str(due)})
             else:
                 self._retry_now(queue, store, job_id, now)
         if not store.wait and not store.prioritized and not store.active:
-            self._emit(store, "drained")
+            self._emit(store, "drained", {})
 
     # ----------------------------------------------------------------- Storage operations
 
@@ -382,32 +409,25 @@ class MemoryBackend:
                 store.id_counter += 1
                 job_id = job.job_id or str(store.id_counter)
                 if job_id in store.jobs:
-                    self._emit(store, "duplicated", jobId=job_id)
-                    results.append(AddResult(job_id, created=False))
+                    self._emit(store, "duplicated", {"jobId": job_id})
+                    results.append(AddResult(job_id, False))
                     continue
-                store.jobs[job_id] = {
-                    "name": job.name,
-                    "data": job.data,
-                    "opts": job.opts,
-                    "timestamp": str(job.timestamp),
-                    "delay": str(job.delay),
-                    "priority": str(job.priority),
-                }
-                self._emit(store, "added", jobId=job_id, name=job.name)
+                store.jobs[job_id] = job.hash_fields()
+                self._emit(store, "added", {"jobId": job_id, "name": job.name})
                 if job.delay > 0:
                     self._move(queue, store, job_id, Transition.ADD_DELAYED)
                     due = job.timestamp + job.delay
                     self._push_delayed(store, job_id, due)
-                    self._emit(store, "delayed", jobId=job_id, delay=str(due))
+                    self._emit(store, "delayed", {"jobId": job_id, "delay": str(due)})
                 else:
                     if job.priority:
                         self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
                         self._push_prioritized(store, job_id, job.priority)
                     else:
-                        self._move(queue, store, job_id, Transition.ADD)
+                        self._move(queue, store, job_id, _ADD)
                         self._push_wait(store, job_id, front=job.lifo)
-                    self._emit(store, "waiting", jobId=job_id)
-                results.append(AddResult(job_id, created=True))
+                    self._emit(store, "waiting", {"jobId": job_id})
+                results.append(AddResult(job_id, True))
             return results
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
@@ -426,7 +446,7 @@ class MemoryBackend:
         with self._mutex:
             store = self._store(queue)
             code = self._check_owner(store, job_id, token)
-            if code is not ResultCode.OK:
+            if code is not _OK:
                 return FinishResult(code)
             self._apply(queue, store, job_id, outcome, now)
             if fetch is None:
@@ -438,7 +458,7 @@ class MemoryBackend:
     ) -> list[str]:
         with self._mutex:
             store = self._store(queue)
-            expires = self.clock.now_ms() + lock_duration
+            expires = self._server_now() + lock_duration
             lost = []
             for job_id, token in locks:
                 lock = self._lock_of(store, job_id)
@@ -459,7 +479,7 @@ class MemoryBackend:
                 self._take_from_active(store, job_id)
                 self._move(queue, store, job_id, Transition.RELEASE)
                 self._push_wait(store, job_id, front=True)
-                self._emit(store, "waiting", jobId=job_id, prev="active")
+                self._emit(store, "waiting", {"jobId": job_id, "prev": "active"})
             return code
 
     async def check_stalled(
@@ -467,7 +487,7 @@ class MemoryBackend:
     ) -> StalledCheck:
         with self._mutex:
             store = self._store(queue)
-            server_now = self.clock.now_ms()
+            server_now = self._server_now()
             if store.stalled_check_until > server_now:
                 return StalledCheck(ran=False, recovered=[], failed=[])
             store.stalled_check_until = server_now + stalled_interval
@@ -492,8 +512,8 @@ class MemoryBackend:
                 else:
                     self._move(queue, store, job_id, Transition.RECOVER_STALLED)
                     self._push_wait(store, job_id, front=True)
-                    self._emit(store, "waiting", jobId=job_id, prev="active")
-                    self._emit(store, "stalled", jobId=job_id)
+                    self._emit(store, "waiting", {"jobId": job_id, "prev": "active"})
+                    self._emit(store, "stalled", {"jobId": job_id})
                     recovered.append(job_id)
             if "lose-stalled-mark" not in self.planted_bugs:
                 store.stalled = dict.fromkeys(store.active)
@@ -506,7 +526,7 @@ class MemoryBackend:
             if fields is None:
                 return ResultCode.MISSING_JOB
             fields["progress"] = progress
-            self._emit(store, "progress", jobId=job_id, data=progress)
+            self._emit(store, "progress", {"jobId": job_id, "data": progress})
             return ResultCode.OK
 
     async def remove(self, queue: str, job_id: str) -> ResultCode:
@@ -524,7 +544,7 @@ class MemoryBackend:
             else:
                 store.zset(state).remove(job_id)
             self._delete_job(queue, store, job_id, Transition.REMOVE)
-            self._emit(store, "removed", jobId=job_id, prev=state.value)
+            self._emit(store, "removed", {"jobId": job_id, "prev": state.value})
             return ResultCode.OK
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -535,14 +555,14 @@ class MemoryBackend:
             store.paused = paused
             if paused:
                 store.marker.clear()
-                self._emit(store, "paused")
+                self._emit(store, "paused", {})
             else:
                 if store.wait or store.prioritized:
                     self._signal(store)
                 first = store.delayed.first()
                 if first is not None:
                     self._signal(store, "1", first[0] // 4096)
-                self._emit(store, "resumed")
+                self._emit(store, "resumed", {})
 
     async def is_paused(self, queue: str) -> bool:
         with self._mutex:
@@ -586,7 +606,7 @@ class MemoryBackend:
     async def get_lock(self, queue: str, job_id: str) -> LockInfo | None:
         with self._mutex:
             lock = self._lock_of(self._store(queue), job_id)
-            return None if lock is None else LockInfo(lock[0], lock[1] - self.clock.now_ms())
+            return None if lock is None else LockInfo(lock[0], lock[1] - self._server_now())
 
     async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
         with self._mutex:
@@ -710,23 +730,35 @@ class MemoryBackend:
 
 
 class _OperationLock:
-    """The backend's re-entrant lock; when its outermost holder leaves (an operation ends),
-    ``after`` runs, still under the lock."""
+    """The backend's re-entrant lock, and what lasts for one operation (its outermost hold).
 
-    def __init__(self, after: Callable[[], None]) -> None:
+    ``now`` caches the store clock for the operation; ``marked`` collects the queues whose
+    marker was set while a worker waited, and ``serve(marked)`` runs when the operation ends,
+    still under the lock. (Entered once per job: kept small.)
+    """
+
+    __slots__ = ("_depth", "_lock", "_serve", "marked", "now")
+
+    def __init__(self, serve: Callable[[list[QueueStore]], None]) -> None:
         self._lock = threading.RLock()
         self._depth = 0
-        self._after = after
+        self._serve = serve
+        self.now: int | None = None
+        self.marked: list[QueueStore] = []
 
     def __enter__(self) -> None:
         self._lock.acquire()
         self._depth += 1
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         self._depth -= 1
+        if self._depth:
+            self._lock.release()
+            return
+        self.now = None
         try:
-            if self._depth == 0:
-                self._after()
+            if self.marked:
+                self._serve(self.marked)
         finally:
             self._lock.release()
 

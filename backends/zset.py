@@ -19,13 +19,25 @@ def index_range(length: int, start: int, end: int) -> range:
 
 
 class ZSet:
-    """Members with integer scores, ordered by score and then by member, like a Redis ZSET."""
+    """Members with integer scores, ordered by score and then by member, like a Redis ZSET.
 
-    __slots__ = ("_order", "_scores")
+    New members are only appended to a list at first, and sorted in (in one batch) by the next
+    read that needs the order: the finished-job sets take one add per job and are seldom read.
+    """
+
+    __slots__ = ("_order", "_scores", "_unsorted")
 
     def __init__(self) -> None:
         self._scores: dict[str, int] = {}
         self._order: SortedList[tuple[int, str]] = SortedList()
+        self._unsorted: list[tuple[int, str]] = []
+
+    def _ordered(self) -> SortedList[tuple[int, str]]:
+        """The members in order, with the pending adds sorted in."""
+        if self._unsorted:
+            self._order.update(self._unsorted)
+            self._unsorted.clear()
+        return self._order
 
     def __len__(self) -> int:
         return len(self._scores)
@@ -35,7 +47,7 @@ class ZSet:
 
     def __iter__(self) -> Iterator[str]:
         """Members in ascending order."""
-        return (member for _, member in self._order)
+        return (member for _, member in self._ordered())
 
     def members(self) -> KeysView[str]:
         """The members in no particular order (cheap: no sorting, no copy)."""
@@ -45,16 +57,16 @@ class ZSet:
         """Insert ``member`` or move it to ``score``."""
         old = self._scores.get(member)
         if old is not None:
-            self._order.remove((old, member))
+            self._ordered().remove((old, member))
         self._scores[member] = score
-        self._order.add((score, member))
+        self._unsorted.append((score, member))
 
     def remove(self, member: str) -> bool:
         """Remove ``member``; return whether it was there."""
         score = self._scores.pop(member, None)
         if score is None:
             return False
-        self._order.remove((score, member))
+        self._ordered().remove((score, member))
         return True
 
     def score(self, member: str) -> int | None:
@@ -63,40 +75,43 @@ class ZSet:
 
     def first(self) -> tuple[int, str] | None:
         """The (score, member) pair with the lowest score, or None when empty."""
-        return self._order[0] if self._scores else None
+        return self._ordered()[0] if self._scores else None
 
     def pop_min(self) -> str | None:
         """Remove and return the member with the lowest score."""
         if not self._scores:
             return None
-        _, member = self._order.pop(0)
+        _, member = self._ordered().pop(0)
         del self._scores[member]
         return member
 
     def pop_up_to(self, max_score: int, limit: int) -> list[str]:
         """Remove and return (ascending) at most ``limit`` members scored ``<= max_score``."""
         taken: list[str] = []
+        order = self._ordered()
         while self._scores and len(taken) < limit:
-            score, member = self._order[0]
+            score, member = order[0]
             if score > max_score:
                 break
-            self._order.pop(0)
+            order.pop(0)
             del self._scores[member]
             taken.append(member)
         return taken
 
     def max_score_between(self, low: int, high: int) -> int | None:
         """The highest score within ``[low, high]``, or None."""
-        at = self._order.bisect_left((high + 1, ""))
+        order = self._ordered()
+        at = order.bisect_left((high + 1, ""))
         if at == 0:
             return None
-        score = self._order[at - 1][0]
+        score = order[at - 1][0]
         return score if score >= low else None
 
     def range(self, start: int, end: int, *, desc: bool = False) -> list[str]:
         """Members by rank (``ZRANGE``/``ZREVRANGE`` index semantics)."""
-        length = len(self._order)
+        order = self._ordered()
+        length = len(order)
         indexes = index_range(length, start, end)
         if desc:
-            return [self._order[length - 1 - i][1] for i in indexes]
-        return [self._order[i][1] for i in indexes]
+            return [order[length - 1 - i][1] for i in indexes]
+        return [order[i][1] for i in indexes]

@@ -258,7 +258,7 @@ class _ChildJob(Job):
 
     def update_progress_sync(self, value: Any) -> None:
         """Report progress from a plain ``def`` processor (or a thread of one)."""
-        encoded = encode_json(value, f"progress of job {self.id}")
+        encoded = encode_json(value, "progress of job {}", self.id)
         self._link.report_progress(encoded)
         self._set_field("progress", encoded)
 

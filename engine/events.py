@@ -25,7 +25,9 @@ class EventEmitter:
 
     def __init__(self, names: Iterable[str]) -> None:
         self._names = frozenset(names)
-        self._handlers: dict[str, list[Handler]] = {}
+        # Every name has its list from the start, so a list handed out by ``listeners`` stays
+        # the live one.
+        self._handlers: dict[str, list[Handler]] = {name: [] for name in sorted(self._names)}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def on(self, name: str, handler: Handler) -> Handler:
@@ -40,7 +42,7 @@ class EventEmitter:
             raise ValueError(
                 f"unknown event {name!r}{hint}; known events: {', '.join(sorted(self._names))}"
             )
-        self._handlers.setdefault(name, []).append(handler)
+        self._handlers[name].append(handler)
         return handler
 
     def off(self, name: str, handler: Handler) -> None:
@@ -53,12 +55,18 @@ class EventEmitter:
         """Whether any handler is registered for ``name`` (lets hot paths skip building args)."""
         return bool(self._handlers.get(name))
 
+    def listeners(self, name: str) -> list[Handler]:
+        """The live list of ``name``'s handlers, updated in place by ``on`` and ``off``: a hot
+        path can keep it and test it, instead of calling :meth:`has_listeners` every time.
+        Do not modify it."""
+        return self._handlers[name]
+
     def emit(self, name: str, *args: Any) -> None:
         """Call every handler of ``name`` with ``args``."""
         for handler in self._handlers.get(name, ()):
             try:
                 result = handler(*args)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     task = asyncio.ensure_future(result)
                     self._tasks.add(task)
                     task.add_done_callback(self._task_done)

@@ -64,12 +64,30 @@ def duration_ms(value: Duration, name: str, *, allow_zero: bool = True) -> int:
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
-def encode_json(value: Any, what: str) -> str:
-    """Encode ``value`` as compact JSON, naming ``what`` in the error if it cannot be encoded."""
+def encode_json(value: Any, what: str, *what_args: object) -> str:
+    """Encode ``value`` as compact JSON.
+
+    Args:
+        value: what to encode.
+        what: names the value in the error if it cannot be encoded, as a ``str.format``
+            template filled with ``what_args`` (formatted only then: this runs once per job).
+    """
+    # The values most jobs carry and return skip the encoder, whose set-up per call costs
+    # more than the encoding of a scalar (exact types only: subclasses may encode otherwise).
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"{what} cannot be encoded as JSON: {exc}") from exc
+        raise InvalidArgumentError(
+            f"{what.format(*what_args)} cannot be encoded as JSON: {exc}"
+        ) from exc
 
 
 def validate_queue_name(name: object) -> str:
@@ -155,11 +173,11 @@ class KeepJobs:
 
     count: int | None = None
     age_ms: int | None = None
+    #: True when nothing is ever trimmed (computed: asked once per finished job).
+    keeps_all: bool = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def keeps_all(self) -> bool:
-        """True when nothing is ever trimmed."""
-        return self.count is None and self.age_ms is None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keeps_all", self.count is None and self.age_ms is None)
 
     @classmethod
     def parse(cls, spec: object, name: str) -> KeepJobs:
@@ -369,13 +387,13 @@ class Job:
     """
 
     __slots__ = (
+        "_cancellation",
         "_data",
         "_fields",
         "_loop",
         "_opts",
         "_owner_thread",
         "_progress_writer",
-        "cancellation",
         "id",
         "queue_name",
         "token",
@@ -397,7 +415,7 @@ class Job:
         self._data: Any = _UNSET
         self._opts: JobOptions | None = None
         self.token = token
-        self.cancellation = Cancellation()
+        self._cancellation: Cancellation | None = None
         self._progress_writer = progress_writer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owner_thread = 0
@@ -406,9 +424,23 @@ class Job:
         return f"<Job {self.queue_name}:{self.id} name={self.name!r}>"
 
     @property
+    def cancellation(self) -> Cancellation:
+        """Tells the processor whether its run should stop (see :class:`Cancellation`)."""
+        # Made on first use: most runs never look at it.
+        if self._cancellation is None:
+            self._cancellation = Cancellation()
+        return self._cancellation
+
+    @property
     def fields(self) -> Mapping[str, str]:
         """The raw BullMQ hash fields this job was read from."""
         return self._fields
+
+    def _record_attempt(self, field: str, value: str | None) -> None:
+        """Mirror a finished attempt the worker stored: one more ``atm`` and ``field``
+        (``returnvalue`` or ``failedReason``) set to ``value``."""
+        self._fields["atm"] = str(self.attempts_made + 1)
+        self._set_field(field, value)
 
     def _set_field(self, name: str, value: str | None) -> None:
         """Update a raw field of this snapshot (the worker mirrors what it stored)."""
@@ -511,7 +543,7 @@ class Job:
         """Store the job's progress (any JSON value) and emit ``progress``."""
         if self._progress_writer is None:
             raise RuntimeError(f"job {self.id} was not read through a queue or worker")
-        encoded = encode_json(value, f"progress of job {self.id}")
+        encoded = encode_json(value, "progress of job {}", self.id)
         await self._progress_writer(self.id, encoded)
         self._fields["progress"] = encoded
 
@@ -526,10 +558,11 @@ class Job:
             )
         asyncio.run_coroutine_threadsafe(self.update_progress(value), self._loop).result()
 
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Record the event loop of the worker running this job (for thread-side progress)."""
+    def bind_loop(self, loop: asyncio.AbstractEventLoop, thread: int | None = None) -> None:
+        """Record the event loop of the worker running this job (for thread-side progress)
+        and the loop's thread (``threading.get_ident()`` by default: the caller's)."""
         self._loop = loop
-        self._owner_thread = threading.get_ident()
+        self._owner_thread = threading.get_ident() if thread is None else thread
 
 
 @functools.lru_cache(maxsize=512)

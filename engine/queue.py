@@ -70,15 +70,15 @@ class Queue:
         else:
             opts = JobOptions.build(options)
             encoded_opts = encode_json(opts.to_json(), "job options")
-        return NewJob(
-            name=name,
-            data=encode_json(data, f"data of job {name!r}"),
-            opts=encoded_opts,
-            timestamp=now,
-            delay=opts.delay,
-            priority=opts.priority,
-            lifo=opts.lifo,
-            job_id=opts.job_id,
+        return NewJob(  # positional: this runs once per job
+            name,
+            encode_json(data, "data of job {!r}", name),
+            encoded_opts,
+            now,
+            opts.delay,
+            opts.priority,
+            opts.lifo,
+            opts.job_id,
         )
 
     async def add(
@@ -137,10 +137,10 @@ class Queue:
         now = self.clock.now_ms()
         new_jobs = []
         for index, entry in enumerate(jobs):
-            if not isinstance(entry, Mapping):
+            if type(entry) is not dict and not isinstance(entry, Mapping):
                 raise InvalidArgumentError(f"add_bulk entry {index} must be a mapping: {entry!r}")
-            unknown = set(entry) - _BULK_ENTRY_KEYS
-            if unknown:
+            if not _BULK_ENTRY_KEYS.issuperset(entry):
+                unknown = set(entry) - _BULK_ENTRY_KEYS
                 raise InvalidArgumentError(
                     f"add_bulk entry {index} has unknown key(s) {sorted(unknown)}; "
                     "expected name, data and opts"
@@ -148,7 +148,7 @@ class Queue:
             if "name" not in entry:
                 raise InvalidArgumentError(f"add_bulk entry {index} has no name")
             opts = entry.get("opts") or {}
-            if not isinstance(opts, Mapping):
+            if type(opts) is not dict and not isinstance(opts, Mapping):
                 raise InvalidArgumentError(f"add_bulk entry {index}: opts must be a mapping")
             try:
                 new_jobs.append(self._new_job(entry["name"], entry.get("data"), opts, now))
@@ -161,15 +161,7 @@ class Queue:
         jobs = []
         for new, result in zip(new_jobs, results, strict=True):
             if result.created:
-                fields = {
-                    "name": new.name,
-                    "data": new.data,
-                    "opts": new.opts,
-                    "timestamp": str(new.timestamp),
-                    "delay": str(new.delay),
-                    "priority": str(new.priority),
-                }
-                jobs.append(self._job(result.job_id, fields))
+                jobs.append(self._job(result.job_id, new.hash_fields()))
             else:
                 existing = await self.get_job(result.job_id)
                 if existing is None:  # removed in between: report what was asked for

@@ -35,6 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Final
 
 
 class JobState(enum.StrEnum):
@@ -46,6 +47,10 @@ class JobState(enum.StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+
+    # Equal members and strings hash alike (Enum's default hashes the member's name, in Python,
+    # on every dict lookup of the transition table).
+    __hash__ = str.__hash__
 
     @property
     def is_terminal(self) -> bool:
@@ -103,6 +108,11 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
 )
 
 
+# TRANSITIONS keyed by each transition's value: a str hashes in C, an Enum member in Python,
+# and next_state runs on every move of every job.
+_MOVES_BY_VALUE: Final = {transition.value: moves for transition, moves in TRANSITIONS.items()}
+
+
 class InvalidTransitionError(Exception):
     """A move that the transition table does not allow: always a bug, never an expected race."""
 
@@ -114,7 +124,7 @@ def next_state(state: JobState | None, transition: Transition) -> JobState | Non
         InvalidTransitionError: if the table has no such move.
     """
     try:
-        return TRANSITIONS[transition][state]
+        return _MOVES_BY_VALUE[transition._value_][state]
     except KeyError:
         raise InvalidTransitionError(
             f"transition {transition.name} is not allowed from {state or 'nothing'}"

@@ -41,6 +41,17 @@ class NewJob:
     lifo: bool = False
     job_id: str | None = None
 
+    def hash_fields(self) -> dict[str, str]:
+        """The job's hash as first stored (BullMQ's fields; a fresh dict)."""
+        return {
+            "name": self.name,
+            "data": self.data,
+            "opts": self.opts,
+            "timestamp": str(self.timestamp),
+            "delay": str(self.delay),
+            "priority": str(self.priority),
+        }
+
 
 @dataclasses.dataclass(slots=True)
 class AddResult:

@@ -17,9 +17,10 @@ import dataclasses
 import inspect
 import json
 import random
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from corral.engine.checker import StalledChecker
 from corral.engine.clock import Clock, SystemClock, system_random
@@ -64,9 +65,11 @@ class ProcessorRunner(Protocol):
 
 
 # A slot that keeps finding work without ever suspending yields to the loop after this many
-# jobs or this much loop time, whichever comes first.
-_YIELD_EVERY_JOBS: Final = 16
+# jobs or this much loop time, whichever comes first; the time is read every few jobs only
+# (a power of two: the mask below). A yield costs a poll of the selector, so not too often.
+_YIELD_EVERY_JOBS: Final = 64
 _YIELD_AFTER_S: Final = 0.002
+_TIME_CHECK_MASK: Final = 3  # read the loop time every 4 jobs
 # How long after a slot asks the loop-turn marker fires (less than _YIELD_AFTER_S, so that a
 # loop that is turning has run it before a slot would yield for nothing).
 _TURN_MARK_S: Final = 0.001
@@ -75,6 +78,9 @@ _TURN_MARK_S: Final = 0.001
 # up to the cap: an unreachable store costs a few calls per second, and a short outage ends fast.
 _ERROR_BACKOFF_MS: Final = 100
 _ERROR_BACKOFF_MAX_MS: Final = 5_000
+
+# Read for every job, looked up once (an Enum class attribute is slow on Python 3.11).
+_OK: Final = ResultCode.OK
 
 #: Events a Worker emits (see ``Worker.on``).
 WORKER_EVENTS: Final = frozenset(
@@ -200,12 +206,21 @@ class Worker:
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or system_random()
         self.id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        self._token_prefix = self.id + ":"  # lock tokens are "<worker id>:<fetch number>"
         self._backoff_strategy = backoff_strategy
         self._executor = executor
         self._owns_executor = executor is None
-        self._is_async = _is_async_callable(processor)
+        self._async_processor = (
+            cast(Callable[[Job], Awaitable[Any]], processor)
+            if _is_async_callable(processor)
+            else None
+        )
         self._runner = processor_runner
         self._events = EventEmitter(WORKER_EVENTS)
+        # Asked for every job: the live handler lists, tested for emptiness.
+        self._on_active = self._events.listeners("active")
+        self._on_completed = self._events.listeners("completed")
+        self._on_failed = self._events.listeners("failed")
         self._checker = StalledChecker(
             self.queue_name,
             backend,
@@ -230,6 +245,7 @@ class Worker:
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_turns: _LoopTurns | None = None
+        self._loop_thread = 0
 
     def __repr__(self) -> str:
         return f"<Worker {self.queue_name!r} id={self.id} concurrency={self.concurrency}>"
@@ -281,6 +297,7 @@ class Worker:
         self._started = True
         self._loop = asyncio.get_running_loop()
         self._loop_turns = _LoopTurns(self._loop)
+        self._loop_thread = threading.get_ident()
         self._stopped = asyncio.Event()
         if self._closing:
             self._stopped.set()
@@ -322,7 +339,7 @@ class Worker:
 
     def _request(self) -> FetchRequest:
         self._fetches += 1
-        return FetchRequest(f"{self.id}:{self._fetches}", self.lock_duration, self.name)
+        return FetchRequest(self._token_prefix + str(self._fetches), self.lock_duration, self.name)
 
     async def _slot(self) -> None:
         this = asyncio.current_task()
@@ -347,7 +364,9 @@ class Worker:
             fetched, token = await self._process(this, fetched, token)
             if turns.generation == seen:
                 unyielded += 1
-                if unyielded < _YIELD_EVERY_JOBS and loop.time() - window_start < _YIELD_AFTER_S:
+                if unyielded < _YIELD_EVERY_JOBS and (
+                    unyielded & _TIME_CHECK_MASK or loop.time() - window_start < _YIELD_AFTER_S
+                ):
                     continue
                 await asyncio.sleep(0)
             seen = turns.mark()
@@ -355,13 +374,14 @@ class Worker:
             window_start = loop.time()
 
     async def _next_job(self, slot: asyncio.Task[None]) -> tuple[Fetched | None, str]:
+        """Take a job, waiting for one if need be: ``(job, lock token)``, or ``(None, "")``
+        once the worker is closing."""
         async with self._block:
             while not self._closing:
                 request = self._request()
+                now = self.clock.now_ms()
                 try:
-                    result = await self.backend.fetch_next(
-                        self.queue_name, request, self.clock.now_ms()
-                    )
+                    result = await self.backend.fetch_next(self.queue_name, request, now)
                 except Exception as exc:
                     self._events.emit("error", exc, None)
                     if not await self._back_off(slot):
@@ -414,7 +434,8 @@ class Worker:
     async def _process(
         self, slot: asyncio.Task[None], fetched: Fetched, token: str
     ) -> tuple[Fetched | None, str]:
-        """Run one job and finish it; return the next job if the finish fetched one."""
+        """Run one job and finish it; return the next job if the finish fetched one (as
+        ``_next_job`` does)."""
         job = Job(
             self.queue_name,
             fetched.job_id,
@@ -424,19 +445,31 @@ class Worker:
         )
         loop = self._loop
         assert loop is not None
-        job.bind_loop(loop)
+        job.bind_loop(loop, self._loop_thread)
         running = _Running(job, token, self.clock.now_ms())
         self._running[token] = running
         self._busy_slots[slot] = running
         try:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
-            outcome, result, error = await self._run_processor(job)
+            error: BaseException | None
+            if job.deferred_failure is not None:
+                outcome, result, error = self._failure(
+                    job, UnrecoverableError(job.deferred_failure)
+                )
+            else:
+                if self._on_active:
+                    self._events.emit("active", job)
+                try:
+                    result = await self._start_processor(job)
+                except Exception as exc:
+                    outcome, result, error = self._failure(job, exc)
+                else:
+                    outcome, result, error = self._success(job, result)
             fetch = None if self._closing else self._request()
             running.renew = False
-            finish = await self.backend.finish(
-                self.queue_name, job.id, token, outcome, self.clock.now_ms(), fetch
-            )
+            now = self.clock.now_ms()
+            finish = await self.backend.finish(self.queue_name, job.id, token, outcome, now, fetch)
         except asyncio.CancelledError:
             if self._force:
                 await self._release(running)
@@ -448,52 +481,40 @@ class Worker:
         finally:
             del self._running[token]
             self._busy_slots.pop(slot, None)
-        if finish.code is not ResultCode.OK:
+        if finish.code is not _OK:
             command = OUTCOME_COMMANDS[type(outcome)]
             self._events.emit("error", LockLostError(finish.code, job.id, command), job)
         elif isinstance(outcome, Complete):
-            if self._events.has_listeners("completed"):
-                job._set_field("returnvalue", outcome.return_value)
-                job._set_field("atm", str(job.attempts_made + 1))
+            if self._on_completed:
+                job._record_attempt("returnvalue", outcome.return_value)
                 self._events.emit("completed", job, result)
-        elif self._events.has_listeners("failed"):
-            job._set_field("atm", str(job.attempts_made + 1))
-            job._set_field("failedReason", getattr(outcome, "reason", None))
+        elif self._on_failed:
+            job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
         if finish.next is not None and finish.next.job is not None and fetch is not None:
             return finish.next.job, fetch.token
         return None, ""
 
-    async def _run_processor(self, job: Job) -> tuple[Outcome, Any, BaseException | None]:
-        """Run the processor; return the outcome to store, the result and the error."""
-        error: BaseException
-        if job.deferred_failure is not None:
-            error = UnrecoverableError(job.deferred_failure)
-        else:
-            self._events.emit("active", job)
-            try:
-                if self._runner is not None:
-                    result = await self._runner.run(job)
-                elif self._is_async:
-                    result = await self.processor(job)
-                else:
-                    result = await self._in_thread(job)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = exc
-            else:
-                try:
-                    return (
-                        Complete(
-                            encode_json(result, f"return value of job {job.id}"),
-                            job.opts.remove_on_complete,
-                        ),
-                        result,
-                        None,
-                    )
-                except InvalidArgumentError as exc:
-                    error = UnrecoverableError(str(exc))
+    def _start_processor(self, job: Job) -> Awaitable[Any]:
+        """The processor's run on ``job``, to await (not a coroutine itself: one frame less
+        per job)."""
+        if self._runner is not None:
+            return self._runner.run(job)
+        if self._async_processor is not None:
+            return self._async_processor(job)
+        return self._in_thread(job)
+
+    def _success(self, job: Job, result: Any) -> tuple[Outcome, Any, BaseException | None]:
+        """The outcome to store for a processor that returned ``result``, the result and the
+        error (a result JSON cannot encode fails the job)."""
+        try:
+            encoded = encode_json(result, "return value of job {}", job.id)
+        except InvalidArgumentError as exc:
+            return self._failure(job, UnrecoverableError(str(exc)))
+        return Complete(encoded, job.opts.remove_on_complete), result, None
+
+    def _failure(self, job: Job, error: BaseException) -> tuple[Outcome, Any, BaseException | None]:
+        """The outcome to store for a processor that raised ``error``, no result, the error."""
         outcome = failure_outcome(
             job.opts,
             job.attempts_made,
@@ -512,6 +533,7 @@ class Worker:
             )
         loop = self._loop
         assert loop is not None
+        job.cancellation  # noqa: B018 - made here, on the loop, before a thread can race to make it
         return loop.run_in_executor(self._executor, self.processor, job)
 
     async def _write_progress(self, job_id: str, progress: str) -> None:
