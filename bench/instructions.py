@@ -40,16 +40,8 @@ def run_scenario(name: str, jobs: int) -> None:
     worker_module._TURN_MARK_S *= 50  # type: ignore[misc]
     bench.JOBS = jobs
 
-    async def task_per_job() -> None:
-        async def noop() -> None:
-            return None
-
-        loop = asyncio.get_running_loop()
-        for _ in range(jobs):
-            await loop.create_task(noop())
-
     if name == "task":
-        asyncio.run(task_per_job())
+        asyncio.run(bench._task_per_job())
     elif name == "add_bulk":
         asyncio.run(bench._add_bulk())
     else:
