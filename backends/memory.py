@@ -270,8 +270,6 @@ class MemoryBackend:
             self._signal(store, "1", due_ms)
 
     def _promote_due(self, queue: str, store: QueueStore, now: int) -> None:
-        if not store.delayed:
-            return
         for job_id in store.delayed.pop_up_to(delayed_score(now + 1, 0) - 1, PROMOTE_LIMIT):
             fields = store.jobs[job_id]
             fields["delay"] = "0"
@@ -286,7 +284,8 @@ class MemoryBackend:
 
     def _fetch(self, queue: str, store: QueueStore, request: FetchRequest, now: int) -> FetchResult:
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
-        self._promote_due(queue, store, now)
+        if store.delayed:
+            self._promote_due(queue, store, now)
         if store.paused:
             return FetchResult(None)
         if store.wait:
@@ -347,7 +346,8 @@ class MemoryBackend:
         self._trim(queue, store, JobState.FAILED, keep, now)
 
     def _retry_now(self, queue: str, store: QueueStore, job_id: str, now: int) -> None:
-        self._promote_due(queue, store, now)
+        if store.delayed:
+            self._promote_due(queue, store, now)
         fields = store.jobs[job_id]
         priority = int(fields.get("priority") or 0)
         if priority:

@@ -159,9 +159,11 @@ class Queue:
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         results = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
+        name, write_progress = self.name, self._write_progress  # once, not once per job
         for new, result in zip(new_jobs, results, strict=True):
             if result.created:
-                jobs.append(self._job(result.job_id, new.hash_fields()))
+                fields = new.hash_fields()
+                jobs.append(Job(name, result.job_id, fields, progress_writer=write_progress))
             else:
                 existing = await self.get_job(result.job_id)
                 if existing is None:  # removed in between: report what was asked for

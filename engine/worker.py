@@ -217,6 +217,8 @@ class Worker:
         )
         self._runner = processor_runner
         self._events = EventEmitter(WORKER_EVENTS)
+        # One bound method for every job (not a new one per job, which the GC must then track).
+        self._progress_writer = self._write_progress
         # Asked for every job: the live handler lists, tested for emptiness.
         self._on_active = self._events.listeners("active")
         self._on_completed = self._events.listeners("completed")
@@ -440,7 +442,7 @@ class Worker:
             self.queue_name,
             fetched.job_id,
             fetched.fields,
-            progress_writer=self._write_progress,
+            progress_writer=self._progress_writer,
             token=token,
         )
         loop = self._loop
