@@ -138,7 +138,7 @@ class MemoryBackend:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self._queues: dict[str, QueueStore] = {}
-        self._mutex = _OperationLock(self._serve_waiters)
+        self._mutex = _OperationLock(self, self._serve_waiters)
         #: Called on every state change; the simulator records transitions through it.
         self.transition_listener: TransitionListener | None = None
         #: Deliberate bugs for the simulator's self-test (see PLANTABLE_BUGS); empty otherwise.
@@ -169,16 +169,8 @@ class MemoryBackend:
             )
         return target
 
-    def _server_now(self) -> int:
-        """The store clock, frozen for the rest of the operation (as Redis 7 freezes time
-        within a script): one read serves every lock expiry and event id an operation sets."""
-        now = self._mutex.now
-        if now is None:
-            now = self._mutex.now = self.clock.now_ms()
-        return now
-
     def _emit(self, store: QueueStore, event: str, fields: dict[str, str]) -> None:
-        now = self._server_now()
+        now = self._mutex.now
         if now > store.last_event_ms:
             store.last_event_ms = now
             store.last_event_seq = 0
@@ -220,7 +212,7 @@ class MemoryBackend:
     def _lock_of(self, store: QueueStore, job_id: str) -> tuple[str, int] | None:
         """The job's unexpired lock; an expired one is deleted on sight, as Redis would."""
         lock = store.locks.get(job_id)
-        if lock is not None and lock[1] <= self._server_now():
+        if lock is not None and lock[1] <= self._mutex.now:
             del store.locks[job_id]
             return None
         return lock
@@ -297,7 +289,7 @@ class MemoryBackend:
             job_id = popped
         self._move(queue, store, job_id, _FETCH)
         store.active[job_id] = None
-        store.locks[job_id] = (request.token, self._server_now() + request.lock_duration)
+        store.locks[job_id] = (request.token, self._mutex.now + request.lock_duration)
         fields = store.jobs[job_id]
         fields["processedOn"] = str(now)
         fields["ats"] = str(int(fields.get("ats") or 0) + 1)
@@ -455,7 +447,7 @@ class MemoryBackend:
     ) -> list[str]:
         with self._mutex:
             store = self._store(queue)
-            expires = self._server_now() + lock_duration
+            expires = self._mutex.now + lock_duration
             lost = []
             for job_id, token in locks:
                 lock = self._lock_of(store, job_id)
@@ -484,7 +476,7 @@ class MemoryBackend:
     ) -> StalledCheck:
         with self._mutex:
             store = self._store(queue)
-            server_now = self._server_now()
+            server_now = self._mutex.now
             if store.stalled_check_until > server_now:
                 return StalledCheck(ran=False, recovered=[], failed=[])
             store.stalled_check_until = server_now + stalled_interval
@@ -603,7 +595,7 @@ class MemoryBackend:
     async def get_lock(self, queue: str, job_id: str) -> LockInfo | None:
         with self._mutex:
             lock = self._lock_of(self._store(queue), job_id)
-            return None if lock is None else LockInfo(lock[0], lock[1] - self._server_now())
+            return None if lock is None else LockInfo(lock[0], lock[1] - self._mutex.now)
 
     async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
         with self._mutex:
@@ -729,30 +721,34 @@ class MemoryBackend:
 class _OperationLock:
     """The backend's re-entrant lock, and what lasts for one operation (its outermost hold).
 
-    ``now`` caches the store clock for the operation; ``marked`` collects the queues whose
-    marker was set while a worker waited, and ``serve(marked)`` runs when the operation ends,
-    still under the lock. (Entered once per job: kept small.)
+    ``now`` is the store clock, read when the operation starts and frozen for all of it (as
+    Redis 7 freezes time within a script): every lock expiry and event id an operation sets
+    uses it. ``marked`` collects the queues whose marker was set while a worker waited, and
+    ``serve(marked)`` runs when the operation ends, still under the lock. (Entered once per
+    job: kept small.)
     """
 
-    __slots__ = ("_depth", "_lock", "_serve", "marked", "now")
+    __slots__ = ("_backend", "_depth", "_lock", "_serve", "marked", "now")
 
-    def __init__(self, serve: Callable[[list[QueueStore]], None]) -> None:
+    def __init__(self, backend: MemoryBackend, serve: Callable[[list[QueueStore]], None]) -> None:
         self._lock = threading.RLock()
         self._depth = 0
+        self._backend = backend
         self._serve = serve
-        self.now: int | None = None
+        self.now = 0
         self.marked: list[QueueStore] = []
 
     def __enter__(self) -> None:
         self._lock.acquire()
         self._depth += 1
+        if self._depth == 1:
+            self.now = self._backend.clock.now_ms()
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         self._depth -= 1
         if self._depth:
             self._lock.release()
             return
-        self.now = None
         try:
             if self.marked:
                 self._serve(self.marked)

@@ -407,6 +407,8 @@ class Job:
         *,
         progress_writer: ProgressWriter | None = None,
         token: str | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        loop_thread: int = 0,
     ) -> None:
         self.queue_name = queue_name
         self.id = job_id
@@ -417,8 +419,10 @@ class Job:
         self.token = token
         self._cancellation: Cancellation | None = None
         self._progress_writer = progress_writer
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._owner_thread = 0
+        # The event loop of the worker running this job, and that loop's thread (see
+        # bind_loop): thread-side progress is sent there.
+        self._loop = loop
+        self._owner_thread = loop_thread
 
     def __repr__(self) -> str:
         return f"<Job {self.queue_name}:{self.id} name={self.name!r}>"
@@ -439,8 +443,12 @@ class Job:
     def _record_attempt(self, field: str, value: str | None) -> None:
         """Mirror a finished attempt the worker stored: one more ``atm`` and ``field``
         (``returnvalue`` or ``failedReason``) set to ``value``."""
-        self._fields["atm"] = str(self.attempts_made + 1)
-        self._set_field(field, value)
+        fields = self._fields
+        fields["atm"] = str(self.attempts_made + 1)
+        if value is None:
+            fields.pop(field, None)
+        else:
+            fields[field] = value
 
     def _set_field(self, name: str, value: str | None) -> None:
         """Update a raw field of this snapshot (the worker mirrors what it stored)."""

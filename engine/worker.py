@@ -106,6 +106,7 @@ class _Running:
     job: Job
     token: str
     last_renewed: int
+    slot: asyncio.Task[None]  # the slot running it (a forced close cancels it)
     # False once the run is finishing (its lock is about to go) or a renewal found the lock
     # gone (it never comes back): renewing it then could only fail.
     renew: bool = True
@@ -234,7 +235,6 @@ class Worker:
         self._fetches = 0
         self._fetch_errors = 0  # consecutive failed fetches or waits
         self._running: dict[str, _Running] = {}  # by lock token
-        self._busy_slots: dict[asyncio.Task[None], _Running] = {}
         # Ordered (a dict, not a set) so that closing cancels slots in a reproducible order.
         self._idle_slots: dict[asyncio.Task[None], None] = {}
         self._block = asyncio.Lock()
@@ -332,8 +332,8 @@ class Worker:
         for slot in list(self._idle_slots):
             slot.cancel()
         if self._force:
-            for slot in list(self._busy_slots):
-                slot.cancel()
+            for running in list(self._running.values()):
+                running.slot.cancel()
         if self._stopped is not None:
             await self._stopped.wait()
 
@@ -444,13 +444,11 @@ class Worker:
             fetched.fields,
             progress_writer=self._progress_writer,
             token=token,
+            loop=self._loop,
+            loop_thread=self._loop_thread,
         )
-        loop = self._loop
-        assert loop is not None
-        job.bind_loop(loop, self._loop_thread)
-        running = _Running(job, token, self.clock.now_ms())
+        running = _Running(job, token, self.clock.now_ms(), slot)
         self._running[token] = running
-        self._busy_slots[slot] = running
         try:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
@@ -482,7 +480,6 @@ class Worker:
             return None, ""
         finally:
             del self._running[token]
-            self._busy_slots.pop(slot, None)
         if finish.code is not _OK:
             command = OUTCOME_COMMANDS[type(outcome)]
             self._events.emit("error", LockLostError(finish.code, job.id, command), job)
