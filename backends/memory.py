@@ -108,8 +108,9 @@ class QueueStore:
     waiters: collections.deque[asyncio.Future[bool]] = dataclasses.field(
         default_factory=collections.deque
     )
-    # (ms, sequence, name, fields): StoredEvent objects are only built when the log is read.
-    events: collections.deque[tuple[int, int, str, dict[str, str]]] = dataclasses.field(
+    # (ms, sequence, name, (field, value, field, value, ...)): StoredEvent objects and their
+    # dicts are only built when the log is read.
+    events: collections.deque[tuple[int, int, str, tuple[str, ...]]] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=MAX_EVENTS)
     )
     last_event_ms: int = 0
@@ -169,7 +170,10 @@ class MemoryBackend:
             )
         return target
 
-    def _emit(self, store: QueueStore, event: str, fields: dict[str, str]) -> None:
+    def _emit(self, store: QueueStore, event: str, fields: tuple[str, ...]) -> None:
+        """Log ``event`` with ``fields``: alternating names and values, as XADD takes them (the
+        log is written several times per job and seldom read: a tuple costs a fraction of a
+        dict, which is only built when the event is read)."""
         now = self._mutex.now
         if now > store.last_event_ms:
             store.last_event_ms = now
@@ -272,7 +276,7 @@ class MemoryBackend:
             else:
                 self._move(queue, store, job_id, Transition.PROMOTE)
                 self._push_wait(store, job_id, front=False)
-            self._emit(store, "waiting", {"jobId": job_id, "prev": "delayed"})
+            self._emit(store, "waiting", ("jobId", job_id, "prev", "delayed"))
 
     def _fetch(self, queue: str, store: QueueStore, request: FetchRequest, now: int) -> FetchResult:
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
@@ -295,7 +299,7 @@ class MemoryBackend:
         fields["ats"] = str(int(fields.get("ats") or 0) + 1)
         if request.worker_name is not None:
             fields["pb"] = request.worker_name
-        self._emit(store, "active", {"jobId": job_id, "prev": "waiting"})
+        self._emit(store, "active", ("jobId", job_id, "prev", "waiting"))
         if store.wait or store.prioritized:
             self._signal(store)
         return FetchResult(Fetched(job_id, dict(fields)))
@@ -333,7 +337,7 @@ class MemoryBackend:
         fields.pop("defa", None)
         self._move(queue, store, job_id, Transition.FAIL)
         store.failed.add(job_id, now)
-        self._emit(store, "failed", {"jobId": job_id, "failedReason": reason, "prev": "active"})
+        self._emit(store, "failed", ("jobId", job_id, "failedReason", reason, "prev", "active"))
         self._trim(queue, store, JobState.FAILED, keep, now)
 
     def _retry_now(self, queue: str, store: QueueStore, job_id: str, now: int) -> None:
@@ -347,7 +351,7 @@ class MemoryBackend:
             self._move(queue, store, job_id, Transition.RETRY)
             lifo = decode_opts(fields.get("opts") or "{}").lifo
             self._push_wait(store, job_id, front=lifo)
-        self._emit(store, "waiting", {"jobId": job_id, "prev": "active"})
+        self._emit(store, "waiting", ("jobId", job_id, "prev", "active"))
 
     def _apply(
         self, queue: str, store: QueueStore, job_id: str, outcome: Outcome, now: int
@@ -363,7 +367,7 @@ class MemoryBackend:
             self._emit(
                 store,
                 "completed",
-                {"jobId": job_id, "returnvalue": outcome.return_value, "prev": "active"},
+                ("jobId", job_id, "returnvalue", outcome.return_value, "prev", "active"),
             )
             self._trim(queue, store, _COMPLETED, outcome.keep, now)
         elif isinstance(outcome, Fail):
@@ -372,7 +376,7 @@ class MemoryBackend:
             self._finish_failed(queue, store, job_id, outcome.reason, outcome.keep, now)
             if int(fields["atm"]) >= attempts:
                 self._emit(
-                    store, "retries-exhausted", {"jobId": job_id, "attemptsMade": fields["atm"]}
+                    store, "retries-exhausted", ("jobId", job_id, "attemptsMade", fields["atm"])
                 )
         else:
             fields["failedReason"] = outcome.reason
@@ -382,11 +386,11 @@ class MemoryBackend:
                 fields["delay"] = str(outcome.delay_ms)
                 self._move(queue, store, job_id, Transition.RETRY_LATER)
                 self._push_delayed(store, job_id, due)
-                self._emit(store, "delayed", {"jobId": job_id, "delay": str(due)})
+                self._emit(store, "delayed", ("jobId", job_id, "delay", str(due)))
             else:
                 self._retry_now(queue, store, job_id, now)
         if not store.wait and not store.prioritized and not store.active:
-            self._emit(store, "drained", {})
+            self._emit(store, "drained", ())
 
     # ----------------------------------------------------------------- Storage operations
 
@@ -398,16 +402,16 @@ class MemoryBackend:
                 store.id_counter += 1
                 job_id = job.job_id or str(store.id_counter)
                 if job_id in store.jobs:
-                    self._emit(store, "duplicated", {"jobId": job_id})
+                    self._emit(store, "duplicated", ("jobId", job_id))
                     results.append(AddResult(job_id, False))
                     continue
                 store.jobs[job_id] = job.hash_fields()
-                self._emit(store, "added", {"jobId": job_id, "name": job.name})
+                self._emit(store, "added", ("jobId", job_id, "name", job.name))
                 if job.delay > 0:
                     self._move(queue, store, job_id, Transition.ADD_DELAYED)
                     due = job.timestamp + job.delay
                     self._push_delayed(store, job_id, due)
-                    self._emit(store, "delayed", {"jobId": job_id, "delay": str(due)})
+                    self._emit(store, "delayed", ("jobId", job_id, "delay", str(due)))
                 else:
                     if job.priority:
                         self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
@@ -415,7 +419,7 @@ class MemoryBackend:
                     else:
                         self._move(queue, store, job_id, _ADD)
                         self._push_wait(store, job_id, front=job.lifo)
-                    self._emit(store, "waiting", {"jobId": job_id})
+                    self._emit(store, "waiting", ("jobId", job_id))
                 results.append(AddResult(job_id, True))
             return results
 
@@ -468,7 +472,7 @@ class MemoryBackend:
                 self._take_from_active(store, job_id)
                 self._move(queue, store, job_id, Transition.RELEASE)
                 self._push_wait(store, job_id, front=True)
-                self._emit(store, "waiting", {"jobId": job_id, "prev": "active"})
+                self._emit(store, "waiting", ("jobId", job_id, "prev", "active"))
             return code
 
     async def check_stalled(
@@ -501,8 +505,8 @@ class MemoryBackend:
                 else:
                     self._move(queue, store, job_id, Transition.RECOVER_STALLED)
                     self._push_wait(store, job_id, front=True)
-                    self._emit(store, "waiting", {"jobId": job_id, "prev": "active"})
-                    self._emit(store, "stalled", {"jobId": job_id})
+                    self._emit(store, "waiting", ("jobId", job_id, "prev", "active"))
+                    self._emit(store, "stalled", ("jobId", job_id))
                     recovered.append(job_id)
             if "lose-stalled-mark" not in self.planted_bugs:
                 store.stalled = dict.fromkeys(store.active)
@@ -515,7 +519,7 @@ class MemoryBackend:
             if fields is None:
                 return ResultCode.MISSING_JOB
             fields["progress"] = progress
-            self._emit(store, "progress", {"jobId": job_id, "data": progress})
+            self._emit(store, "progress", ("jobId", job_id, "data", progress))
             return ResultCode.OK
 
     async def remove(self, queue: str, job_id: str) -> ResultCode:
@@ -533,7 +537,7 @@ class MemoryBackend:
             else:
                 store.zset(state).remove(job_id)
             self._delete_job(queue, store, job_id, Transition.REMOVE)
-            self._emit(store, "removed", {"jobId": job_id, "prev": state.value})
+            self._emit(store, "removed", ("jobId", job_id, "prev", state.value))
             return ResultCode.OK
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -544,14 +548,14 @@ class MemoryBackend:
             store.paused = paused
             if paused:
                 store.marker.clear()
-                self._emit(store, "paused", {})
+                self._emit(store, "paused", ())
             else:
                 if store.wait or store.prioritized:
                     self._signal(store)
                 first = store.delayed.first()
                 if first is not None:
                     self._signal(store, "1", first[0] // 4096)
-                self._emit(store, "resumed", {})
+                self._emit(store, "resumed", ())
 
     async def is_paused(self, queue: str) -> bool:
         with self._mutex:
@@ -610,7 +614,8 @@ class MemoryBackend:
             selected = []
             for ms, seq, name, fields in events:
                 if (ms, seq) > after_key:
-                    selected.append(StoredEvent(f"{ms}-{seq}", name, dict(fields)))
+                    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+                    selected.append(StoredEvent(f"{ms}-{seq}", name, pairs))
                     if len(selected) == count:
                         break
             return selected
