@@ -278,18 +278,20 @@ class MemoryBackend:
                 self._push_wait(store, job_id, front=False)
             self._emit(store, "waiting", ("jobId", job_id, "prev", "delayed"))
 
-    def _fetch(self, queue: str, store: QueueStore, request: FetchRequest, now: int) -> FetchResult:
+    def _fetch(
+        self, queue: str, store: QueueStore, request: FetchRequest, now: int
+    ) -> Fetched | None:
+        """Take and lock the next ready job, or None (paused, or nothing ready)."""
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
         self._promote_due(queue, store, now)
         if store.paused:
-            return FetchResult(None)
+            return None
         if store.wait:
             job_id = store.wait.pop()
         else:
             popped = store.prioritized.pop_min()
             if popped is None:
-                first = store.delayed.first()
-                return FetchResult(None, None if first is None else first[0] // 4096)
+                return None
             job_id = popped
         self._move(queue, store, job_id, _FETCH)
         store.active[job_id] = None
@@ -302,7 +304,7 @@ class MemoryBackend:
         self._emit(store, "active", ("jobId", job_id, "prev", "waiting"))
         if store.wait or store.prioritized:
             self._signal(store)
-        return FetchResult(Fetched(job_id, dict(fields)))
+        return Fetched(job_id, dict(fields))
 
     def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
         self._move(queue, store, job_id, how)
@@ -425,7 +427,12 @@ class MemoryBackend:
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         with self._mutex:
-            return self._fetch(queue, self._store(queue), request, now)
+            store = self._store(queue)
+            fetched = self._fetch(queue, store, request, now)
+            if fetched is not None or store.paused:
+                return FetchResult(fetched)
+            first = store.delayed.first()
+            return FetchResult(None, None if first is None else first[0] // 4096)
 
     async def finish(
         self,

@@ -133,10 +133,11 @@ OUTCOME_COMMANDS: dict[type[Complete | Fail | RetryLater | RetryNow], str] = {
 
 @dataclasses.dataclass(slots=True)
 class FinishResult:
-    """The outcome's result code, and the next job when the caller asked to fetch one."""
+    """The outcome's result code, and the job fetched in the same step (when the caller asked
+    for one and one was ready)."""
 
     code: ResultCode
-    next: FetchResult | None = None
+    next_job: Fetched | None = None
 
 
 @dataclasses.dataclass(slots=True)

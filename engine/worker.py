@@ -490,8 +490,8 @@ class Worker:
         elif self._on_failed:
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
-        if finish.next is not None and finish.next.job is not None and fetch is not None:
-            return finish.next.job, fetch.token
+        if finish.next_job is not None and fetch is not None:
+            return finish.next_job, fetch.token
         return None, ""
 
     def _start_processor(self, job: Job) -> Awaitable[Any]:

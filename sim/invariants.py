@@ -29,7 +29,7 @@ from typing import Any
 
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.states import JobState, Transition, allowed_moves
-from corral.engine.storage import FetchRequest, FetchResult, FinishResult, StalledCheck
+from corral.engine.storage import Fetched, FetchRequest, FinishResult, StalledCheck
 
 COVERAGE_GOALS = {
     "stall_while_owner_alive": "a job recovered from a stall while its old owner was still alive",
@@ -125,7 +125,7 @@ class Oracle:
     def on_op(self, process: str, op: str, args: tuple[Any, ...], result: Any, now: int) -> None:
         """Called after each storage operation executed at the store (``now``: store clock)."""
         if op == "fetch_next":
-            self._activated(process, args[1], result, now)
+            self._activated(process, args[1], result.job, now)
         elif op == "finish":
             self._finished(process, args, result, now)
         elif op == "extend_locks":
@@ -151,11 +151,11 @@ class Oracle:
             self.zombie_commits += 1
 
     def _activated(
-        self, process: str, request: FetchRequest, result: FetchResult, now: int
+        self, process: str, request: FetchRequest, fetched: Fetched | None, now: int
     ) -> None:
-        if result is None or result.job is None:
+        if fetched is None:
             return
-        track = self.jobs.setdefault(result.job.job_id, _Track())
+        track = self.jobs.setdefault(fetched.job_id, _Track())
         track.token, track.owner = request.token, process
         track.lock_until = now + request.lock_duration
 
@@ -169,8 +169,8 @@ class Oracle:
             self._owner_check("finish", job_id, token, self._before.get(job_id, track), now)
         else:
             self.coverage["late_finish_rejected"] += 1
-        if fetch is not None and result.next is not None:
-            self._activated(process, fetch, result.next, now)
+        if fetch is not None:
+            self._activated(process, fetch, result.next_job, now)
 
     def _renewed(
         self,

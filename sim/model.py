@@ -360,14 +360,13 @@ class QueueModel:
             else:
                 self._move(job, Transition.PROMOTE, self._back_of_line())
 
-    def _fetch(self, request: FetchRequest, now: int) -> FetchResult:
+    def _fetch(self, request: FetchRequest, now: int) -> Fetched | None:
         self._promote_due(now)  # BullMQ's moveToActive promotes even while the queue is paused
         if self._paused:
-            return FetchResult(None)
+            return None
         ready = self._in(JobState.WAITING) or self._in(JobState.PRIORITIZED)
         if not ready:
-            delayed = self._in(JobState.DELAYED)
-            return FetchResult(None, delayed[0].order[0] if delayed else None)
+            return None
         job = ready[0]
         self._activations += 1
         self._move(job, Transition.FETCH, (self._activations, 0, ""))
@@ -376,7 +375,7 @@ class QueueModel:
         job.ats = (job.ats or 0) + 1
         if request.worker_name is not None:
             job.pb = request.worker_name
-        return FetchResult(Fetched(job.id, job.fields()))
+        return Fetched(job.id, job.fields())
 
     def _trim(self, state: JobState, keep: KeepJobs, now: int) -> None:
         """Retention: delete finished jobs older than ``keep.age_ms``, then the oldest beyond
@@ -452,7 +451,11 @@ class QueueModel:
         """Promote due delayed jobs, then activate the front of wait, else the first prioritized
         job, under ``request.token``. Nothing while paused (promotion still happens); else the
         next due time when nothing is ready."""
-        return self._fetch(request, now)
+        fetched = self._fetch(request, now)
+        if fetched is not None or self._paused:
+            return FetchResult(fetched)
+        delayed = self._in(JobState.DELAYED)
+        return FetchResult(None, delayed[0].order[0] if delayed else None)
 
     def finish(
         self,

@@ -305,11 +305,11 @@ class World:
                 job_id,
                 f"{type(outcome).__name__} token={token} code={result.code.name}",
             )
-            if fetch is not None and result.next is not None and result.next.job is not None:
+            if fetch is not None and result.next_job is not None:
                 self.record(
                     process,
                     "fetch",
-                    result.next.job.job_id,
+                    result.next_job.job_id,
                     f"token={fetch.token} lock={fetch.lock_duration}",
                 )
         elif op == "extend_locks":

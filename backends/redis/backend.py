@@ -102,9 +102,13 @@ def _json_pairs(encoded: str | bytes) -> dict[str, str]:
     return dict(zip(pairs, pairs, strict=True))
 
 
+def _fetched(raw: Sequence[Any]) -> Fetched | None:
+    return Fetched(_str(raw[1]), _json_pairs(raw[2])) if raw[0] == 1 else None
+
+
 def _fetch_result(raw: Sequence[Any]) -> FetchResult:
     if raw[0] == 1:
-        return FetchResult(Fetched(_str(raw[1]), _json_pairs(raw[2])))
+        return FetchResult(_fetched(raw))
     return FetchResult(None, int(raw[1]) if len(raw) > 1 else None)
 
 
@@ -316,7 +320,7 @@ class RedisBackend:
         code = ResultCode(raw[0])
         if fetch is None or code is not ResultCode.OK:
             return FinishResult(code)
-        return FinishResult(code, _fetch_result(raw[1]))
+        return FinishResult(code, _fetched(raw[1]))
 
     @_reaching
     async def extend_locks(

@@ -53,8 +53,8 @@ from corral.engine.states import JobState, Transition
 from corral.engine.storage import (
     Complete,
     Fail,
+    Fetched,
     FetchRequest,
-    FetchResult,
     NewJob,
     Outcome,
     RetryLater,
@@ -234,9 +234,9 @@ class StorageAgreement(RuleBasedStateMachine):
         self.tokens += 1
         return FetchRequest(f"token-{self.tokens}", lock_duration, "w1" if named else None)
 
-    def remember(self, result: FetchResult | None, request: FetchRequest | None) -> None:
-        if result is not None and result.job is not None and request is not None:
-            self.leases.append(Lease(result.job.job_id, request.token))
+    def remember(self, fetched: Fetched | None, request: FetchRequest | None) -> None:
+        if fetched is not None and request is not None:
+            self.leases.append(Lease(fetched.job_id, request.token))
 
     def holds(self, lease: Lease) -> bool:
         lock = self.model.get_lock(lease.job_id)
@@ -274,7 +274,7 @@ class StorageAgreement(RuleBasedStateMachine):
         request = self.request(lock_duration, named)
         got = self.call("fetch_next", QUEUE, request, self.now())
         assert got == self.model.fetch_next(request, self.now())
-        self.remember(got, request)
+        self.remember(got.job, request)
 
     @precondition(has_leases)
     @rule(
@@ -291,7 +291,7 @@ class StorageAgreement(RuleBasedStateMachine):
         request = self.request(lock_duration, False) if fetch_next else None
         got = self.call("finish", QUEUE, job_id, token, outcome, self.now(), request)
         assert got == self.model.finish(job_id, token, outcome, self.now(), request)
-        self.remember(got.next, request)
+        self.remember(got.next_job, request)
 
     @precondition(has_leases)
     @rule(
@@ -311,13 +311,15 @@ class StorageAgreement(RuleBasedStateMachine):
         assert got == self.model.release(job_id, token, self.now())
 
     @rule(
-        wait=st.sampled_from([0, 1, 1, 1_000, 30_000, 40_000]),
+        # None: the checker's own period, as its timer waits (a second check that runs while
+        # the locks marked by the first are still live is the case that matters most).
+        wait=st.sampled_from([0, 1, 1, 1_000, 30_000, 40_000, None]),
         max_stalled_count=st.integers(0, 2),
         interval=stalled_intervals,
     )
-    def check_stalled(self, wait: int, max_stalled_count: int, interval: int) -> None:
+    def check_stalled(self, wait: int | None, max_stalled_count: int, interval: int) -> None:
         """A stalled checker wakes up ``wait`` ms later (checks need time between them)."""
-        self.clock.advance(wait)
+        self.clock.advance(interval if wait is None else wait)
         kwargs = {
             "max_stalled_count": max_stalled_count,
             "stalled_interval": interval,
@@ -440,7 +442,10 @@ def test_planted_bug_is_caught(
         run_state_machine_as_test(
             StorageAgreement,
             settings=settings(
-                max_examples=200,
+                # The search stops at the first failure, so a generous budget costs nothing
+                # while the bug is found, and keeps it found when a refactor shifts the
+                # derandomized search (each bug is now found within the first 200 examples).
+                max_examples=1000,
                 stateful_step_count=50,
                 deadline=None,
                 derandomize=True,

@@ -133,8 +133,8 @@ async def step(twins: Twins, rng: random.Random, n: int) -> None:
         token = rng.choice([*twins.tokens.get(job_id, []), "stranger"])
         fetch = FetchRequest(f"t{n}", 1_000) if rng.random() < 0.5 else None
         result = await twins.call("finish", Q, job_id, token, random_outcome(rng), now, fetch)
-        if result.next is not None and result.next.job is not None:
-            twins.tokens.setdefault(result.next.job.job_id, []).append(f"t{n}")
+        if result.next_job is not None:
+            twins.tokens.setdefault(result.next_job.job_id, []).append(f"t{n}")
     elif roll < 0.65:
         pairs = [(i, t) for i, tokens in twins.tokens.items() for t in tokens]
         chosen = rng.sample(pairs, min(len(pairs), rng.choice([1, 2, 3])))
