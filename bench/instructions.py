@@ -7,8 +7,10 @@ run of each scenario and reports the difference per job, which leaves out start-
     python bench/instructions.py [--small 1000] [--large 3000] [--scenarios task,add_bulk,...]
 
 Scenarios: ``task`` (an asyncio task created and awaited per no-op job: the yardstick the
-speed goal is stated against), ``add_bulk``, ``end_to_end_c1`` / ``_c10`` / ``_c100`` (add in
-bulk, then process with a Worker of that concurrency; processing alone = end to end - add_bulk).
+speed goal is stated against), ``floor`` (the same jobs' bookkeeping inlined with no layers, see
+``floor.py``: what any design costs at the least), ``add_bulk``, ``end_to_end_c1`` / ``_c10`` /
+``_c100`` (add in bulk, then process with a Worker of that concurrency; processing alone = end
+to end - add_bulk).
 Needs ``valgrind`` on the PATH; a run takes about half a minute per scenario and size.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SCENARIOS = ("task", "add_bulk", "end_to_end_c1", "end_to_end_c10", "end_to_end_c100")
+SCENARIOS = ("task", "floor", "add_bulk", "end_to_end_c1", "end_to_end_c10", "end_to_end_c100")
 
 
 def run_scenario(name: str, jobs: int) -> None:
@@ -42,6 +44,10 @@ def run_scenario(name: str, jobs: int) -> None:
 
     if name == "task":
         asyncio.run(bench._task_per_job())
+    elif name == "floor":
+        import floor
+
+        asyncio.run(floor.run(jobs))
     elif name == "add_bulk":
         asyncio.run(bench._add_bulk())
     else:
