@@ -40,17 +40,24 @@ class NewJob:
     priority: int = 0
     lifo: bool = False
     job_id: str | None = None
+    # hash_fields() is asked twice per added job (by the store and for the returned Job):
+    # built once, copied after (a copy of a small dict costs a fraction of building it).
+    _hash: dict[str, str] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def hash_fields(self) -> dict[str, str]:
         """The job's hash as first stored (BullMQ's fields; a fresh dict)."""
-        return {
-            "name": self.name,
-            "data": self.data,
-            "opts": self.opts,
-            "timestamp": str(self.timestamp),
-            "delay": str(self.delay),
-            "priority": str(self.priority),
-        }
+        if self._hash is None:
+            self._hash = {
+                "name": self.name,
+                "data": self.data,
+                "opts": self.opts,
+                "timestamp": str(self.timestamp),
+                "delay": str(self.delay),
+                "priority": str(self.priority),
+            }
+        return self._hash.copy()
 
 
 @dataclasses.dataclass(slots=True)
