@@ -19,13 +19,13 @@ import collections
 import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from corral.backends.memory_checks import check_fields, check_queue, check_sizes, is_placed
 from corral.backends.zset import ZSet, index_range
 from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
-from corral.engine.job import KeepJobs, decode_opts
+from corral.engine.job import KeepJobs, decode_opts, next_count
 from corral.engine.policy import stall_limit_exceeded
 from corral.engine.states import JobState, Transition, next_state
 from corral.engine.storage import (
@@ -108,9 +108,9 @@ class QueueStore:
     waiters: collections.deque[asyncio.Future[bool]] = dataclasses.field(
         default_factory=collections.deque
     )
-    # (ms, sequence, name, (field, value, field, value, ...)): StoredEvent objects and their
-    # dicts are only built when the log is read.
-    events: collections.deque[tuple[int, int, str, tuple[str, ...]]] = dataclasses.field(
+    # (ms, sequence, name, field, value, field, value, ...) — ints, then strings: StoredEvent
+    # objects and their dicts are only built when the log is read.
+    events: collections.deque[tuple[Any, ...]] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=MAX_EVENTS)
     )
     last_event_ms: int = 0
@@ -180,7 +180,11 @@ class MemoryBackend:
             store.last_event_seq = 0
         else:  # the same millisecond (or a clock that stepped back): the next sequence number
             store.last_event_seq += 1
-        store.events.append((store.last_event_ms, store.last_event_seq, event, fields))
+        # One flat tuple per entry: it outlives many collections, and a nested one would be
+        # a second object for the garbage collector to traverse. (Concatenated: unpacking
+        # goes through a list on Python 3.11.)
+        head = (store.last_event_ms, store.last_event_seq, event)
+        store.events.append(head + fields)
         while store.event_waiters:  # every listener wants every event
             waiter = store.event_waiters.popleft()
             if not waiter.done():
@@ -298,7 +302,7 @@ class MemoryBackend:
         store.locks[job_id] = (request.token, self._mutex.now + request.lock_duration)
         fields = store.jobs[job_id]
         fields["processedOn"] = str(now)
-        fields["ats"] = str(int(fields.get("ats") or 0) + 1)
+        fields["ats"] = next_count(fields.get("ats"))
         if request.worker_name is not None:
             fields["pb"] = request.worker_name
         self._emit(store, "active", ("jobId", job_id, "prev", "waiting"))
@@ -360,7 +364,7 @@ class MemoryBackend:
     ) -> None:
         fields = store.jobs[job_id]
         self._take_from_active(store, job_id)
-        fields["atm"] = str(int(fields.get("atm") or 0) + 1)
+        fields["atm"] = next_count(fields.get("atm"))
         if isinstance(outcome, Complete):
             fields["returnvalue"] = outcome.return_value
             fields["finishedOn"] = str(now)
@@ -619,9 +623,10 @@ class MemoryBackend:
             events = self._store(queue).events
             after_key = (-1, -1) if after is None else _event_key(after)
             selected = []
-            for ms, seq, name, fields in events:
+            for entry in events:
+                ms, seq, name = entry[0], entry[1], entry[2]
                 if (ms, seq) > after_key:
-                    pairs = dict(zip(fields[::2], fields[1::2], strict=True))
+                    pairs = dict(zip(entry[3::2], entry[4::2], strict=True))
                     selected.append(StoredEvent(f"{ms}-{seq}", name, pairs))
                     if len(selected) == count:
                         break

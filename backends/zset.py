@@ -30,12 +30,15 @@ class ZSet:
     def __init__(self) -> None:
         self._scores: dict[str, int] = {}
         self._order: SortedList[tuple[int, str]] = SortedList()
-        self._unsorted: list[tuple[int, str]] = []
+        # Members only (their scores are in _scores): a list of strings is nothing for the
+        # garbage collector to track, where a (score, member) tuple per add would be.
+        self._unsorted: list[str] = []
 
     def _ordered(self) -> SortedList[tuple[int, str]]:
         """The members in order, with the pending adds sorted in."""
         if self._unsorted:
-            self._order.update(self._unsorted)
+            scores = self._scores
+            self._order.update([(scores[member], member) for member in self._unsorted])
             self._unsorted.clear()
         return self._order
 
@@ -59,14 +62,15 @@ class ZSet:
         if old is not None:
             self._ordered().remove((old, member))
         self._scores[member] = score
-        self._unsorted.append((score, member))
+        self._unsorted.append(member)
 
     def remove(self, member: str) -> bool:
         """Remove ``member``; return whether it was there."""
-        score = self._scores.pop(member, None)
+        score = self._scores.get(member)
         if score is None:
             return False
-        self._ordered().remove((score, member))
+        self._ordered().remove((score, member))  # sorts pending adds in: it needs the scores
+        del self._scores[member]
         return True
 
     def score(self, member: str) -> int | None:

@@ -90,6 +90,23 @@ def encode_json(value: Any, what: str, *what_args: object) -> str:
         ) from exc
 
 
+# The value after each small counter (``ats``, ``atm``), looked up instead of parsed and formatted
+# again: counters are bumped for every job, and are almost always small.
+_NEXT_COUNT: Final[dict[str | None, str]] = {
+    None: "1",
+    "": "1",
+    **{str(count): str(count + 1) for count in range(100)},
+}
+
+
+def next_count(raw: str | None) -> str:
+    """The stored value of a counter field after ``raw`` (absent or empty counts as 0)."""
+    found = _NEXT_COUNT.get(raw)
+    if found is not None:
+        return found
+    return str(int(raw or 0) + 1)
+
+
 def validate_queue_name(name: object) -> str:
     """Check a queue name: a non-empty string without ``:`` (it separates key parts)."""
     if not isinstance(name, str) or not name:
@@ -444,7 +461,7 @@ class Job:
         """Mirror a finished attempt the worker stored: one more ``atm`` and ``field``
         (``returnvalue`` or ``failedReason``) set to ``value``."""
         fields = self._fields
-        fields["atm"] = str(self.attempts_made + 1)
+        fields["atm"] = next_count(fields.get("atm", fields.get("attemptsMade")))
         if value is None:
             fields.pop(field, None)
         else:

@@ -8,7 +8,15 @@ import json
 import pytest
 
 from corral.engine.errors import InvalidArgumentError, JobCancelledError
-from corral.engine.job import Backoff, Job, JobOptions, KeepJobs, decode_opts, duration_ms
+from corral.engine.job import (
+    Backoff,
+    Job,
+    JobOptions,
+    KeepJobs,
+    decode_opts,
+    duration_ms,
+    next_count,
+)
 
 
 def test_options_round_trip_through_bullmq_json() -> None:
@@ -100,6 +108,30 @@ def test_job_view_of_a_hash() -> None:
     assert job.progress == {"pct": 50}
     assert job.opts.attempts == 2
     assert job.deferred_failure == "job stalled more than allowable limit"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, "1"),
+        ("", "1"),
+        ("0", "1"),
+        ("1", "2"),
+        ("99", "100"),
+        ("100", "101"),
+        ("4096", "4097"),
+    ],
+)
+def test_next_count_of_a_counter_field(raw: str | None, expected: str) -> None:
+    assert next_count(raw) == expected
+
+
+def test_a_recorded_attempt_counts_on_from_the_legacy_field() -> None:
+    job = Job("q", "1", {"attemptsMade": "3"})
+    job._record_attempt("returnvalue", "42")
+    assert (job.attempts_made, job.return_value) == (4, 42)
+    job._record_attempt("failedReason", None)
+    assert (job.attempts_made, job.failed_reason) == (5, None)
 
 
 def test_legacy_attempts_made_field_is_read() -> None:
