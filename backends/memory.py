@@ -757,9 +757,13 @@ class _OperationLock:
 
     def __enter__(self) -> None:
         self._lock.acquire()
+        if not self._depth:
+            try:
+                self.now = self._backend.clock.now_ms()
+            except BaseException:
+                self._lock.release()  # a failing clock must not leave the store locked
+                raise
         self._depth += 1
-        if self._depth == 1:
-            self.now = self._backend.clock.now_ms()
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         self._depth -= 1

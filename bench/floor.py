@@ -43,10 +43,8 @@ async def run(jobs: int) -> None:
     locks: dict[str, tuple[str, int]] = {}
     stalled: dict[str, None] = {}
     completed: dict[str, int] = {}
-    completed_unsorted: list[tuple[int, str]] = []
-    events: collections.deque[tuple[int, int, str, tuple[str, ...]]] = collections.deque(
-        maxlen=10_000
-    )
+    completed_unsorted: list[str] = []  # members; their scores are in ``completed``
+    events: collections.deque[tuple[int | str, ...]] = collections.deque(maxlen=10_000)
     counter = last_ms = seq = 0
     for start in range(0, jobs, CHUNK):
         now = time.time_ns() // 1_000_000
@@ -67,11 +65,11 @@ async def run(jobs: int) -> None:
                 last_ms, seq = now, 0
             else:
                 seq += 1
-            events.append((last_ms, seq, "added", ("jobId", job_id, "name", "noop")))
+            events.append((last_ms, seq, "added", "jobId", job_id, "name", "noop"))
             states[job_id] = "waiting"
             wait.appendleft(job_id)
             seq += 1
-            events.append((last_ms, seq, "waiting", ("jobId", job_id)))
+            events.append((last_ms, seq, "waiting", "jobId", job_id))
             added.append(_Job(job_id, dict(fields)))
     fetches = 0
     while wait:
@@ -89,7 +87,7 @@ async def run(jobs: int) -> None:
             last_ms, seq = now, 0
         else:
             seq += 1
-        events.append((last_ms, seq, "active", ("jobId", job_id, "prev", "waiting")))
+        events.append((last_ms, seq, "active", "jobId", job_id, "prev", "waiting"))
         result = await _noop(_Job(job_id, dict(fields), token))
         return_value = "null" if result is None else repr(result)
         now = time.time_ns() // 1_000_000
@@ -104,12 +102,23 @@ async def run(jobs: int) -> None:
         fields["finishedOn"] = str(now)
         states[job_id] = "completed"
         completed[job_id] = now
-        completed_unsorted.append((now, job_id))
+        completed_unsorted.append(job_id)
         if now > last_ms:
             last_ms, seq = now, 0
         else:
             seq += 1
-        logged = ("jobId", job_id, "returnvalue", return_value, "prev", "active")
-        events.append((last_ms, seq, "completed", logged))
+        events.append(
+            (
+                last_ms,
+                seq,
+                "completed",
+                "jobId",
+                job_id,
+                "returnvalue",
+                return_value,
+                "prev",
+                "active",
+            )
+        )
     if len(completed) != jobs:
         raise AssertionError(f"{len(completed)} of {jobs} jobs completed")

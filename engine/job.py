@@ -425,7 +425,7 @@ class Job:
         progress_writer: ProgressWriter | None = None,
         token: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
-        loop_thread: int = 0,
+        loop_thread: int | None = None,
     ) -> None:
         self.queue_name = queue_name
         self.id = job_id
@@ -439,7 +439,9 @@ class Job:
         # The event loop of the worker running this job, and that loop's thread (see
         # bind_loop): thread-side progress is sent there.
         self._loop = loop
-        self._owner_thread = loop_thread
+        self._owner_thread = 0
+        if loop is not None:
+            self._owner_thread = threading.get_ident() if loop_thread is None else loop_thread
 
     def __repr__(self) -> str:
         return f"<Job {self.queue_name}:{self.id} name={self.name!r}>"

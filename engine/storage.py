@@ -30,7 +30,8 @@ from corral.engine.states import JobState
 
 @dataclasses.dataclass(slots=True)
 class NewJob:
-    """A job ready to be stored: options validated, payloads already JSON-encoded."""
+    """A job ready to be stored: options validated, payloads already JSON-encoded (treat it as
+    immutable: its hash is built once)."""
 
     name: str
     data: str

@@ -110,6 +110,9 @@ class _Running:
     # False once the run is finishing (its lock is about to go) or a renewal found the lock
     # gone (it never comes back): renewing it then could only fail.
     renew: bool = True
+    # True while its outcome is being stored: a forced close lets that call end (cancelling it
+    # mid-flight would lose the job it fetches in the same step) and gives that job back.
+    finishing: bool = False
 
 
 class Worker:
@@ -333,7 +336,8 @@ class Worker:
             slot.cancel()
         if self._force:
             for running in list(self._running.values()):
-                running.slot.cancel()
+                if not running.finishing:
+                    running.slot.cancel()
         if self._stopped is not None:
             await self._stopped.wait()
 
@@ -374,6 +378,11 @@ class Worker:
             seen = turns.mark()
             unyielded = 0
             window_start = loop.time()
+        if fetched is not None:
+            # The last finish took this job before close() began (while the slot yielded, or
+            # while a remote finish was in flight): run it, or with force give it straight
+            # back, rather than leave it active under a lock nobody renews.
+            await self._process(this, fetched, token)
 
     async def _next_job(self, slot: asyncio.Task[None]) -> tuple[Fetched | None, str]:
         """Take a job, waiting for one if need be: ``(job, lock token)``, or ``(None, "")``
@@ -468,6 +477,7 @@ class Worker:
                     outcome, result, error = self._success(job, result)
             fetch = None if self._closing else self._request()
             running.renew = False
+            running.finishing = True
             now = self.clock.now_ms()
             finish = await self.backend.finish(self.queue_name, job.id, token, outcome, now, fetch)
         except asyncio.CancelledError:

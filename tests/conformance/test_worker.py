@@ -4,6 +4,7 @@ closing. Times are virtual milliseconds since the test started (exact, see ``hel
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from typing import Any
 
@@ -23,7 +24,14 @@ from helpers import (
     wait_for,
 )
 
-from corral.engine import Job, JobCancelledError, LockLostError, Queue, UnrecoverableError
+from corral.engine import (
+    Job,
+    JobCancelledError,
+    LockLostError,
+    Queue,
+    UnrecoverableError,
+    Worker,
+)
 from corral.engine.errors import ResultCode
 from corral.engine.storage import Storage
 from corral.sim.loop import VirtualClock
@@ -422,6 +430,35 @@ async def test_graceful_close_waits_for_the_running_job(backend: Storage, clock:
     assert await queue.get_job_state(running.id) == "completed"
     assert await queue.get_job_state(queued.id) == "waiting"  # not taken while closing
     assert not worker.is_running
+    check_invariants(backend)
+
+
+@pytest.mark.parametrize("force", [False, True])
+async def test_a_job_fetched_with_the_last_finish_is_not_stranded_by_close(
+    backend: Storage, clock: VirtualClock, force: bool
+):
+    """close() can begin while a slot holds the job its last finish fetched (during the slot's
+    yield to the loop, or while a remote finish is in flight): that job is then run (graceful)
+    or given back (forced), never left active with its lock until a stalled check finds it."""
+    queue = Queue(QUEUE, backend, clock=clock)
+    await queue.add_bulk([{"name": "job", "data": i} for i in range(100)])
+    done: list[str] = []
+    closing: list[asyncio.Task[None]] = []
+
+    async def work(job: Job) -> None:
+        done.append(job.id)
+        if len(done) == 10:  # the close runs at the loop's next turn, not inside this job
+            closing.append(asyncio.get_running_loop().create_task(worker.close(force=force)))
+
+    worker = Worker(QUEUE, work, backend, clock=clock, rng=random.Random(1))
+    await worker.run()
+    await closing[0]
+    counts = await queue.get_job_counts()
+    assert counts["active"] == 0
+    assert counts["completed"] == len(done) >= 10
+    assert counts["completed"] + counts["waiting"] == 100
+    for waiting in await queue.get_jobs("waiting"):  # given back: no stall, no attempt counted
+        assert counters(waiting)[:2] == (0, 0)
     check_invariants(backend)
 
 
