@@ -27,7 +27,7 @@ from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.job import KeepJobs, decode_opts, next_count
 from corral.engine.policy import stall_limit_exceeded
-from corral.engine.states import JobState, Transition, next_state
+from corral.engine.states import MOVES_BY_VALUE, JobState, Transition, invalid_transition
 from corral.engine.storage import (
     AddResult,
     Complete,
@@ -159,7 +159,10 @@ class MemoryBackend:
         """Record a transition of ``job_id`` in the state index after checking it against the
         table; the caller has already moved the id between structures."""
         source = store.states.get(job_id)
-        target = next_state(source, transition)
+        try:  # next_state(), inlined: this runs for every move of every job
+            target = MOVES_BY_VALUE[transition._value_][source]
+        except KeyError:
+            raise invalid_transition(source, transition) from None
         if target is None:
             store.states.pop(job_id, None)
         else:
@@ -170,21 +173,25 @@ class MemoryBackend:
             )
         return target
 
-    def _emit(self, store: QueueStore, event: str, fields: tuple[str, ...]) -> None:
-        """Log ``event`` with ``fields``: alternating names and values, as XADD takes them (the
-        log is written several times per job and seldom read: a tuple costs a fraction of a
-        dict, which is only built when the event is read)."""
-        now = self._mutex.now
-        if now > store.last_event_ms:
-            store.last_event_ms = now
-            store.last_event_seq = 0
-        else:  # the same millisecond (or a clock that stepped back): the next sequence number
-            store.last_event_seq += 1
-        # One flat tuple per entry: it outlives many collections, and a nested one would be
-        # a second object for the garbage collector to traverse. (Concatenated: unpacking
-        # goes through a list on Python 3.11.)
-        head = (store.last_event_ms, store.last_event_seq, event)
-        store.events.append(head + fields)
+    def _emit(self, store: QueueStore, *entries: tuple[str, ...]) -> None:
+        """Log events, each given as its name followed by alternating field names and values,
+        as XADD takes them (the log is written several times per job and seldom read: a tuple
+        costs a fraction of a dict, which is only built when the event is read). One call logs
+        all the events of one step."""
+        ms = self._mutex.now
+        if ms > store.last_event_ms:
+            store.last_event_ms = ms
+            seq = -1
+        else:  # the same millisecond (or a clock that stepped back): the next sequence numbers
+            ms = store.last_event_ms
+            seq = store.last_event_seq
+        append = store.events.append
+        for entry in entries:
+            seq += 1
+            # One flat tuple per entry: it outlives many collections, and a nested one would
+            # be a second object for the garbage collector to traverse.
+            append((ms, seq) + entry)  # noqa: RUF005 - unpacking builds a list on Python 3.11
+        store.last_event_seq = seq
         while store.event_waiters:  # every listener wants every event
             waiter = store.event_waiters.popleft()
             if not waiter.done():
@@ -226,6 +233,14 @@ class MemoryBackend:
         return lock
 
     def _check_owner(self, store: QueueStore, job_id: str, token: str) -> ResultCode:
+        lock = store.locks.get(job_id)
+        if (
+            lock is not None
+            and lock[0] == token
+            and lock[1] > self._mutex.now
+            and job_id in store.active
+        ):
+            return _OK  # the common case, decided without the calls below
         if job_id not in store.jobs:
             return ResultCode.MISSING_JOB
         lock = self._lock_of(store, job_id)
@@ -268,8 +283,6 @@ class MemoryBackend:
             self._signal(store, "1", due_ms)
 
     def _promote_due(self, queue: str, store: QueueStore, now: int) -> None:
-        if not store.delayed:
-            return
         for job_id in store.delayed.pop_up_to(delayed_score(now + 1, 0) - 1, PROMOTE_LIMIT):
             fields = store.jobs[job_id]
             fields["delay"] = "0"
@@ -280,14 +293,15 @@ class MemoryBackend:
             else:
                 self._move(queue, store, job_id, Transition.PROMOTE)
                 self._push_wait(store, job_id, front=False)
-            self._emit(store, "waiting", ("jobId", job_id, "prev", "delayed"))
+            self._emit(store, ("waiting", "jobId", job_id, "prev", "delayed"))
 
     def _fetch(
         self, queue: str, store: QueueStore, request: FetchRequest, now: int
     ) -> Fetched | None:
         """Take and lock the next ready job, or None (paused, or nothing ready)."""
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
-        self._promote_due(queue, store, now)
+        if store.delayed.scores:
+            self._promote_due(queue, store, now)
         if store.paused:
             return None
         if store.wait:
@@ -305,8 +319,11 @@ class MemoryBackend:
         fields["ats"] = next_count(fields.get("ats"))
         if request.worker_name is not None:
             fields["pb"] = request.worker_name
-        self._emit(store, "active", ("jobId", job_id, "prev", "waiting"))
-        if store.wait or store.prioritized:
+        self._emit(store, ("active", "jobId", job_id, "prev", "waiting"))
+        # More jobs are ready: the marker says so (unless it already does and nobody waits).
+        if (store.wait or store.prioritized.scores) and (
+            store.waiters or store.marker.get("0") != 0
+        ):
             self._signal(store)
         return Fetched(job_id, dict(fields))
 
@@ -343,7 +360,7 @@ class MemoryBackend:
         fields.pop("defa", None)
         self._move(queue, store, job_id, Transition.FAIL)
         store.failed.add(job_id, now)
-        self._emit(store, "failed", ("jobId", job_id, "failedReason", reason, "prev", "active"))
+        self._emit(store, ("failed", "jobId", job_id, "failedReason", reason, "prev", "active"))
         self._trim(queue, store, JobState.FAILED, keep, now)
 
     def _retry_now(self, queue: str, store: QueueStore, job_id: str, now: int) -> None:
@@ -357,13 +374,16 @@ class MemoryBackend:
             self._move(queue, store, job_id, Transition.RETRY)
             lifo = decode_opts(fields.get("opts") or "{}").lifo
             self._push_wait(store, job_id, front=lifo)
-        self._emit(store, "waiting", ("jobId", job_id, "prev", "active"))
+        self._emit(store, ("waiting", "jobId", job_id, "prev", "active"))
 
     def _apply(
         self, queue: str, store: QueueStore, job_id: str, outcome: Outcome, now: int
     ) -> None:
         fields = store.jobs[job_id]
-        self._take_from_active(store, job_id)
+        # (_take_from_active, inlined: this runs once per job)
+        del store.active[job_id]
+        store.locks.pop(job_id, None)
+        store.stalled.pop(job_id, None)
         fields["atm"] = next_count(fields.get("atm"))
         if isinstance(outcome, Complete):
             fields["returnvalue"] = outcome.return_value
@@ -372,17 +392,25 @@ class MemoryBackend:
             store.completed.add(job_id, now)
             self._emit(
                 store,
-                "completed",
-                ("jobId", job_id, "returnvalue", outcome.return_value, "prev", "active"),
+                (
+                    "completed",
+                    "jobId",
+                    job_id,
+                    "returnvalue",
+                    outcome.return_value,
+                    "prev",
+                    "active",
+                ),
             )
-            self._trim(queue, store, _COMPLETED, outcome.keep, now)
+            if not outcome.keep.keeps_all:
+                self._trim(queue, store, _COMPLETED, outcome.keep, now)
         elif isinstance(outcome, Fail):
             fields["stacktrace"] = outcome.stacktrace
             attempts = decode_opts(fields.get("opts") or "{}").attempts
             self._finish_failed(queue, store, job_id, outcome.reason, outcome.keep, now)
             if int(fields["atm"]) >= attempts:
                 self._emit(
-                    store, "retries-exhausted", ("jobId", job_id, "attemptsMade", fields["atm"])
+                    store, ("retries-exhausted", "jobId", job_id, "attemptsMade", fields["atm"])
                 )
         else:
             fields["failedReason"] = outcome.reason
@@ -392,46 +420,58 @@ class MemoryBackend:
                 fields["delay"] = str(outcome.delay_ms)
                 self._move(queue, store, job_id, Transition.RETRY_LATER)
                 self._push_delayed(store, job_id, due)
-                self._emit(store, "delayed", ("jobId", job_id, "delay", str(due)))
+                self._emit(store, ("delayed", "jobId", job_id, "delay", str(due)))
             else:
                 self._retry_now(queue, store, job_id, now)
-        if not store.wait and not store.prioritized and not store.active:
-            self._emit(store, "drained", ())
+        if not store.active and not store.wait and not store.prioritized.scores:
+            self._emit(store, ("drained",))
 
     # ----------------------------------------------------------------- Storage operations
 
     async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
         with self._mutex:
-            store = self._store(queue)
+            store = self._queues.get(queue) or self._store(queue)
             results = []
+            events: list[tuple[str, ...]] = []  # logged in one go, in order, at the end
+            ready = False  # a job became ready to fetch: waiters are signalled once, at the end
             for job in jobs:
                 store.id_counter += 1
                 job_id = job.job_id or str(store.id_counter)
                 if job_id in store.jobs:
-                    self._emit(store, "duplicated", ("jobId", job_id))
+                    events.append(("duplicated", "jobId", job_id))
                     results.append(AddResult(job_id, False))
                     continue
                 store.jobs[job_id] = job.hash_fields()
-                self._emit(store, "added", ("jobId", job_id, "name", job.name))
+                events.append(("added", "jobId", job_id, "name", job.name))
                 if job.delay > 0:
                     self._move(queue, store, job_id, Transition.ADD_DELAYED)
                     due = job.timestamp + job.delay
                     self._push_delayed(store, job_id, due)
-                    self._emit(store, "delayed", ("jobId", job_id, "delay", str(due)))
+                    events.append(("delayed", "jobId", job_id, "delay", str(due)))
                 else:
                     if job.priority:
                         self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
-                        self._push_prioritized(store, job_id, job.priority)
+                        store.priority_counter += 1
+                        score = priority_score(job.priority, store.priority_counter)
+                        store.prioritized.add(job_id, score)
                     else:
                         self._move(queue, store, job_id, _ADD)
-                        self._push_wait(store, job_id, front=job.lifo)
-                    self._emit(store, "waiting", ("jobId", job_id))
+                        # (_push_wait without its signal, which is sent once for the batch)
+                        if job.lifo:
+                            store.wait.append(job_id)
+                        else:
+                            store.wait.appendleft(job_id)
+                    ready = True
+                    events.append(("waiting", "jobId", job_id))
                 results.append(AddResult(job_id, True))
+            self._emit(store, *events)
+            if ready and not store.paused:
+                self._signal(store)
             return results
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         with self._mutex:
-            store = self._store(queue)
+            store = self._queues.get(queue) or self._store(queue)
             fetched = self._fetch(queue, store, request, now)
             if fetched is not None or store.paused:
                 return FetchResult(fetched)
@@ -448,7 +488,7 @@ class MemoryBackend:
         fetch: FetchRequest | None = None,
     ) -> FinishResult:
         with self._mutex:
-            store = self._store(queue)
+            store = self._queues.get(queue) or self._store(queue)
             code = self._check_owner(store, job_id, token)
             if code is not _OK:
                 return FinishResult(code)
@@ -483,7 +523,7 @@ class MemoryBackend:
                 self._take_from_active(store, job_id)
                 self._move(queue, store, job_id, Transition.RELEASE)
                 self._push_wait(store, job_id, front=True)
-                self._emit(store, "waiting", ("jobId", job_id, "prev", "active"))
+                self._emit(store, ("waiting", "jobId", job_id, "prev", "active"))
             return code
 
     async def check_stalled(
@@ -516,8 +556,11 @@ class MemoryBackend:
                 else:
                     self._move(queue, store, job_id, Transition.RECOVER_STALLED)
                     self._push_wait(store, job_id, front=True)
-                    self._emit(store, "waiting", ("jobId", job_id, "prev", "active"))
-                    self._emit(store, "stalled", ("jobId", job_id))
+                    self._emit(
+                        store,
+                        ("waiting", "jobId", job_id, "prev", "active"),
+                        ("stalled", "jobId", job_id),
+                    )
                     recovered.append(job_id)
             if "lose-stalled-mark" not in self.planted_bugs:
                 store.stalled = dict.fromkeys(store.active)
@@ -530,7 +573,7 @@ class MemoryBackend:
             if fields is None:
                 return ResultCode.MISSING_JOB
             fields["progress"] = progress
-            self._emit(store, "progress", ("jobId", job_id, "data", progress))
+            self._emit(store, ("progress", "jobId", job_id, "data", progress))
             return ResultCode.OK
 
     async def remove(self, queue: str, job_id: str) -> ResultCode:
@@ -548,7 +591,7 @@ class MemoryBackend:
             else:
                 store.zset(state).remove(job_id)
             self._delete_job(queue, store, job_id, Transition.REMOVE)
-            self._emit(store, "removed", ("jobId", job_id, "prev", state.value))
+            self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
             return ResultCode.OK
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -559,14 +602,14 @@ class MemoryBackend:
             store.paused = paused
             if paused:
                 store.marker.clear()
-                self._emit(store, "paused", ())
+                self._emit(store, ("paused",))
             else:
                 if store.wait or store.prioritized:
                     self._signal(store)
                 first = store.delayed.first()
                 if first is not None:
                     self._signal(store, "1", first[0] // 4096)
-                self._emit(store, "resumed", ())
+                self._emit(store, ("resumed",))
 
     async def is_paused(self, queue: str) -> bool:
         with self._mutex:

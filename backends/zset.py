@@ -25,10 +25,12 @@ class ZSet:
     read that needs the order: the finished-job sets take one add per job and are seldom read.
     """
 
-    __slots__ = ("_order", "_scores", "_unsorted")
+    __slots__ = ("_order", "_unsorted", "scores")
 
     def __init__(self) -> None:
-        self._scores: dict[str, int] = {}
+        #: Member -> score, in no particular order: read it, never modify it. (Its truth is the
+        #: set's, tested without a call to ``__len__``: backends test it for every job.)
+        self.scores: dict[str, int] = {}
         self._order: SortedList[tuple[int, str]] = SortedList()
         # Members only (their scores are in _scores): a list of strings is nothing for the
         # garbage collector to track, where a (score, member) tuple per add would be.
@@ -37,16 +39,16 @@ class ZSet:
     def _ordered(self) -> SortedList[tuple[int, str]]:
         """The members in order, with the pending adds sorted in."""
         if self._unsorted:
-            scores = self._scores
+            scores = self.scores
             self._order.update([(scores[member], member) for member in self._unsorted])
             self._unsorted.clear()
         return self._order
 
     def __len__(self) -> int:
-        return len(self._scores)
+        return len(self.scores)
 
     def __contains__(self, member: object) -> bool:
-        return member in self._scores
+        return member in self.scores
 
     def __iter__(self) -> Iterator[str]:
         """Members in ascending order."""
@@ -54,51 +56,51 @@ class ZSet:
 
     def members(self) -> KeysView[str]:
         """The members in no particular order (cheap: no sorting, no copy)."""
-        return self._scores.keys()
+        return self.scores.keys()
 
     def add(self, member: str, score: int) -> None:
         """Insert ``member`` or move it to ``score``."""
-        old = self._scores.get(member)
+        old = self.scores.get(member)
         if old is not None:
             self._ordered().remove((old, member))
-        self._scores[member] = score
+        self.scores[member] = score
         self._unsorted.append(member)
 
     def remove(self, member: str) -> bool:
         """Remove ``member``; return whether it was there."""
-        score = self._scores.get(member)
+        score = self.scores.get(member)
         if score is None:
             return False
         self._ordered().remove((score, member))  # sorts pending adds in: it needs the scores
-        del self._scores[member]
+        del self.scores[member]
         return True
 
     def score(self, member: str) -> int | None:
         """The member's score, or None."""
-        return self._scores.get(member)
+        return self.scores.get(member)
 
     def first(self) -> tuple[int, str] | None:
         """The (score, member) pair with the lowest score, or None when empty."""
-        return self._ordered()[0] if self._scores else None
+        return self._ordered()[0] if self.scores else None
 
     def pop_min(self) -> str | None:
         """Remove and return the member with the lowest score."""
-        if not self._scores:
+        if not self.scores:
             return None
         _, member = self._ordered().pop(0)
-        del self._scores[member]
+        del self.scores[member]
         return member
 
     def pop_up_to(self, max_score: int, limit: int) -> list[str]:
         """Remove and return (ascending) at most ``limit`` members scored ``<= max_score``."""
         taken: list[str] = []
         order = self._ordered()
-        while self._scores and len(taken) < limit:
+        while self.scores and len(taken) < limit:
             score, member = order[0]
             if score > max_score:
                 break
             order.pop(0)
-            del self._scores[member]
+            del self.scores[member]
             taken.append(member)
         return taken
 

@@ -90,21 +90,24 @@ def encode_json(value: Any, what: str, *what_args: object) -> str:
         ) from exc
 
 
-# The value after each small counter (``ats``, ``atm``), looked up instead of parsed and formatted
-# again: counters are bumped for every job, and are almost always small.
-_NEXT_COUNT: Final[dict[str | None, str]] = {
-    None: "1",
-    "": "1",
-    **{str(count): str(count + 1) for count in range(100)},
-}
+class _CounterSteps(dict[str | None, str]):
+    """Maps a counter field's stored value to the value after it; absent or empty counts as 0.
+
+    The small counts (``ats`` and ``atm`` are bumped for every job, and are almost always small)
+    are looked up in C instead of parsed and formatted again; the rest are computed on a miss.
+    """
+
+    def __missing__(self, raw: str | None) -> str:
+        return str(int(raw or 0) + 1)
 
 
-def next_count(raw: str | None) -> str:
-    """The stored value of a counter field after ``raw`` (absent or empty counts as 0)."""
-    found = _NEXT_COUNT.get(raw)
-    if found is not None:
-        return found
-    return str(int(raw or 0) + 1)
+_SMALL_COUNTS: dict[str | None, str] = {None: "1", "": "1"}
+_SMALL_COUNTS.update((str(count), str(count + 1)) for count in range(100))
+_COUNTER_STEPS: Final = _CounterSteps(_SMALL_COUNTS)
+
+#: ``next_count(raw)``: the stored value of a counter field after ``raw`` (absent or empty
+#: counts as 0). A bound C method, not a Python function: it runs several times per job.
+next_count: Final[Callable[[str | None], str]] = _COUNTER_STEPS.__getitem__
 
 
 def validate_queue_name(name: object) -> str:
@@ -421,12 +424,12 @@ class Job:
         queue_name: str,
         job_id: str,
         fields: Mapping[str, str],
-        *,
         progress_writer: ProgressWriter | None = None,
         token: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         loop_thread: int | None = None,
     ) -> None:
+        # (The queue and the worker pass everything by position: keywords cost a dict per job.)
         self.queue_name = queue_name
         self.id = job_id
         # A dict handed in is owned from now on (backends and queues pass fresh copies).
@@ -439,8 +442,9 @@ class Job:
         # The event loop of the worker running this job, and that loop's thread (see
         # bind_loop): thread-side progress is sent there.
         self._loop = loop
-        self._owner_thread = 0
-        if loop is not None:
+        if loop is None:
+            self._owner_thread = 0
+        else:
             self._owner_thread = threading.get_ident() if loop_thread is None else loop_thread
 
     def __repr__(self) -> str:

@@ -69,14 +69,14 @@ class Queue:
         if not isinstance(name, str):
             raise InvalidArgumentError(f"job name must be a string, got {name!r}")
         if not options or _is_default(options):
-            opts, encoded_opts = _DEFAULT_JOB_OPTIONS, _DEFAULT_OPTS_JSON
-        else:
-            opts = JobOptions.build(options)
-            encoded_opts = encode_json(opts.to_json(), "job options")
+            return NewJob(
+                name, encode_json(data, "data of job {!r}", name), _DEFAULT_OPTS_JSON, now
+            )
+        opts = JobOptions.build(options)  # validates: before the data, whose encoding may fail
         return NewJob(  # positional: this runs once per job
             name,
             encode_json(data, "data of job {!r}", name),
-            encoded_opts,
+            encode_json(opts.to_json(), "job options"),
             now,
             opts.delay,
             opts.priority,
@@ -162,9 +162,10 @@ class Queue:
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         results = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
+        name, progress_writer = self.name, self._progress_writer
         for new, result in zip(new_jobs, results, strict=True):
-            if result.created:
-                jobs.append(self._job(result.job_id, new.hash_fields()))
+            if result.created:  # (self._job, inlined: this runs once per job)
+                jobs.append(Job(name, result.job_id, new.hash_fields(), progress_writer))
             else:
                 existing = await self.get_job(result.job_id)
                 if existing is None:  # removed in between: report what was asked for
@@ -175,7 +176,7 @@ class Queue:
     # ------------------------------------------------------------------ reading
 
     def _job(self, job_id: str, fields: Mapping[str, str]) -> Job:
-        return Job(self.name, job_id, fields, progress_writer=self._progress_writer)
+        return Job(self.name, job_id, fields, self._progress_writer)
 
     async def _write_progress(self, job_id: str, progress: str) -> None:
         code = await self.backend.update_progress(self.name, job_id, progress)

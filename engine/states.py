@@ -108,13 +108,21 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
 )
 
 
-# TRANSITIONS keyed by each transition's value: a str hashes in C, an Enum member in Python,
-# and next_state runs on every move of every job.
-_MOVES_BY_VALUE: Final = {transition.value: moves for transition, moves in TRANSITIONS.items()}
+#: TRANSITIONS keyed by each transition's value: a str hashes in C, an Enum member in Python, and
+#: a backend looks a move up for every move of every job (``MOVES_BY_VALUE[t._value_][state]``;
+#: a missing key is a move the table does not allow: raise :func:`invalid_transition`).
+MOVES_BY_VALUE: Final = {transition.value: moves for transition, moves in TRANSITIONS.items()}
 
 
 class InvalidTransitionError(Exception):
     """A move that the transition table does not allow: always a bug, never an expected race."""
+
+
+def invalid_transition(state: JobState | None, transition: Transition) -> InvalidTransitionError:
+    """The error for a move the table does not allow."""
+    return InvalidTransitionError(
+        f"transition {transition.name} is not allowed from {state or 'nothing'}"
+    )
 
 
 def next_state(state: JobState | None, transition: Transition) -> JobState | None:
@@ -124,11 +132,9 @@ def next_state(state: JobState | None, transition: Transition) -> JobState | Non
         InvalidTransitionError: if the table has no such move.
     """
     try:
-        return _MOVES_BY_VALUE[transition._value_][state]
+        return MOVES_BY_VALUE[transition._value_][state]
     except KeyError:
-        raise InvalidTransitionError(
-            f"transition {transition.name} is not allowed from {state or 'nothing'}"
-        ) from None
+        raise invalid_transition(state, transition) from None
 
 
 def allowed_moves() -> frozenset[tuple[JobState | None, JobState | None]]:

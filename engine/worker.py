@@ -33,7 +33,14 @@ from corral.engine.errors import (
     lock_renewal_error_text,
 )
 from corral.engine.events import EventEmitter, Handler
-from corral.engine.job import Duration, Job, duration_ms, encode_json, validate_queue_name
+from corral.engine.job import (
+    Duration,
+    Job,
+    decode_opts,
+    duration_ms,
+    encode_json,
+    validate_queue_name,
+)
 from corral.engine.policy import BackoffStrategy, failure_outcome, lock_renewal_due
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
@@ -220,6 +227,13 @@ class Worker:
             else None
         )
         self._runner = processor_runner
+        # The processor to await directly, when there is no runner to go through.
+        self._direct_processor = self._async_processor if processor_runner is None else None
+        # (the raw ``opts`` of the last job that returned None, its stored outcome): see _success
+        self._null_outcome: tuple[str | None, Complete] = (
+            "{}",
+            Complete("null", decode_opts("{}").remove_on_complete),
+        )
         self._events = EventEmitter(WORKER_EVENTS)
         # One bound method for every job (not a new one per job, which the GC must then track).
         self._progress_writer = self._write_progress
@@ -447,14 +461,15 @@ class Worker:
     ) -> tuple[Fetched | None, str]:
         """Run one job and finish it; return the next job if the finish fetched one (as
         ``_next_job`` does)."""
+        fields = fetched.fields
         job = Job(
             self.queue_name,
             fetched.job_id,
-            fetched.fields,
-            progress_writer=self._progress_writer,
-            token=token,
-            loop=self._loop,
-            loop_thread=self._loop_thread,
+            fields,
+            self._progress_writer,
+            token,
+            self._loop,
+            self._loop_thread,
         )
         running = _Running(job, token, self.clock.now_ms(), slot)
         self._running[token] = running
@@ -462,20 +477,30 @@ class Worker:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
             error: BaseException | None
-            if job.deferred_failure is not None:
-                outcome, result, error = self._failure(
-                    job, UnrecoverableError(job.deferred_failure)
-                )
+            deferred_failure = fields.get("defa")
+            if deferred_failure is not None:
+                outcome, result, error = self._failure(job, UnrecoverableError(deferred_failure))
             else:
                 if self._on_active:
                     self._events.emit("active", job)
+                processor = self._direct_processor
                 try:
-                    result = await self._start_processor(job)
+                    result = await (
+                        processor(job) if processor is not None else self._start_processor(job)
+                    )
                 except Exception as exc:
                     outcome, result, error = self._failure(job, exc)
                 else:
-                    outcome, result, error = self._success(job, result)
-            fetch = None if self._closing else self._request()
+                    if result is None and fields.get("opts") == self._null_outcome[0]:
+                        outcome, error = self._null_outcome[1], None  # the common no-op case
+                    else:
+                        outcome, result, error = self._success(job, result)
+            if self._closing:
+                fetch = None
+            else:  # (self._request(), inlined: this runs once per job)
+                self._fetches += 1
+                token_text = self._token_prefix + str(self._fetches)
+                fetch = FetchRequest(token_text, self.lock_duration, self.name)
             running.renew = False
             running.finishing = True
             now = self.clock.now_ms()
@@ -520,7 +545,12 @@ class Worker:
             encoded = encode_json(result, "return value of job {}", job.id)
         except InvalidArgumentError as exc:
             return self._failure(job, UnrecoverableError(str(exc)))
-        return Complete(encoded, job.opts.remove_on_complete), result, None
+        outcome = Complete(encoded, job.opts.remove_on_complete)
+        if result is None:
+            # Outcomes are values, and the same options string always decodes to the same
+            # retention: the next job with these options that returns None reuses this one.
+            self._null_outcome = (job.fields.get("opts"), outcome)
+        return outcome, result, None
 
     def _failure(self, job: Job, error: BaseException) -> tuple[Outcome, Any, BaseException | None]:
         """The outcome to store for a processor that raised ``error``, no result, the error."""
