@@ -173,24 +173,25 @@ class MemoryBackend:
             )
         return target
 
-    def _emit(self, store: QueueStore, *entries: tuple[str, ...]) -> None:
+    def _emit(self, store: QueueStore, entry: tuple[str, ...], *more: tuple[str, ...]) -> None:
         """Log events, each given as its name followed by alternating field names and values,
         as XADD takes them (the log is written several times per job and seldom read: a tuple
         costs a fraction of a dict, which is only built when the event is read). One call logs
-        all the events of one step."""
+        all the events of one step, in order."""
         ms = self._mutex.now
         if ms > store.last_event_ms:
             store.last_event_ms = ms
-            seq = -1
+            seq = 0
         else:  # the same millisecond (or a clock that stepped back): the next sequence numbers
             ms = store.last_event_ms
-            seq = store.last_event_seq
-        append = store.events.append
-        for entry in entries:
+            seq = store.last_event_seq + 1
+        # One flat tuple per entry: it outlives many collections, and a nested one would be a
+        # second object for the garbage collector to traverse.
+        events = store.events
+        events.append((ms, seq) + entry)  # noqa: RUF005 - unpacking builds a list on 3.11
+        for later in more:
             seq += 1
-            # One flat tuple per entry: it outlives many collections, and a nested one would
-            # be a second object for the garbage collector to traverse.
-            append((ms, seq) + entry)  # noqa: RUF005 - unpacking builds a list on Python 3.11
+            events.append((ms, seq) + later)  # noqa: RUF005
         store.last_event_seq = seq
         while store.event_waiters:  # every listener wants every event
             waiter = store.event_waiters.popleft()
@@ -233,14 +234,6 @@ class MemoryBackend:
         return lock
 
     def _check_owner(self, store: QueueStore, job_id: str, token: str) -> ResultCode:
-        lock = store.locks.get(job_id)
-        if (
-            lock is not None
-            and lock[0] == token
-            and lock[1] > self._mutex.now
-            and job_id in store.active
-        ):
-            return _OK  # the common case, decided without the calls below
         if job_id not in store.jobs:
             return ResultCode.MISSING_JOB
         lock = self._lock_of(store, job_id)
@@ -428,26 +421,27 @@ class MemoryBackend:
 
     # ----------------------------------------------------------------- Storage operations
 
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
-            results = []
-            events: list[tuple[str, ...]] = []  # logged in one go, in order, at the end
+            job_ids: list[str] = []
+            created: list[bool] = []
             ready = False  # a job became ready to fetch: waiters are signalled once, at the end
             for job in jobs:
                 store.id_counter += 1
                 job_id = job.job_id or str(store.id_counter)
                 if job_id in store.jobs:
-                    events.append(("duplicated", "jobId", job_id))
-                    results.append(AddResult(job_id, False))
+                    self._emit(store, ("duplicated", "jobId", job_id))
+                    job_ids.append(job_id)
+                    created.append(False)
                     continue
                 store.jobs[job_id] = job.hash_fields()
-                events.append(("added", "jobId", job_id, "name", job.name))
+                added = ("added", "jobId", job_id, "name", job.name)
                 if job.delay > 0:
                     self._move(queue, store, job_id, Transition.ADD_DELAYED)
                     due = job.timestamp + job.delay
                     self._push_delayed(store, job_id, due)
-                    events.append(("delayed", "jobId", job_id, "delay", str(due)))
+                    self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(due)))
                 else:
                     if job.priority:
                         self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
@@ -462,12 +456,12 @@ class MemoryBackend:
                         else:
                             store.wait.appendleft(job_id)
                     ready = True
-                    events.append(("waiting", "jobId", job_id))
-                results.append(AddResult(job_id, True))
-            self._emit(store, *events)
+                    self._emit(store, added, ("waiting", "jobId", job_id))
+                job_ids.append(job_id)
+                created.append(True)
             if ready and not store.paused:
                 self._signal(store)
-            return results
+            return AddResult(job_ids, created)
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         with self._mutex:
@@ -489,13 +483,21 @@ class MemoryBackend:
     ) -> FinishResult:
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
-            code = self._check_owner(store, job_id, token)
-            if code is not _OK:
-                return FinishResult(code)
+            lock = store.locks.get(job_id)
+            # The owner's finish is recognised here; anything else gets _check_owner's verdict.
+            if (
+                lock is None
+                or lock[0] != token
+                or lock[1] <= self._mutex.now
+                or job_id not in store.active
+            ):
+                code = self._check_owner(store, job_id, token)
+                if code is not _OK:
+                    return FinishResult(code)
             self._apply(queue, store, job_id, outcome, now)
             if fetch is None:
-                return FinishResult(code)
-            return FinishResult(code, self._fetch(queue, store, fetch, now))
+                return FinishResult(_OK)
+            return FinishResult(_OK, self._fetch(queue, store, fetch, now))
 
     async def extend_locks(
         self, queue: str, locks: Sequence[tuple[str, str]], lock_duration: int

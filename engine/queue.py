@@ -160,16 +160,16 @@ class Queue:
         return await self._add(new_jobs)
 
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
-        results = await self.backend.add_jobs(self.name, new_jobs)
+        added = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
         name, progress_writer = self.name, self._progress_writer
-        for new, result in zip(new_jobs, results, strict=True):
-            if result.created:  # (self._job, inlined: this runs once per job)
-                jobs.append(Job(name, result.job_id, new.hash_fields(), progress_writer))
+        for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
+            if created:  # (self._job, inlined: this runs once per job)
+                jobs.append(Job(name, job_id, new.hash_fields(), progress_writer))
             else:
-                existing = await self.get_job(result.job_id)
+                existing = await self.get_job(job_id)
                 if existing is None:  # removed in between: report what was asked for
-                    raise CorralError(f"job {result.job_id} vanished while being added")
+                    raise CorralError(f"job {job_id} vanished while being added")
                 jobs.append(existing)
         return jobs
 

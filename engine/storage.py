@@ -63,10 +63,12 @@ class NewJob:
 
 @dataclasses.dataclass(slots=True)
 class AddResult:
-    """The id a job was stored under; ``created`` is False if the custom id already existed."""
+    """What one ``add_jobs`` call stored: the id of each job, in order, and whether it was
+    created (False where its custom id already existed: that job was left as it was). One
+    result per call, not per job: adding jobs in bulk makes no object per job for it."""
 
-    job_id: str
-    created: bool
+    job_ids: list[str]
+    created: list[bool]
 
 
 @dataclasses.dataclass(slots=True)
@@ -183,7 +185,7 @@ class StoredEvent:
 class Storage(Protocol):
     """Atomic operations on the queues of one store. Every backend implements all of them."""
 
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
         """Store new jobs (all-or-nothing), in order: ``ADD``, ``ADD_PRIORITIZED`` or
         ``ADD_DELAYED``. An existing custom id is left untouched and reported not created."""
         ...

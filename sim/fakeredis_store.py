@@ -180,7 +180,7 @@ class FakeRedisStore:
 
     # ------------------------------------------------------------------ Storage operations
 
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
         return self._mutate("add_jobs", queue, self.backend.add_jobs(queue, jobs))
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:

@@ -426,14 +426,15 @@ class QueueModel:
 
     # ------------------------------------------------------------------ Storage operations
 
-    def add_jobs(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+    def add_jobs(self, jobs: Sequence[NewJob]) -> AddResult:
         """Store new jobs in order; an existing custom id is left alone and reported."""
-        results = []
+        result = AddResult([], [])
         for new in jobs:
             self._id_counter += 1
             job_id = new.job_id or str(self._id_counter)
             if job_id in self._jobs:
-                results.append(AddResult(job_id, created=False))
+                result.job_ids.append(job_id)
+                result.created.append(False)
                 continue
             job = _Job(job_id, new.name, new.data, new.opts, new.timestamp, new.delay, new.priority)
             if new.delay > 0:
@@ -444,8 +445,9 @@ class QueueModel:
             else:
                 place = self._front_of_line() if new.lifo else self._back_of_line()
                 self._move(job, Transition.ADD, place)
-            results.append(AddResult(job_id, created=True))
-        return results
+            result.job_ids.append(job_id)
+            result.created.append(True)
+        return result
 
     def fetch_next(self, request: FetchRequest, now: int) -> FetchResult:
         """Promote due delayed jobs, then activate the front of wait, else the first prioritized

@@ -58,8 +58,8 @@ class Connection:
             self.process, lane, op, args, self.command_timeout_ms + extra_ms
         )
 
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
-        return cast(list[AddResult], await self._call("add_jobs", queue, list(jobs)))
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
+        return cast(AddResult, await self._call("add_jobs", queue, list(jobs)))
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         return cast(FetchResult, await self._call("fetch_next", queue, request, now))

@@ -327,8 +327,8 @@ class World:
                 f"recovered={','.join(result.recovered)} failed={','.join(result.failed)}",
             )
         elif op == "add_jobs":
-            for added in result:
-                self.record(process, "add", added.job_id, f"created={added.created}")
+            for job_id, created in zip(result.job_ids, result.created, strict=True):
+                self.record(process, "add", job_id, f"created={created}")
 
     # ------------------------------------------------------------------ processes
 

@@ -265,16 +265,16 @@ class RedisBackend:
     # ----------------------------------------------------------------- Storage operations
 
     @_reaching
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> list[AddResult]:
+    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
         """Store new jobs atomically, in order (``ADD``, ``ADD_PRIORITIZED``, ``ADD_DELAYED``)."""
         if not jobs:
-            return []
+            return AddResult([], [])
         args: list[str | int] = []
         for job in jobs:
             args += [job.name, job.data, job.opts, job.timestamp, job.delay, job.priority]
             args += ["1" if job.lifo else "0", job.job_id or ""]
         raw = await self._scripts.run("add_jobs", self.keys(queue), args)
-        return [AddResult(_str(raw[i]), raw[i + 1] == 1) for i in range(0, len(raw), 2)]
+        return AddResult([_str(job_id) for job_id in raw[::2]], [flag == 1 for flag in raw[1::2]])
 
     @_reaching
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:

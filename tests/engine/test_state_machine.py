@@ -265,7 +265,7 @@ class StorageAgreement(RuleBasedStateMachine):
         jobs = [spec.new_job(self.now()) for spec in specs]
         got = self.call("add_jobs", QUEUE, jobs)
         assert got == self.model.add_jobs(jobs)
-        ids = [result.job_id for result in got if result.created]
+        ids = [job_id for job_id, created in zip(got.job_ids, got.created, strict=True) if created]
         self.known_ids.update(ids)
         return multiple(*ids)
 

@@ -121,8 +121,7 @@ async def step(twins: Twins, rng: random.Random, n: int) -> None:
     known = sorted(twins.ids) or ["1"]
     if roll < 0.2:
         jobs = [random_job(rng, now) for _ in range(rng.choice([1, 1, 3]))]
-        for result in await twins.call("add_jobs", Q, jobs):
-            twins.ids.add(result.job_id)
+        twins.ids.update((await twins.call("add_jobs", Q, jobs)).job_ids)
     elif roll < 0.4:
         request = FetchRequest(f"t{n}", rng.choice([100, 1_000, 5_000]), rng.choice([None, "w"]))
         result = await twins.call("fetch_next", Q, request, now)
