@@ -427,40 +427,42 @@ class MemoryBackend:
             job_ids: list[str] = []
             created: list[bool] = []
             ready = False  # a job became ready to fetch: waiters are signalled once, at the end
-            for job in jobs:
-                store.id_counter += 1
-                job_id = job.job_id or str(store.id_counter)
-                if job_id in store.jobs:
-                    self._emit(store, ("duplicated", "jobId", job_id))
-                    job_ids.append(job_id)
-                    created.append(False)
-                    continue
-                store.jobs[job_id] = job.hash_fields()
-                added = ("added", "jobId", job_id, "name", job.name)
-                if job.delay > 0:
-                    self._move(queue, store, job_id, Transition.ADD_DELAYED)
-                    due = job.timestamp + job.delay
-                    self._push_delayed(store, job_id, due)
-                    self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(due)))
-                else:
-                    if job.priority:
-                        self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
-                        store.priority_counter += 1
-                        score = priority_score(job.priority, store.priority_counter)
-                        store.prioritized.add(job_id, score)
+            try:
+                for job in jobs:
+                    store.id_counter += 1
+                    job_id = job.job_id or str(store.id_counter)
+                    if job_id in store.jobs:
+                        self._emit(store, ("duplicated", "jobId", job_id))
+                        job_ids.append(job_id)
+                        created.append(False)
+                        continue
+                    store.jobs[job_id] = job.hash_fields()
+                    added = ("added", "jobId", job_id, "name", job.name)
+                    if job.delay > 0:
+                        self._move(queue, store, job_id, Transition.ADD_DELAYED)
+                        due = job.timestamp + job.delay
+                        self._push_delayed(store, job_id, due)
+                        self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(due)))
                     else:
-                        self._move(queue, store, job_id, _ADD)
-                        # (_push_wait without its signal, which is sent once for the batch)
-                        if job.lifo:
-                            store.wait.append(job_id)
+                        if job.priority:
+                            self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
+                            store.priority_counter += 1
+                            score = priority_score(job.priority, store.priority_counter)
+                            store.prioritized.add(job_id, score)
                         else:
-                            store.wait.appendleft(job_id)
-                    ready = True
-                    self._emit(store, added, ("waiting", "jobId", job_id))
-                job_ids.append(job_id)
-                created.append(True)
-            if ready and not store.paused:
-                self._signal(store)
+                            self._move(queue, store, job_id, _ADD)
+                            # (_push_wait without its signal, which is sent once for the batch)
+                            if job.lifo:
+                                store.wait.append(job_id)
+                            else:
+                                store.wait.appendleft(job_id)
+                        ready = True
+                        self._emit(store, added, ("waiting", "jobId", job_id))
+                    job_ids.append(job_id)
+                    created.append(True)
+            finally:  # the jobs stored before an error are ready all the same
+                if ready and not store.paused:
+                    self._signal(store)
             return AddResult(job_ids, created)
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:

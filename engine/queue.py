@@ -65,7 +65,7 @@ class Queue:
 
     # ------------------------------------------------------------------ adding
 
-    def _new_job(self, name: str, data: Any, options: Mapping[str, Any], now: int) -> NewJob:
+    def _new_job(self, name: str, data: Any, options: Mapping[str, Any] | None, now: int) -> NewJob:
         if not isinstance(name, str):
             raise InvalidArgumentError(f"job name must be a string, got {name!r}")
         if not options or _is_default(options):
@@ -138,7 +138,8 @@ class Queue:
         anything is stored.
         """
         now = self.clock.now_ms()
-        new_jobs = []
+        new_jobs: list[NewJob] = []
+        append, new_job = new_jobs.append, self._new_job  # (looked up once: per job below)
         for index, entry in enumerate(jobs):
             if type(entry) is not dict and not isinstance(entry, Mapping):
                 raise InvalidArgumentError(f"add_bulk entry {index} must be a mapping: {entry!r}")
@@ -150,11 +151,11 @@ class Queue:
                 )
             if "name" not in entry:
                 raise InvalidArgumentError(f"add_bulk entry {index} has no name")
-            opts = entry.get("opts") or {}
-            if type(opts) is not dict and not isinstance(opts, Mapping):
+            opts = entry.get("opts")
+            if opts and type(opts) is not dict and not isinstance(opts, Mapping):
                 raise InvalidArgumentError(f"add_bulk entry {index}: opts must be a mapping")
             try:
-                new_jobs.append(self._new_job(entry["name"], entry.get("data"), opts, now))
+                append(new_job(entry["name"], entry.get("data"), opts, now))
             except InvalidArgumentError as exc:
                 raise InvalidArgumentError(f"add_bulk entry {index}: {exc}") from exc
         return await self._add(new_jobs)

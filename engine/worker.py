@@ -491,8 +491,9 @@ class Worker:
                 except Exception as exc:
                     outcome, result, error = self._failure(job, exc)
                 else:
-                    if result is None and fields.get("opts") == self._null_outcome[0]:
-                        outcome, error = self._null_outcome[1], None  # the common no-op case
+                    opts_seen, null_outcome = self._null_outcome
+                    if result is None and fields.get("opts") == opts_seen:
+                        outcome, error = null_outcome, None  # the common no-op case
                     else:
                         outcome, result, error = self._success(job, result)
             if self._closing:

@@ -1,4 +1,5 @@
-"""The memory backend's operation lock when the store clock fails."""
+"""The memory backend's operation lock when the store clock fails, and signals sent at the end
+of an operation that fails part-way."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import threading
 
 from corral.backends.memory import MemoryBackend
+from corral.engine.states import JobState
+from corral.engine.storage import NewJob
 
 
 class _FailingOnce:
@@ -42,3 +45,37 @@ def test_a_failing_store_clock_leaves_the_store_unlocked() -> None:
     assert taken == [True]  # another thread can take the lock: it was released
     assert asyncio.run(backend.get_lock("q", "1")) is None  # and operations run again
     assert backend._mutex._depth == 0
+
+
+class _Fixed:
+    def now_ms(self) -> int:
+        return 1_000
+
+
+def test_jobs_stored_before_a_bulk_add_fails_still_wake_a_waiting_worker() -> None:
+    """A bulk add signals waiting workers once, at its end: when it fails part-way, the jobs
+    it stored before the failure are announced all the same."""
+    backend = MemoryBackend(clock=_Fixed())
+    moves: list[str] = []
+
+    def fail_on_the_second_job(queue: str, job_id: str, *rest: object) -> None:
+        moves.append(job_id)
+        if len(moves) == 2:
+            raise RuntimeError("listener failed")
+
+    backend.transition_listener = fail_on_the_second_job
+
+    async def scenario() -> bool:
+        waiting = asyncio.create_task(backend.wait_for_work("q", 10_000))
+        await asyncio.sleep(0)  # the worker is blocked, waiting for work
+        jobs = [NewJob("job", "{}", "{}", 1_000), NewJob("job", "{}", "{}", 1_000)]
+        try:
+            await backend.add_jobs("q", jobs)
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("the listener's error was swallowed")
+        return await asyncio.wait_for(waiting, 1)
+
+    assert asyncio.run(scenario()) is True  # woken for job 1, which is in wait
+    assert asyncio.run(backend.get_job_ids("q", JobState.WAITING, 0, -1, True)) == ["1"]
