@@ -27,6 +27,9 @@ from typing import Any
 import pytest
 from local_redis import CuttingProxy, RedisProcess, free_port, redis_server
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from corral.backends.redis import RedisBackend, RedisUnavailableError
 from corral.backends.redis.scripts import SCRIPT_NAMES, load_source
@@ -418,6 +421,22 @@ def test_script_flush_while_running(server: RedisProcess) -> None:
     asyncio.run(main())
 
 
+async def until_asleep(port: int) -> None:
+    """Return once the server at ``port`` has stopped answering (its ``DEBUG SLEEP`` began)."""
+    # No retries: redis-py would otherwise resend the probe until the server answers.
+    probe = Redis(host="127.0.0.1", port=port, socket_timeout=0.05, retry=Retry(NoBackoff(), 0))
+    try:
+        for _ in range(200):
+            try:
+                await probe.ping()
+            except RedisTimeoutError:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the server on port {port} kept answering: it never slept")
+    finally:
+        await probe.aclose()
+
+
 def test_slow_redis_calls_wait_and_long_locks_survive(server: RedisProcess) -> None:
     """``DEBUG SLEEP 2`` blocks the server while a job runs (its lock renewal is due during the
     pause) and a producer adds a job: the calls wait and then proceed, nothing errs, and a lock
@@ -446,7 +465,7 @@ def test_slow_redis_calls_wait_and_long_locks_survive(server: RedisProcess) -> N
                 sleeping = asyncio.create_task(
                     asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", "2")
                 )
-                await asyncio.sleep(0.2)  # the server is asleep now
+                await until_asleep(server.port)  # (a fixed pause lost the race on a busy VM)
                 before = time.monotonic()
                 ids = [first, *await add_jobs(backend, 1)]
                 waited = time.monotonic() - before
@@ -482,7 +501,7 @@ def test_a_server_silent_past_the_socket_timeout_fails_the_call_then_recovers(
                 sleeping = asyncio.create_task(
                     asyncio.to_thread(admin.execute_command, "DEBUG", "SLEEP", "1.5")
                 )
-                await asyncio.sleep(0.2)  # the server is asleep now
+                await until_asleep(server.port)  # (a fixed pause lost the race on a busy VM)
                 before = time.monotonic()
                 with pytest.raises(RedisUnavailableError, match="Timeout reading"):
                     await backend.get_counts(Q)
