@@ -446,9 +446,7 @@ class MemoryBackend:
                     else:
                         if job.priority:
                             self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
-                            store.priority_counter += 1
-                            score = priority_score(job.priority, store.priority_counter)
-                            store.prioritized.add(job_id, score)
+                            self._push_prioritized(store, job_id, job.priority)
                         else:
                             self._move(queue, store, job_id, _ADD)
                             # (_push_wait without its signal, which is sent once for the batch)

@@ -32,7 +32,7 @@ class ZSet:
         #: set's, tested without a call to ``__len__``: backends test it for every job.)
         self.scores: dict[str, int] = {}
         self._order: SortedList[tuple[int, str]] = SortedList()
-        # Members only (their scores are in _scores): a list of strings is nothing for the
+        # Members only (their scores are in scores): a list of strings is nothing for the
         # garbage collector to track, where a (score, member) tuple per add would be.
         self._unsorted: list[str] = []
 

@@ -496,12 +496,7 @@ class Worker:
                         outcome, error = null_outcome, None  # the common no-op case
                     else:
                         outcome, result, error = self._success(job, result)
-            if self._closing:
-                fetch = None
-            else:  # (self._request(), inlined: this runs once per job)
-                self._fetches += 1
-                token_text = self._token_prefix + str(self._fetches)
-                fetch = FetchRequest(token_text, self.lock_duration, self.name)
+            fetch = None if self._closing else self._request()
             running.renew = False
             running.finishing = True
             now = self.clock.now_ms()
