@@ -163,10 +163,9 @@ class Queue:
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         added = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
-        name, progress_writer = self.name, self._progress_writer
         for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
-            if created:  # (self._job, inlined: this runs once per job)
-                jobs.append(Job(name, job_id, new.hash_fields(), progress_writer))
+            if created:
+                jobs.append(self._job(job_id, new.hash_fields()))
             else:
                 existing = await self.get_job(job_id)
                 if existing is None:  # removed in between: report what was asked for
