@@ -42,6 +42,7 @@ from corral.engine.storage import (
     RetryLater,
     StalledCheck,
     StoredEvent,
+    hash_fields,
 )
 
 #: How many due delayed jobs one operation promotes at most (BullMQ: 1,000).
@@ -429,28 +430,29 @@ class MemoryBackend:
             ready = False  # a job became ready to fetch: waiters are signalled once, at the end
             try:
                 for job in jobs:
+                    name, _, _, timestamp, delay, priority, lifo, custom_id = job
                     store.id_counter += 1
-                    job_id = job.job_id or str(store.id_counter)
+                    job_id = custom_id or str(store.id_counter)
                     if job_id in store.jobs:
                         self._emit(store, ("duplicated", "jobId", job_id))
                         job_ids.append(job_id)
                         created.append(False)
                         continue
-                    store.jobs[job_id] = job.hash_fields()
-                    added = ("added", "jobId", job_id, "name", job.name)
-                    if job.delay > 0:
+                    store.jobs[job_id] = hash_fields(job)
+                    added = ("added", "jobId", job_id, "name", name)
+                    if delay > 0:
                         self._move(queue, store, job_id, Transition.ADD_DELAYED)
-                        due = job.timestamp + job.delay
+                        due = timestamp + delay
                         self._push_delayed(store, job_id, due)
                         self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(due)))
                     else:
-                        if job.priority:
+                        if priority:
                             self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
-                            self._push_prioritized(store, job_id, job.priority)
+                            self._push_prioritized(store, job_id, priority)
                         else:
                             self._move(queue, store, job_id, _ADD)
                             # (_push_wait without its signal, which is sent once for the batch)
-                            if job.lifo:
+                            if lifo:
                                 store.wait.append(job_id)
                             else:
                                 store.wait.appendleft(job_id)

@@ -16,7 +16,7 @@ from corral.engine.job import (
     validate_queue_name,
 )
 from corral.engine.states import UNKNOWN, JobState
-from corral.engine.storage import NewJob, StalledCheck, Storage
+from corral.engine.storage import NewJob, StalledCheck, Storage, hash_fields, new_job
 
 _BULK_ENTRY_KEYS = frozenset({"name", "data", "opts"})
 # ``add``'s keyword defaults; jobs added with exactly these skip validation and re-encoding.
@@ -69,11 +69,19 @@ class Queue:
         if not isinstance(name, str):
             raise InvalidArgumentError(f"job name must be a string, got {name!r}")
         if not options or _is_default(options):
-            return NewJob(
-                name, encode_json(data, "data of job {!r}", name), _DEFAULT_OPTS_JSON, now
+            # (new_job()'s tuple, built in place: this runs once per job)
+            return (
+                name,
+                encode_json(data, "data of job {!r}", name),
+                _DEFAULT_OPTS_JSON,
+                now,
+                0,
+                0,
+                False,
+                None,
             )
         opts = JobOptions.build(options)  # validates: before the data, whose encoding may fail
-        return NewJob(  # positional: this runs once per job
+        return new_job(
             name,
             encode_json(data, "data of job {!r}", name),
             encode_json(opts.to_json(), "job options"),
@@ -165,7 +173,7 @@ class Queue:
         jobs = []
         for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
             if created:
-                jobs.append(self._job(job_id, new.hash_fields()))
+                jobs.append(self._job(job_id, hash_fields(new)))
             else:
                 existing = await self.get_job(job_id)
                 if existing is None:  # removed in between: report what was asked for

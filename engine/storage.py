@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from corral.engine.errors import ResultCode
 from corral.engine.job import KeepJobs
@@ -28,37 +28,41 @@ from corral.engine.states import JobState
 # immutable values all the same.
 
 
-@dataclasses.dataclass(slots=True)
-class NewJob:
-    """A job ready to be stored: options validated, payloads already JSON-encoded (treat it as
-    immutable: its hash is built once)."""
+#: A job ready to be stored, options validated and payloads JSON-encoded:
+#: ``(name, data, opts, timestamp, delay, priority, lifo, job_id)``. Build one with
+#: :func:`new_job` and read it by unpacking. A plain tuple of strings and numbers, not a class:
+#: the garbage collector stops tracking such a tuple at its first collection, where an instance
+#: stays tracked, and a bulk add's thousands of pending jobs would be promoted to the oldest
+#: generation and bring on full collections (a fifth of a bulk add's time, measured).
+NewJob: TypeAlias = tuple[str, str, str, int, int, int, bool, str | None]
 
-    name: str
-    data: str
-    opts: str
-    timestamp: int
-    delay: int = 0
-    priority: int = 0
-    lifo: bool = False
-    job_id: str | None = None
-    # hash_fields() is asked twice per added job (by the store and for the returned Job):
-    # built once, copied after (a copy of a small dict costs a fraction of building it).
-    _hash: dict[str, str] | None = dataclasses.field(
-        default=None, init=False, repr=False, compare=False
-    )
 
-    def hash_fields(self) -> dict[str, str]:
-        """The job's hash as first stored (BullMQ's fields; a fresh dict)."""
-        if self._hash is None:
-            self._hash = {
-                "name": self.name,
-                "data": self.data,
-                "opts": self.opts,
-                "timestamp": str(self.timestamp),
-                "delay": str(self.delay),
-                "priority": str(self.priority),
-            }
-        return self._hash.copy()
+def new_job(
+    name: str,
+    data: str,
+    opts: str,
+    timestamp: int,
+    delay: int = 0,
+    priority: int = 0,
+    lifo: bool = False,
+    job_id: str | None = None,
+) -> NewJob:
+    """A :data:`NewJob`: ``data`` and ``opts`` are JSON; ``job_id`` None lets the store number
+    the job."""
+    return (name, data, opts, timestamp, delay, priority, lifo, job_id)
+
+
+def hash_fields(job: NewJob) -> dict[str, str]:
+    """The job's hash as first stored (BullMQ's fields; a fresh dict)."""
+    name, data, opts, timestamp, delay, priority, _, _ = job
+    return {
+        "name": name,
+        "data": data,
+        "opts": opts,
+        "timestamp": str(timestamp),
+        "delay": str(delay),
+        "priority": str(priority),
+    }
 
 
 @dataclasses.dataclass(slots=True)

@@ -429,21 +429,21 @@ class QueueModel:
     def add_jobs(self, jobs: Sequence[NewJob]) -> AddResult:
         """Store new jobs in order; an existing custom id is left alone and reported."""
         result = AddResult([], [])
-        for new in jobs:
+        for name, data, opts, timestamp, delay, priority, lifo, custom_id in jobs:
             self._id_counter += 1
-            job_id = new.job_id or str(self._id_counter)
+            job_id = custom_id or str(self._id_counter)
             if job_id in self._jobs:
                 result.job_ids.append(job_id)
                 result.created.append(False)
                 continue
-            job = _Job(job_id, new.name, new.data, new.opts, new.timestamp, new.delay, new.priority)
-            if new.delay > 0:
-                due = new.timestamp + new.delay
+            job = _Job(job_id, name, data, opts, timestamp, delay, priority)
+            if delay > 0:
+                due = timestamp + delay
                 self._move(job, Transition.ADD_DELAYED, self._delayed_place(job_id, due))
-            elif new.priority:
-                self._move(job, Transition.ADD_PRIORITIZED, self._priority_place(new.priority))
+            elif priority:
+                self._move(job, Transition.ADD_PRIORITIZED, self._priority_place(priority))
             else:
-                place = self._front_of_line() if new.lifo else self._back_of_line()
+                place = self._front_of_line() if lifo else self._back_of_line()
                 self._move(job, Transition.ADD, place)
             result.job_ids.append(job_id)
             result.created.append(True)

@@ -270,9 +270,17 @@ class RedisBackend:
         if not jobs:
             return AddResult([], [])
         args: list[str | int] = []
-        for job in jobs:
-            args += [job.name, job.data, job.opts, job.timestamp, job.delay, job.priority]
-            args += ["1" if job.lifo else "0", job.job_id or ""]
+        for name, data, opts, timestamp, delay, priority, lifo, job_id in jobs:
+            args += [
+                name,
+                data,
+                opts,
+                timestamp,
+                delay,
+                priority,
+                "1" if lifo else "0",
+                job_id or "",
+            ]
         raw = await self._scripts.run("add_jobs", self.keys(queue), args)
         return AddResult([_str(job_id) for job_id in raw[::2]], [flag == 1 for flag in raw[1::2]])
 

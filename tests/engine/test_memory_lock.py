@@ -8,7 +8,7 @@ import threading
 
 from corral.backends.memory import MemoryBackend
 from corral.engine.states import JobState
-from corral.engine.storage import NewJob
+from corral.engine.storage import new_job
 from corral.sim.loop import run_virtual
 
 
@@ -69,7 +69,7 @@ def test_jobs_stored_before_a_bulk_add_fails_still_wake_a_waiting_worker() -> No
     async def scenario() -> bool:
         waiting = asyncio.create_task(backend.wait_for_work("q", 10_000))
         await asyncio.sleep(0)  # the worker is blocked, waiting for work
-        jobs = [NewJob("job", "{}", "{}", 1_000), NewJob("job", "{}", "{}", 1_000)]
+        jobs = [new_job("job", "{}", "{}", 1_000), new_job("job", "{}", "{}", 1_000)]
         try:
             await backend.add_jobs("q", jobs)
         except RuntimeError:

@@ -59,6 +59,7 @@ from corral.engine.storage import (
     Outcome,
     RetryLater,
     RetryNow,
+    new_job,
 )
 from corral.sim.fakeredis_store import FakeRedisStore
 from corral.sim.loop import ManualClock
@@ -104,7 +105,7 @@ class JobSpec:
             job_id=self.job_id,
             remove_on_fail=self.remove_on_fail,
         )
-        return NewJob(
+        return new_job(
             name="job",
             data="{}",
             opts=encode_json(opts.to_json(), "opts"),

@@ -14,6 +14,7 @@ from corral.backends.redis import RedisBackend
 from corral.backends.redis.checks import check_queue, read_layout
 from corral.backends.redis.keys import TRANSITION_LOG
 from corral.backends.redis.scripts import SCRIPT_NAMES, Instrumentation, load_source
+from corral.engine import storage
 from corral.engine.job import KeepJobs
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import Complete, FetchRequest, NewJob, RetryLater, RetryNow
@@ -23,7 +24,7 @@ NOW = 1_700_000_000_000
 
 
 def new_job(priority: int = 0, delay: int = 0, job_id: str | None = None) -> NewJob:
-    return NewJob("job", "{}", "{}", NOW, delay, priority, False, job_id)
+    return storage.new_job("job", "{}", "{}", NOW, delay, priority, False, job_id)
 
 
 async def make(instrumentation: Instrumentation | None = None) -> RedisBackend:

@@ -26,6 +26,7 @@ from corral.engine.storage import (
     Outcome,
     RetryLater,
     RetryNow,
+    new_job,
 )
 from corral.sim.loop import VirtualClock
 
@@ -90,7 +91,7 @@ def random_job(rng: random.Random, now: int) -> NewJob:
         if rng.random() < 0.3:
             options[option] = rng.choice([True, 1, 2, {"age": 1}, {"age": 2, "count": 1}])
     opts = JobOptions.build(options)
-    return NewJob(
+    return new_job(
         name=rng.choice(["x", "y"]),
         data=str(rng.randrange(100)),
         opts=encode_json(opts.to_json(), "opts"),

@@ -10,7 +10,7 @@ import pytest
 
 from corral.backends.redis.fake import virtual_fakeredis
 from corral.engine.states import JobState, Transition
-from corral.engine.storage import FetchRequest, NewJob
+from corral.engine.storage import FetchRequest, NewJob, new_job
 from corral.sim.fakeredis_store import FakeRedisStore, SuspendedCallError
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.simloop import SimLoop
@@ -29,7 +29,7 @@ class World:
         self.store = FakeRedisStore(lambda: self.now)
 
     def job(self) -> NewJob:
-        return NewJob("job", "{}", "{}", self.clock.now_ms(), 0, 0, False, None)
+        return new_job("job", "{}", "{}", self.clock.now_ms())
 
 
 @pytest.fixture
