@@ -145,6 +145,7 @@ class MemoryBackend:
         self.transition_listener: TransitionListener | None = None
         #: Deliberate bugs for the simulator's self-test (see PLANTABLE_BUGS); empty otherwise.
         self.planted_bugs: frozenset[str] = frozenset()
+        self._tokens_minted = 0
 
     def _store(self, queue: str) -> QueueStore:
         store = self._queues.get(queue)
@@ -289,8 +290,16 @@ class MemoryBackend:
                 self._push_wait(store, job_id, front=False)
             self._emit(store, ("waiting", "jobId", job_id, "prev", "delayed"))
 
+    def _lock_token(self, request: FetchRequest) -> str:
+        """The request's token, or a new one (see FetchRequest). As the Redis backend does, every
+        request without a token uses up a number, whether or not it gets a job."""
+        if request.token is not None:
+            return request.token
+        self._tokens_minted += 1
+        return request.token_prefix + str(self._tokens_minted)
+
     def _fetch(
-        self, queue: str, store: QueueStore, request: FetchRequest, now: int
+        self, queue: str, store: QueueStore, request: FetchRequest, token: str, now: int
     ) -> Fetched | None:
         """Take and lock the next ready job, or None (paused, or nothing ready)."""
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
@@ -307,7 +316,7 @@ class MemoryBackend:
             job_id = popped
         self._move(queue, store, job_id, _FETCH)
         store.active[job_id] = None
-        store.locks[job_id] = (request.token, self._mutex.now + request.lock_duration)
+        store.locks[job_id] = (token, self._mutex.now + request.lock_duration)
         fields = store.jobs[job_id]
         fields["processedOn"] = str(now)
         fields["ats"] = next_count(fields.get("ats"))
@@ -319,7 +328,7 @@ class MemoryBackend:
             store.waiters or store.marker.get("0") != 0
         ):
             self._signal(store)
-        return Fetched(job_id, dict(fields))
+        return Fetched(job_id, dict(fields), token)
 
     def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
         self._move(queue, store, job_id, how)
@@ -468,7 +477,7 @@ class MemoryBackend:
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
-            fetched = self._fetch(queue, store, request, now)
+            fetched = self._fetch(queue, store, request, self._lock_token(request), now)
             if fetched is not None or store.paused:
                 return FetchResult(fetched)
             first = store.delayed.first()
@@ -485,6 +494,7 @@ class MemoryBackend:
     ) -> FinishResult:
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
+            next_token = None if fetch is None else self._lock_token(fetch)
             lock = store.locks.get(job_id)
             # The owner's finish is recognised here; anything else gets _check_owner's verdict.
             if (
@@ -497,9 +507,9 @@ class MemoryBackend:
                 if code is not _OK:
                     return FinishResult(code)
             self._apply(queue, store, job_id, outcome, now)
-            if fetch is None:
+            if fetch is None or next_token is None:
                 return FinishResult(_OK)
-            return FinishResult(_OK, self._fetch(queue, store, fetch, now))
+            return FinishResult(_OK, self._fetch(queue, store, fetch, next_token, now))
 
     async def extend_locks(
         self, queue: str, locks: Sequence[tuple[str, str]], lock_duration: int

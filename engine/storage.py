@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
-from corral.engine.errors import ResultCode
+from corral.engine.errors import InvalidArgumentError, ResultCode
 from corral.engine.job import KeepJobs
 from corral.engine.states import JobState
 
@@ -77,19 +77,33 @@ class AddResult:
 
 @dataclasses.dataclass(slots=True)
 class FetchRequest:
-    """Who is fetching: the per-fetch lock token, the lock's TTL and the worker's name (``pb``)."""
+    """Who is fetching: the lock token, the lock's TTL and the worker's name (``pb``).
 
-    token: str
+    With ``token`` None the store mints the token: ``token_prefix`` followed by a number the
+    store never hands out twice, returned in :attr:`Fetched.token`. That is what a Worker does
+    (its prefix is its id): one request then serves all its fetches. A caller that passes its
+    own tokens must keep them unique.
+    """
+
+    token: str | None
     lock_duration: int
     worker_name: str | None = None
+    token_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.token is None and not self.token_prefix:
+            # Stores number their tokens on their own: without a prefix unique to the caller,
+            # two processes sharing a Redis store would mint the same ones.
+            raise InvalidArgumentError("a FetchRequest without a token needs a token_prefix")
 
 
 @dataclasses.dataclass(slots=True)
 class Fetched:
-    """A job that was just moved to active under the fetch's token: its id and hash fields."""
+    """A job that was just moved to active: its id, hash fields and lock token."""
 
     job_id: str
     fields: dict[str, str]
+    token: str
 
 
 @dataclasses.dataclass(slots=True)
@@ -196,8 +210,9 @@ class Storage(Protocol):
 
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         """Promote due delayed jobs, then take the next job (wait first, then prioritized) and
-        lock it with ``request.token`` for ``request.lock_duration`` ms (``FETCH``): sets
-        ``processedOn``, ``ats`` + 1, ``pb``. Returns nothing while the queue is paused."""
+        lock it with ``request``'s token, or one the store mints (see :class:`FetchRequest`),
+        for ``request.lock_duration`` ms (``FETCH``): sets ``processedOn``, ``ats`` + 1,
+        ``pb``. Returns nothing while the queue is paused."""
         ...
 
     async def finish(

@@ -217,7 +217,6 @@ class Worker:
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or system_random()
         self.id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-        self._token_prefix = self.id + ":"  # lock tokens are "<worker id>:<fetch number>"
         self._backoff_strategy = backoff_strategy
         self._executor = executor
         self._owns_executor = executor is None
@@ -249,7 +248,7 @@ class Worker:
             clock=self.clock,
             events=self._events,
         )
-        self._fetches = 0
+        self._fetch_request: FetchRequest  # made when the worker starts (see run)
         self._fetch_errors = 0  # consecutive failed fetches or waits
         self._running: dict[str, _Running] = {}  # by lock token
         # Ordered (a dict, not a set) so that closing cancels slots in a reproducible order.
@@ -317,6 +316,8 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._loop_turns = _LoopTurns(self._loop)
         self._loop_thread = threading.get_ident()
+        # One request for every fetch: the store mints each lock token, "<worker id>:<number>".
+        self._fetch_request = FetchRequest(None, self.lock_duration, self.name, self.id + ":")
         self._stopped = asyncio.Event()
         if self._closing:
             self._stopped.set()
@@ -357,16 +358,11 @@ class Worker:
 
     # ------------------------------------------------------------------ slots
 
-    def _request(self) -> FetchRequest:
-        self._fetches += 1
-        return FetchRequest(self._token_prefix + str(self._fetches), self.lock_duration, self.name)
-
     async def _slot(self) -> None:
         this = asyncio.current_task()
         assert this is not None
         loop = asyncio.get_running_loop()
         fetched: Fetched | None = None
-        token = ""
         # Fast processors on an in-process backend may never suspend: the slot then yields
         # now and then so that the other slots, the lock renewer and the stalled checker still
         # run. A slot that suspends anyway (waiting for Redis) sees the loop's turns go by
@@ -378,10 +374,10 @@ class Worker:
         window_start = loop.time()
         while not self._closing:
             if fetched is None:
-                fetched, token = await self._next_job(this)
+                fetched = await self._next_job(this)
                 if fetched is None:
                     continue
-            fetched, token = await self._process(this, fetched, token)
+            fetched = await self._process(this, fetched)
             if turns.generation == seen:
                 unyielded += 1
                 if unyielded < _YIELD_EVERY_JOBS and (
@@ -396,14 +392,13 @@ class Worker:
             # The last finish took this job before close() began (while the slot yielded, or
             # while a remote finish was in flight): run it, or with force give it straight
             # back, rather than leave it active under a lock nobody renews.
-            await self._process(this, fetched, token)
+            await self._process(this, fetched)
 
-    async def _next_job(self, slot: asyncio.Task[None]) -> tuple[Fetched | None, str]:
-        """Take a job, waiting for one if need be: ``(job, lock token)``, or ``(None, "")``
-        once the worker is closing."""
+    async def _next_job(self, slot: asyncio.Task[None]) -> Fetched | None:
+        """Take a job, waiting for one if need be; None once the worker is closing."""
         async with self._block:
             while not self._closing:
-                request = self._request()
+                request = self._fetch_request
                 now = self.clock.now_ms()
                 try:
                     result = await self.backend.fetch_next(self.queue_name, request, now)
@@ -415,7 +410,7 @@ class Worker:
                 if result.job is not None:
                     self._drained = False
                     self._fetch_errors = 0
-                    return result.job, request.token
+                    return result.job
                 if not self._drained:
                     self._drained = True
                     self._events.emit("drained")
@@ -430,7 +425,7 @@ class Worker:
                     self._fetch_errors = 0
                 except asyncio.CancelledError:
                     if self._closing:
-                        return None, ""
+                        return None
                     raise
                 except Exception as exc:
                     self._events.emit("error", exc, None)
@@ -438,7 +433,7 @@ class Worker:
                         break
                 finally:
                     self._idle_slots.pop(slot, None)
-        return None, ""
+        return None
 
     async def _back_off(self, slot: asyncio.Task[None]) -> bool:
         """Wait after a failed fetch or wait (see ``_ERROR_BACKOFF_MS``); False if the worker
@@ -456,12 +451,10 @@ class Worker:
             self._idle_slots.pop(slot, None)
         return not self._closing
 
-    async def _process(
-        self, slot: asyncio.Task[None], fetched: Fetched, token: str
-    ) -> tuple[Fetched | None, str]:
-        """Run one job and finish it; return the next job if the finish fetched one (as
-        ``_next_job`` does)."""
+    async def _process(self, slot: asyncio.Task[None], fetched: Fetched) -> Fetched | None:
+        """Run one job and finish it; return the next job if the finish fetched one."""
         fields = fetched.fields
+        token = fetched.token
         job = Job(
             self.queue_name,
             fetched.job_id,
@@ -496,7 +489,7 @@ class Worker:
                         outcome, error = null_outcome, None  # the common no-op case
                     else:
                         outcome, result, error = self._success(job, result)
-            fetch = None if self._closing else self._request()
+            fetch = None if self._closing else self._fetch_request
             running.renew = False
             running.finishing = True
             now = self.clock.now_ms()
@@ -504,11 +497,11 @@ class Worker:
         except asyncio.CancelledError:
             if self._force:
                 await self._release(running)
-                return None, ""
+                return None
             raise
         except Exception as exc:
             self._events.emit("error", exc, job)
-            return None, ""
+            return None
         finally:
             del self._running[token]
         if finish.code is not _OK:
@@ -521,9 +514,7 @@ class Worker:
         elif self._on_failed:
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
-        if finish.next_job is not None and fetch is not None:
-            return finish.next_job, fetch.token
-        return None, ""
+        return finish.next_job
 
     def _start_processor(self, job: Job) -> Awaitable[Any]:
         """The processor's run on ``job``, to await (not a coroutine itself: one frame less

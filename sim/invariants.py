@@ -156,7 +156,7 @@ class Oracle:
         if fetched is None:
             return
         track = self.jobs.setdefault(fetched.job_id, _Track())
-        track.token, track.owner = request.token, process
+        track.token, track.owner = fetched.token, process
         track.lock_until = now + request.lock_duration
 
     def _finished(

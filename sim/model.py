@@ -286,6 +286,7 @@ class QueueModel:
         self._front = 0  # the last place in line given to a front push (decreasing)
         self._back = 0  # the last place in line given to a back push (increasing)
         self._activations = 0
+        self._tokens_minted = 0  # lock tokens made for fetches that sent none
         self._priority_counter = 0  # BullMQ's ``pc`` key
 
     # ------------------------------------------------------------------ moving jobs
@@ -360,7 +361,15 @@ class QueueModel:
             else:
                 self._move(job, Transition.PROMOTE, self._back_of_line())
 
-    def _fetch(self, request: FetchRequest, now: int) -> Fetched | None:
+    def _lock_token(self, request: FetchRequest) -> str:
+        """The request's token, or ``token_prefix`` + the count of requests that came without
+        one (each uses up a number, whether or not it gets a job)."""
+        if request.token is not None:
+            return request.token
+        self._tokens_minted += 1
+        return request.token_prefix + str(self._tokens_minted)
+
+    def _fetch(self, request: FetchRequest, token: str, now: int) -> Fetched | None:
         self._promote_due(now)  # BullMQ's moveToActive promotes even while the queue is paused
         if self._paused:
             return None
@@ -370,12 +379,12 @@ class QueueModel:
         job = ready[0]
         self._activations += 1
         self._move(job, Transition.FETCH, (self._activations, 0, ""))
-        job.lock = (request.token, self.clock.now_ms() + request.lock_duration)
+        job.lock = (token, self.clock.now_ms() + request.lock_duration)
         job.processed_on = now
         job.ats = (job.ats or 0) + 1
         if request.worker_name is not None:
             job.pb = request.worker_name
-        return Fetched(job.id, job.fields())
+        return Fetched(job.id, job.fields(), token)
 
     def _trim(self, state: JobState, keep: KeepJobs, now: int) -> None:
         """Retention: delete finished jobs older than ``keep.age_ms``, then the oldest beyond
@@ -451,9 +460,9 @@ class QueueModel:
 
     def fetch_next(self, request: FetchRequest, now: int) -> FetchResult:
         """Promote due delayed jobs, then activate the front of wait, else the first prioritized
-        job, under ``request.token``. Nothing while paused (promotion still happens); else the
-        next due time when nothing is ready."""
-        fetched = self._fetch(request, now)
+        job, under the request's lock token. Nothing while paused (promotion still happens);
+        else the next due time when nothing is ready."""
+        fetched = self._fetch(request, self._lock_token(request), now)
         if fetched is not None or self._paused:
             return FetchResult(fetched)
         delayed = self._in(JobState.DELAYED)
@@ -469,11 +478,14 @@ class QueueModel:
     ) -> FinishResult:
         """Apply an outcome to an active job whose lock ``token`` holds (else change nothing and
         say why), then fetch the next job if asked."""
+        next_token = None if fetch is None else self._lock_token(fetch)
         code = self._owner_check(job_id, token)
         if code is not ResultCode.OK:
             return FinishResult(code)
         self._apply(self._jobs[job_id], outcome, now)
-        return FinishResult(code, None if fetch is None else self._fetch(fetch, now))
+        if fetch is None or next_token is None:
+            return FinishResult(code)
+        return FinishResult(code, self._fetch(fetch, next_token, now))
 
     def extend_locks(self, locks: Sequence[tuple[str, str]], lock_duration: int) -> list[str]:
         """Re-arm each live lock that still holds its token and unmark the job; return the ids

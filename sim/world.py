@@ -295,7 +295,7 @@ class World:
                 process,
                 "fetch",
                 result.job.job_id,
-                f"token={request.token} lock={request.lock_duration}",
+                f"token={result.job.token} lock={request.lock_duration}",
             )
         elif op == "finish":
             job_id, token, outcome, fetch = args[1], args[2], args[3], args[5]
@@ -310,7 +310,7 @@ class World:
                     process,
                     "fetch",
                     result.next_job.job_id,
-                    f"token={fetch.token} lock={fetch.lock_duration}",
+                    f"token={result.next_job.token} lock={fetch.lock_duration}",
                 )
         elif op == "extend_locks":
             lost = set(result)

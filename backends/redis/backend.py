@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -102,19 +103,19 @@ def _json_pairs(encoded: str | bytes) -> dict[str, str]:
     return dict(zip(pairs, pairs, strict=True))
 
 
-def _fetched(raw: Sequence[Any]) -> Fetched | None:
-    return Fetched(_str(raw[1]), _json_pairs(raw[2])) if raw[0] == 1 else None
+def _fetched(raw: Sequence[Any], token: str) -> Fetched | None:
+    return Fetched(_str(raw[1]), _json_pairs(raw[2]), token) if raw[0] == 1 else None
 
 
-def _fetch_result(raw: Sequence[Any]) -> FetchResult:
+def _fetch_result(raw: Sequence[Any], token: str) -> FetchResult:
     if raw[0] == 1:
-        return FetchResult(_fetched(raw))
+        return FetchResult(_fetched(raw, token))
     return FetchResult(None, int(raw[1]) if len(raw) > 1 else None)
 
 
-def _fetch_args(request: FetchRequest) -> list[str | int]:
+def _fetch_args(request: FetchRequest, token: str) -> list[str | int]:
     name = request.worker_name
-    return [request.token, _px(request.lock_duration), "0" if name is None else "1", name or ""]
+    return [token, _px(request.lock_duration), "0" if name is None else "1", name or ""]
 
 
 def _redacted(url: str) -> str:
@@ -208,6 +209,9 @@ class RedisBackend:
         self._commands = CommandQueue(client)
         self._scripts = Scripts(client, self._commands, instrumentation or Instrumentation())
         self._keys: dict[str, QueueKeys] = {}
+        # Numbers lock tokens for fetches that send none: unique per backend, and the
+        # request's prefix (a Worker's id) makes them unique across processes.
+        self._token_numbers = itertools.count(1)
         self._blocking_pool: ConnectionPool | None = None
         self._blocking: Client
         if isinstance(client, RedisCluster):
@@ -220,6 +224,11 @@ class RedisBackend:
                 connection_class=pool.connection_class, **blocking_kwargs
             )
             self._blocking = Redis(connection_pool=self._blocking_pool)
+
+    def _lock_token(self, request: FetchRequest) -> str:
+        if request.token is not None:
+            return request.token
+        return request.token_prefix + str(next(self._token_numbers))
 
     @classmethod
     def from_url(
@@ -287,8 +296,9 @@ class RedisBackend:
     @_reaching
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         """Promote due delayed jobs, then take and lock the next job (``FETCH``)."""
-        raw = await self._scripts.run("fetch_next", self.keys(queue), [*_fetch_args(request), now])
-        return _fetch_result(raw)
+        token = self._lock_token(request)
+        args = [*_fetch_args(request, token), now]
+        return _fetch_result(await self._scripts.run("fetch_next", self.keys(queue), args), token)
 
     @_reaching
     async def finish(
@@ -323,12 +333,16 @@ class RedisBackend:
             count = "" if keep.count is None else keep.count
             age = "" if keep.age_ms is None else keep.age_ms
         args: list[str | int] = [job_id, token, now, kind, text, stacktrace, count, age, delay]
-        args += ["0"] if fetch is None else ["1", *_fetch_args(fetch)]
+        if fetch is None:
+            args.append("0")
+        else:
+            next_token = self._lock_token(fetch)
+            args += ["1", *_fetch_args(fetch, next_token)]
         raw = await self._scripts.run("finish", self.keys(queue), args)
         code = ResultCode(raw[0])
         if fetch is None or code is not ResultCode.OK:
             return FinishResult(code)
-        return FinishResult(code, _fetched(raw[1]))
+        return FinishResult(code, _fetched(raw[1], next_token))
 
     @_reaching
     async def extend_locks(

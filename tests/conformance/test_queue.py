@@ -27,6 +27,13 @@ async def take(backend: Storage, now: int, token: str = "tok", lock_ms: int = 30
     return result.job
 
 
+async def take_with(backend: Storage, request: FetchRequest, now: int) -> Fetched:
+    """Fetch the next job of queue ``Q`` with ``request``; fail if there is none."""
+    result = await backend.fetch_next(Q, request, now)
+    assert result.job is not None, f"nothing to fetch at {now}"
+    return result.job
+
+
 async def fetch_order(backend: Storage, now: int) -> list[str]:
     """Fetch until nothing is ready; return the ids in the order they were taken."""
     taken = []
@@ -124,6 +131,30 @@ async def test_get_job_state_for_every_state(queue: Queue, backend: Storage) -> 
     assert [await queue.get_job_state(str(i)) for i in range(1, 8)] == expected
     assert await queue.get_job_counts() == dict.fromkeys(STATES, 1)
     check_invariants(backend)
+
+
+async def test_a_fetch_without_a_token_gets_one_the_store_mints(
+    queue: Queue, backend: Storage
+) -> None:
+    now = queue.clock.now_ms()
+    for name in ("a", "b", "c"):
+        await queue.add(name)
+    request = FetchRequest(None, 30_000, token_prefix="w7:")
+    first = await take_with(backend, request, now)
+    # A finish that fetches mints the next job's token too.
+    second = await backend.finish(Q, first.job_id, first.token, Complete("1"), now, request)
+    assert second.code == 0
+    assert second.next_job is not None
+    third = await take_with(backend, request, now)
+    tokens = [first.token, second.next_job.token, third.token]
+    assert len(set(tokens)) == 3
+    assert all(token.startswith("w7:") for token in tokens)
+    for fetched in (second.next_job, third):
+        lock = await backend.get_lock(Q, fetched.job_id)
+        assert lock is not None
+        assert lock.token == fetched.token
+    with pytest.raises(InvalidArgumentError, match="token_prefix"):
+        FetchRequest(None, 30_000)
 
 
 async def test_custom_job_id_duplicate_returns_existing(queue: Queue, backend: Storage) -> None:

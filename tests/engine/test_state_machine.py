@@ -231,13 +231,17 @@ class StorageAgreement(RuleBasedStateMachine):
     def now(self) -> int:
         return self.clock.now_ms() + self.client_skew
 
-    def request(self, lock_duration: int, named: bool) -> FetchRequest:
+    def request(self, lock_duration: int, named: bool, minted: bool) -> FetchRequest:
+        """A request with a token of the test's own, or one asking each store to mint it."""
+        name = "w1" if named else None
+        if minted:
+            return FetchRequest(None, lock_duration, name, token_prefix="minted:")
         self.tokens += 1
-        return FetchRequest(f"token-{self.tokens}", lock_duration, "w1" if named else None)
+        return FetchRequest(f"token-{self.tokens}", lock_duration, name)
 
-    def remember(self, fetched: Fetched | None, request: FetchRequest | None) -> None:
-        if fetched is not None and request is not None:
-            self.leases.append(Lease(fetched.job_id, request.token))
+    def remember(self, fetched: Fetched | None) -> None:
+        if fetched is not None:
+            self.leases.append(Lease(fetched.job_id, fetched.token))
 
     def holds(self, lease: Lease) -> bool:
         lock = self.model.get_lock(lease.job_id)
@@ -258,7 +262,7 @@ class StorageAgreement(RuleBasedStateMachine):
         """Begin with some jobs, some of them active, so every example has work to do."""
         added = self.add(specs)
         for _ in range(fetches):
-            self.fetch_next(lock_duration, named=False)
+            self.fetch_next(lock_duration, named=False, minted=False)
         return added
 
     @rule(target=job_ids, specs=st.lists(job_specs, min_size=1, max_size=3))
@@ -270,12 +274,12 @@ class StorageAgreement(RuleBasedStateMachine):
         self.known_ids.update(ids)
         return multiple(*ids)
 
-    @rule(lock_duration=lock_durations, named=st.booleans())
-    def fetch_next(self, lock_duration: int, named: bool) -> None:
-        request = self.request(lock_duration, named)
+    @rule(lock_duration=lock_durations, named=st.booleans(), minted=st.booleans())
+    def fetch_next(self, lock_duration: int, named: bool, minted: bool) -> None:
+        request = self.request(lock_duration, named, minted)
         got = self.call("fetch_next", QUEUE, request, self.now())
         assert got == self.model.fetch_next(request, self.now())
-        self.remember(got.job, request)
+        self.remember(got.job)
 
     @precondition(has_leases)
     @rule(
@@ -284,15 +288,22 @@ class StorageAgreement(RuleBasedStateMachine):
         outcome=outcomes,
         fetch_next=st.booleans(),
         lock_duration=lock_durations,
+        minted=st.booleans(),
     )
     def finish(
-        self, lease: Lease, how: str, outcome: Outcome, fetch_next: bool, lock_duration: int
+        self,
+        lease: Lease,
+        how: str,
+        outcome: Outcome,
+        fetch_next: bool,
+        lock_duration: int,
+        minted: bool,
     ) -> None:
         job_id, token = tamper(lease, how)
-        request = self.request(lock_duration, False) if fetch_next else None
+        request = self.request(lock_duration, False, minted) if fetch_next else None
         got = self.call("finish", QUEUE, job_id, token, outcome, self.now(), request)
         assert got == self.model.finish(job_id, token, outcome, self.now(), request)
-        self.remember(got.next_job, request)
+        self.remember(got.next_job)
 
     @precondition(has_leases)
     @rule(
