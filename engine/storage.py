@@ -60,8 +60,9 @@ def hash_fields(job: NewJob) -> dict[str, str]:
         "data": data,
         "opts": opts,
         "timestamp": str(timestamp),
-        "delay": str(delay),
-        "priority": str(priority),
+        # (most jobs have neither: a constant costs a fraction of str(0), twice per added job)
+        "delay": str(delay) if delay else "0",
+        "priority": str(priority) if priority else "0",
     }
 
 
