@@ -505,11 +505,11 @@ class MemoryBackend:
             ):
                 code = self._check_owner(store, job_id, token)
                 if code is not _OK:
-                    return FinishResult(code)
+                    return code
             self._apply(queue, store, job_id, outcome, now)
             if fetch is None or next_token is None:
-                return FinishResult(_OK)
-            return FinishResult(_OK, self._fetch(queue, store, fetch, next_token, now))
+                return _OK
+            return self._fetch(queue, store, fetch, next_token, now) or _OK
 
     async def extend_locks(
         self, queue: str, locks: Sequence[tuple[str, str]], lock_duration: int

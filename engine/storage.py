@@ -160,13 +160,21 @@ OUTCOME_COMMANDS: dict[type[Complete | Fail | RetryLater | RetryNow], str] = {
 }
 
 
-@dataclasses.dataclass(slots=True)
-class FinishResult:
-    """The outcome's result code, and the job fetched in the same step (when the caller asked
-    for one and one was ready)."""
+#: What ``finish`` returns: the job it fetched in the same step, when asked to and one was ready
+#: (which implies the outcome was stored), else the result code (``OK``: the outcome was stored).
+#: One or the other rather than a record of both: finishing is once per job, and the record
+#: would be one more object each time. Read it with :func:`result_code` and :func:`next_job`.
+FinishResult: TypeAlias = "Fetched | ResultCode"
 
-    code: ResultCode
-    next_job: Fetched | None = None
+
+def result_code(result: FinishResult) -> ResultCode:
+    """The result code of a ``finish``: ``OK`` when it fetched a job."""
+    return ResultCode.OK if isinstance(result, Fetched) else result
+
+
+def next_job(result: FinishResult) -> Fetched | None:
+    """The job a ``finish`` fetched, or None."""
+    return result if isinstance(result, Fetched) else None
 
 
 @dataclasses.dataclass(slots=True)
@@ -228,7 +236,8 @@ class Storage(Protocol):
         """Apply an attempt's outcome to an active job whose lock ``token`` holds: release the
         lock, ``atm`` + 1, move it (``COMPLETE``/``FAIL``/``RETRY_LATER``/``RETRY``), apply
         retention. On a lock or state mismatch nothing changes and the code says why. With
-        ``fetch`` the next job is fetched in the same atomic step."""
+        ``fetch`` the next job is fetched in the same atomic step and returned in place of
+        ``OK`` (see :data:`FinishResult`)."""
         ...
 
     async def extend_locks(

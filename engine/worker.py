@@ -504,17 +504,22 @@ class Worker:
             return None
         finally:
             del self._running[token]
-        if finish.code is not _OK:
+        if isinstance(finish, Fetched):  # stored, and the next job fetched in the same step
+            fetched_next: Fetched | None = finish
+        elif finish is _OK:
+            fetched_next = None
+        else:
             command = OUTCOME_COMMANDS[type(outcome)]
-            self._events.emit("error", LockLostError(finish.code, job.id, command), job)
-        elif isinstance(outcome, Complete):
+            self._events.emit("error", LockLostError(finish, job.id, command), job)
+            return None
+        if isinstance(outcome, Complete):
             if self._on_completed:
                 job._record_attempt("returnvalue", outcome.return_value)
                 self._events.emit("completed", job, result)
         elif self._on_failed:
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
-        return finish.next_job
+        return fetched_next
 
     def _start_processor(self, job: Job) -> Awaitable[Any]:
         """The processor's run on ``job``, to await (not a coroutine itself: one frame less

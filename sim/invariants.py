@@ -29,7 +29,14 @@ from typing import Any
 
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.states import JobState, Transition, allowed_moves
-from corral.engine.storage import Fetched, FetchRequest, FinishResult, StalledCheck
+from corral.engine.storage import (
+    Fetched,
+    FetchRequest,
+    FinishResult,
+    StalledCheck,
+    next_job,
+    result_code,
+)
 
 COVERAGE_GOALS = {
     "stall_while_owner_alive": "a job recovered from a stall while its old owner was still alive",
@@ -163,14 +170,14 @@ class Oracle:
         self, process: str, args: tuple[Any, ...], result: FinishResult, now: int
     ) -> None:
         job_id, token, fetch = args[1], args[2], args[5]
-        if result.code is ResultCode.OK:
+        if result_code(result) is ResultCode.OK:
             # The transition already cleared the token; judge against what it was before.
             track = self.jobs.get(job_id, _Track())
             self._owner_check("finish", job_id, token, self._before.get(job_id, track), now)
         else:
             self.coverage["late_finish_rejected"] += 1
         if fetch is not None:
-            self._activated(process, fetch, result.next_job, now)
+            self._activated(process, fetch, next_job(result), now)
 
     def _renewed(
         self,

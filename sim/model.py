@@ -481,11 +481,11 @@ class QueueModel:
         next_token = None if fetch is None else self._lock_token(fetch)
         code = self._owner_check(job_id, token)
         if code is not ResultCode.OK:
-            return FinishResult(code)
+            return code
         self._apply(self._jobs[job_id], outcome, now)
         if fetch is None or next_token is None:
-            return FinishResult(code)
-        return FinishResult(code, self._fetch(fetch, next_token, now))
+            return code
+        return self._fetch(fetch, next_token, now) or code
 
     def extend_locks(self, locks: Sequence[tuple[str, str]], lock_duration: int) -> list[str]:
         """Re-arm each live lock that still holds its token and unmark the job; return the ids

@@ -45,6 +45,7 @@ from corral.engine.checker import StalledChecker
 from corral.engine.job import Job
 from corral.engine.queue import Queue
 from corral.engine.states import JobState, Transition
+from corral.engine.storage import next_job, result_code
 from corral.engine.worker import Worker
 from corral.sim.invariants import COVERAGE_GOALS, Oracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
@@ -303,14 +304,15 @@ class World:
                 process,
                 "finish",
                 job_id,
-                f"{type(outcome).__name__} token={token} code={result.code.name}",
+                f"{type(outcome).__name__} token={token} code={result_code(result).name}",
             )
-            if fetch is not None and result.next_job is not None:
+            fetched = next_job(result)
+            if fetch is not None and fetched is not None:
                 self.record(
                     process,
                     "fetch",
-                    result.next_job.job_id,
-                    f"token={result.next_job.token} lock={fetch.lock_duration}",
+                    fetched.job_id,
+                    f"token={fetched.token} lock={fetch.lock_duration}",
                 )
         elif op == "extend_locks":
             lost = set(result)

@@ -341,8 +341,8 @@ class RedisBackend:
         raw = await self._scripts.run("finish", self.keys(queue), args)
         code = ResultCode(raw[0])
         if fetch is None or code is not ResultCode.OK:
-            return FinishResult(code)
-        return FinishResult(code, _fetched(raw[1], next_token))
+            return code
+        return _fetched(raw[1], next_token) or code
 
     @_reaching
     async def extend_locks(

@@ -11,6 +11,7 @@ import pytest
 from helpers import QUEUE, Recorder, check_invariants, start_worker, stop_worker, wait_for
 
 from corral.engine import CorralError, InvalidArgumentError, Job, Queue
+from corral.engine.errors import ResultCode
 from corral.engine.storage import Complete, Fail, Fetched, FetchRequest, Storage
 from corral.sim.loop import VirtualClock
 
@@ -122,8 +123,8 @@ async def test_get_job_state_for_every_state(queue: Queue, backend: Storage) -> 
     for name in ("to-complete", "to-fail", "active"):
         await queue.add(name)
     assert [(await take(backend, now, f"t{i}")).job_id for i in range(3)] == ["1", "2", "3"]
-    assert (await backend.finish(Q, "1", "t0", Complete("1"), now)).code == 0
-    assert (await backend.finish(Q, "2", "t1", Fail("bad"), now)).code == 0
+    assert await backend.finish(Q, "1", "t0", Complete("1"), now) is ResultCode.OK
+    assert await backend.finish(Q, "2", "t1", Fail("bad"), now) is ResultCode.OK
     await queue.add("waits")
     await queue.add("prio", priority=3)
     await queue.add("later", delay=1000)
@@ -143,13 +144,12 @@ async def test_a_fetch_without_a_token_gets_one_the_store_mints(
     first = await take_with(backend, request, now)
     # A finish that fetches mints the next job's token too.
     second = await backend.finish(Q, first.job_id, first.token, Complete("1"), now, request)
-    assert second.code == 0
-    assert second.next_job is not None
+    assert isinstance(second, Fetched)  # in place of OK
     third = await take_with(backend, request, now)
-    tokens = [first.token, second.next_job.token, third.token]
+    tokens = [first.token, second.token, third.token]
     assert len(set(tokens)) == 3
     assert all(token.startswith("w7:") for token in tokens)
-    for fetched in (second.next_job, third):
+    for fetched in (second, third):
         lock = await backend.get_lock(Q, fetched.job_id)
         assert lock is not None
         assert lock.token == fetched.token

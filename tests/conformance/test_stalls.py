@@ -240,7 +240,7 @@ async def test_late_finish_by_the_old_owner_is_refused(backend: Storage, clock: 
     assert old is not None
     assert old != tokens["new"]
     late = await backend.finish(QUEUE, job.id, old, Complete('"x"'), clock.now_ms())
-    assert late.code is ResultCode.LOCK_MISMATCH
+    assert late is ResultCode.LOCK_MISMATCH
 
     await rec2.wait("completed")
     await stop_worker(w1, t1)
@@ -248,7 +248,7 @@ async def test_late_finish_by_the_old_owner_is_refused(backend: Storage, clock: 
     assert rec1.of("completed") == []
     assert [(e.at, e.args[1]) for e in rec2.of("completed")] == [(12_000, "new")]
     late = await backend.finish(QUEUE, job.id, old, Complete('"x"'), clock.now_ms())
-    assert late.code is ResultCode.MISSING_LOCK
+    assert late is ResultCode.MISSING_LOCK
     stored = await stored_job(queue, job.id)
     assert (stored.return_value, counters(stored)) == ("new", (1, 1, 2))
     assert [e.name for e in await backend.get_events(QUEUE)].count("completed") == 1

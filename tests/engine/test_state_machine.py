@@ -60,6 +60,7 @@ from corral.engine.storage import (
     RetryLater,
     RetryNow,
     new_job,
+    next_job,
 )
 from corral.sim.fakeredis_store import FakeRedisStore
 from corral.sim.loop import ManualClock
@@ -303,7 +304,7 @@ class StorageAgreement(RuleBasedStateMachine):
         request = self.request(lock_duration, False, minted) if fetch_next else None
         got = self.call("finish", QUEUE, job_id, token, outcome, self.now(), request)
         assert got == self.model.finish(job_id, token, outcome, self.now(), request)
-        self.remember(got.next_job)
+        self.remember(next_job(got))
 
     @precondition(has_leases)
     @rule(

@@ -468,7 +468,7 @@ def test_job_of_a_dead_corral_worker_is_recovered_by_a_node_worker(
         late = await world.backend.finish(
             QUEUE, job_id, DEAD_TOKEN, Complete('"late"'), world.queue.clock.now_ms()
         )
-        assert late.code is ResultCode.MISSING_LOCK
+        assert late is ResultCode.MISSING_LOCK
         _, views = await world.node.inspect([job_id])
         await world.assert_same_view(job_id, views[job_id])
 

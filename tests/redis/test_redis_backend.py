@@ -331,7 +331,7 @@ async def test_bytes_clients_work_too(backend: Storage, clock: VirtualClock):
         assert await raw.get_state(Q, job.id) == "active"
         assert (await raw.get_lock(Q, job.id)) is not None
         result = await raw.finish(Q, job.id, "t", Complete("1"), clock.now_ms())
-        assert result.code is ResultCode.OK
+        assert result is ResultCode.OK
         assert [e.name for e in await raw.get_events(Q)][-1] == "drained"
         assert await raw.get_job_ids(Q, JobState.COMPLETED, 0, -1, True) == [job.id]
     finally:

@@ -27,6 +27,7 @@ from corral.engine.storage import (
     RetryLater,
     RetryNow,
     new_job,
+    next_job,
 )
 from corral.sim.loop import VirtualClock
 
@@ -127,14 +128,15 @@ async def step(twins: Twins, rng: random.Random, n: int) -> None:
         request = FetchRequest(f"t{n}", rng.choice([100, 1_000, 5_000]), rng.choice([None, "w"]))
         result = await twins.call("fetch_next", Q, request, now)
         if result.job is not None:
-            twins.tokens.setdefault(result.job.job_id, []).append(request.token)
+            twins.tokens.setdefault(result.job.job_id, []).append(result.job.token)
     elif roll < 0.6:
         job_id = rng.choice(known)
         token = rng.choice([*twins.tokens.get(job_id, []), "stranger"])
         fetch = FetchRequest(f"t{n}", 1_000) if rng.random() < 0.5 else None
         result = await twins.call("finish", Q, job_id, token, random_outcome(rng), now, fetch)
-        if result.next_job is not None:
-            twins.tokens.setdefault(result.next_job.job_id, []).append(f"t{n}")
+        fetched = next_job(result)
+        if fetched is not None:
+            twins.tokens.setdefault(fetched.job_id, []).append(fetched.token)
     elif roll < 0.65:
         pairs = [(i, t) for i, tokens in twins.tokens.items() for t in tokens]
         chosen = rng.sample(pairs, min(len(pairs), rng.choice([1, 2, 3])))
