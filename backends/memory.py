@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from corral.backends.memory_checks import check_fields, check_queue, check_sizes, is_placed
@@ -135,9 +136,14 @@ class MemoryBackend:
     Args:
         clock: the store's clock, used for lock and throttle expiry and event ids (the server
             clock, in Redis terms). Defaults to the system clock.
+        token_numbers: the numbers of the lock tokens it mints (see ``FetchRequest``), which
+            must never repeat. Defaults to a count of its own from 1; a store standing in for
+            one that restarted takes the old one's, as a Redis client outlives its server.
     """
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(
+        self, clock: Clock | None = None, *, token_numbers: Iterator[int] | None = None
+    ) -> None:
         self.clock: Clock = clock or SystemClock()
         self._queues: dict[str, QueueStore] = {}
         self._mutex = _OperationLock(self, self._serve_waiters)
@@ -145,7 +151,7 @@ class MemoryBackend:
         self.transition_listener: TransitionListener | None = None
         #: Deliberate bugs for the simulator's self-test (see PLANTABLE_BUGS); empty otherwise.
         self.planted_bugs: frozenset[str] = frozenset()
-        self._tokens_minted = 0
+        self._token_numbers = itertools.count(1) if token_numbers is None else token_numbers
 
     def _store(self, queue: str) -> QueueStore:
         store = self._queues.get(queue)
@@ -295,8 +301,7 @@ class MemoryBackend:
         request without a token uses up a number, whether or not it gets a job."""
         if request.token is not None:
             return request.token
-        self._tokens_minted += 1
-        return request.token_prefix + str(self._tokens_minted)
+        return request.token_prefix + str(next(self._token_numbers))
 
     def _fetch(
         self, queue: str, store: QueueStore, request: FetchRequest, token: str, now: int
@@ -507,7 +512,7 @@ class MemoryBackend:
                 if code is not _OK:
                     return code
             self._apply(queue, store, job_id, outcome, now)
-            if fetch is None or next_token is None:
+            if fetch is None or next_token is None:  # (None together: the second is for mypy)
                 return _OK
             return self._fetch(queue, store, fetch, next_token, now) or _OK
 

@@ -80,10 +80,10 @@ class AddResult:
 class FetchRequest:
     """Who is fetching: the lock token, the lock's TTL and the worker's name (``pb``).
 
-    With ``token`` None the store mints the token: ``token_prefix`` followed by a number the
-    store never hands out twice, returned in :attr:`Fetched.token`. That is what a Worker does
-    (its prefix is its id): one request then serves all its fetches. A caller that passes its
-    own tokens must keep them unique.
+    With ``token`` None the store mints the token: ``token_prefix`` (which must end in ``:``)
+    followed by a number the backend object never hands out twice, returned in
+    :attr:`Fetched.token`. That is what a Worker does (its prefix is its id): one request then
+    serves all its fetches. A caller that passes its own tokens must keep them unique.
     """
 
     token: str | None
@@ -92,10 +92,14 @@ class FetchRequest:
     token_prefix: str = ""
 
     def __post_init__(self) -> None:
-        if self.token is None and not self.token_prefix:
-            # Stores number their tokens on their own: without a prefix unique to the caller,
-            # two processes sharing a Redis store would mint the same ones.
-            raise InvalidArgumentError("a FetchRequest without a token needs a token_prefix")
+        # Each store numbers the tokens it mints on its own: a prefix unique to the caller keeps
+        # two processes sharing a Redis store apart, and its closing ":" marks where the number
+        # starts (else "w7" + "11" would meet "w71" + "1").
+        if self.token is None and not self.token_prefix.endswith(":"):
+            raise InvalidArgumentError(
+                "a FetchRequest without a token needs a token_prefix ending in ':', "
+                f"got {self.token_prefix!r}"
+            )
 
 
 @dataclasses.dataclass(slots=True)
@@ -164,7 +168,7 @@ OUTCOME_COMMANDS: dict[type[Complete | Fail | RetryLater | RetryNow], str] = {
 #: (which implies the outcome was stored), else the result code (``OK``: the outcome was stored).
 #: One or the other rather than a record of both: finishing is once per job, and the record
 #: would be one more object each time. Read it with :func:`result_code` and :func:`next_job`.
-FinishResult: TypeAlias = "Fetched | ResultCode"
+FinishResult: TypeAlias = Fetched | ResultCode
 
 
 def result_code(result: FinishResult) -> ResultCode:

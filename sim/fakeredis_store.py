@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import fakeredis
@@ -86,6 +86,7 @@ class FakeRedisStore:
         planted_bugs: frozenset[str] = frozenset(),
         loop: SimLoop | None = None,
         prefix: str = DEFAULT_PREFIX,
+        token_numbers: Iterator[int] | None = None,
     ) -> None:
         self.loop = loop or SimLoop(now)
         self.server = fakeredis.FakeServer()
@@ -96,6 +97,7 @@ class FakeRedisStore:
             prefix,
             url="fakeredis://",
             instrumentation=Instrumentation(transition_log=True, planted_bugs=planted_bugs),
+            token_numbers=token_numbers,
         )
         #: Called on every state change, as ``MemoryBackend.transition_listener``.
         self.transition_listener: TransitionListener | None = None

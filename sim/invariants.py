@@ -77,6 +77,9 @@ class Oracle:
         self._touched: list[str] = []
         self._open: set[str] = set()  # jobs that exist and are not finished
         self._before: dict[str, _Track] = {}
+        # Every lock token a fetch was given, across store restarts: a token handed out twice
+        # could let a stale owner's finish pass for the new owner's.
+        self._tokens_given: set[str] = set()
 
     # ------------------------------------------------------------------ what the store does
 
@@ -162,6 +165,14 @@ class Oracle:
     ) -> None:
         if fetched is None:
             return
+        token = fetched.token
+        if request.token is not None and token != request.token:
+            self._violate(f"job {fetched.job_id}: locked with {token}, asked for {request.token}")
+        elif request.token is None and not token.startswith(request.token_prefix):
+            self._violate(f"job {fetched.job_id}: minted {token} lacks {request.token_prefix!r}")
+        if token in self._tokens_given:
+            self._violate(f"job {fetched.job_id}: lock token {token} handed out twice")
+        self._tokens_given.add(token)
         track = self.jobs.setdefault(fetched.job_id, _Track())
         track.token, track.owner = fetched.token, process
         track.lock_until = now + request.lock_duration

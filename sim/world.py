@@ -143,6 +143,9 @@ class World:
         # The fakeredis server's loop: part of the store, shared by the servers of a restart.
         self.server_loop = SimLoop(self._now) if backend == "fakeredis" else None
         self.oracle = Oracle(scenario.settings.max_stalled_count, self._is_alive)
+        # Lock-token numbers outlive a store restart, as a Redis client outlives its server:
+        # the workers keep running, and a token they were given must never come back.
+        self._token_numbers = itertools.count(1)
         self.backend: MemoryBackend | FakeRedisStore = self._new_backend()
 
     # ------------------------------------------------------------------ plumbing
@@ -167,10 +170,15 @@ class World:
     def _new_backend(self) -> MemoryBackend | FakeRedisStore:
         listener: TransitionListener = self._on_transition
         if self.server_loop is not None:
-            store = _fakeredis_store()(self._now, planted_bugs=self.plant, loop=self.server_loop)
+            store = _fakeredis_store()(
+                self._now,
+                planted_bugs=self.plant,
+                loop=self.server_loop,
+                token_numbers=self._token_numbers,
+            )
             store.transition_listener = listener
             return store
-        backend = MemoryBackend(clock=self.store_clock)
+        backend = MemoryBackend(clock=self.store_clock, token_numbers=self._token_numbers)
         backend.planted_bugs = self.plant
         backend.transition_listener = listener
         return backend

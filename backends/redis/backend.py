@@ -19,7 +19,7 @@ import functools
 import inspect
 import itertools
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -177,6 +177,9 @@ class RedisBackend:
         url: how to name the server in errors (derived from the client when not given).
         instrumentation: hooks compiled into the Lua scripts (a transition log, planted
             bugs) for tests and the simulator; production leaves it out.
+        token_numbers: the numbers of the lock tokens it mints (see ``FetchRequest``), which
+            must never repeat. Defaults to a count of its own from 1; a store standing in for
+            one that restarted takes the old one's, as a Redis client outlives its server.
 
     Commands go out in call order, pipelined on one connection at a time (see
     :mod:`~corral.backends.redis.pipeline`). A second connection pool with the client's settings
@@ -198,6 +201,7 @@ class RedisBackend:
         *,
         url: str | None = None,
         instrumentation: Instrumentation | None = None,
+        token_numbers: Iterator[int] | None = None,
     ):
         if not prefix:
             raise InvalidArgumentError("the Redis key prefix must not be empty")
@@ -209,9 +213,8 @@ class RedisBackend:
         self._commands = CommandQueue(client)
         self._scripts = Scripts(client, self._commands, instrumentation or Instrumentation())
         self._keys: dict[str, QueueKeys] = {}
-        # Numbers lock tokens for fetches that send none: unique per backend, and the
-        # request's prefix (a Worker's id) makes them unique across processes.
-        self._token_numbers = itertools.count(1)
+        # The request's prefix (a Worker's id) keeps minted tokens apart across processes.
+        self._token_numbers = itertools.count(1) if token_numbers is None else token_numbers
         self._blocking_pool: ConnectionPool | None = None
         self._blocking: Client
         if isinstance(client, RedisCluster):
@@ -226,6 +229,8 @@ class RedisBackend:
             self._blocking = Redis(connection_pool=self._blocking_pool)
 
     def _lock_token(self, request: FetchRequest) -> str:
+        """The request's token, or a new one (see FetchRequest): minted here, client-side,
+        for every request without one, whether or not it gets a job."""
         if request.token is not None:
             return request.token
         return request.token_prefix + str(next(self._token_numbers))

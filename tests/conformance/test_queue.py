@@ -153,8 +153,9 @@ async def test_a_fetch_without_a_token_gets_one_the_store_mints(
         lock = await backend.get_lock(Q, fetched.job_id)
         assert lock is not None
         assert lock.token == fetched.token
-    with pytest.raises(InvalidArgumentError, match="token_prefix"):
-        FetchRequest(None, 30_000)
+    for prefix in ("", "w7"):  # without the ":", "w7" + "11" would meet "w71" + "1"
+        with pytest.raises(InvalidArgumentError, match="token_prefix ending in ':'"):
+            FetchRequest(None, 30_000, token_prefix=prefix)
 
 
 async def test_custom_job_id_duplicate_returns_existing(queue: Queue, backend: Storage) -> None:

@@ -14,17 +14,16 @@ from corral.backends.redis import RedisBackend
 from corral.backends.redis.checks import check_queue, read_layout
 from corral.backends.redis.keys import TRANSITION_LOG
 from corral.backends.redis.scripts import SCRIPT_NAMES, Instrumentation, load_source
-from corral.engine import storage
 from corral.engine.job import KeepJobs
 from corral.engine.states import JobState, Transition
-from corral.engine.storage import Complete, FetchRequest, NewJob, RetryLater, RetryNow
+from corral.engine.storage import Complete, FetchRequest, NewJob, RetryLater, RetryNow, new_job
 
 Q = "q"
 NOW = 1_700_000_000_000
 
 
-def new_job(priority: int = 0, delay: int = 0, job_id: str | None = None) -> NewJob:
-    return storage.new_job("job", "{}", "{}", NOW, delay, priority, False, job_id)
+def make_job(priority: int = 0, delay: int = 0, job_id: str | None = None) -> NewJob:
+    return new_job("job", "{}", "{}", NOW, delay, priority, False, job_id)
 
 
 async def make(instrumentation: Instrumentation | None = None) -> RedisBackend:
@@ -36,8 +35,8 @@ async def busy_queue() -> RedisBackend:
     """A queue with jobs in every state: 1 completed, 2 active (locked, marked stalled),
     3 waiting, 4 prioritized, 5 delayed, 6 failed after a retry."""
     backend = await make()
-    jobs = [new_job(), new_job(), new_job(), new_job(priority=2), new_job(delay=60_000)]
-    await backend.add_jobs(Q, [*jobs, new_job(job_id="6")])
+    jobs = [make_job(), make_job(), make_job(), make_job(priority=2), make_job(delay=60_000)]
+    await backend.add_jobs(Q, [*jobs, make_job(job_id="6")])
     # Fetch order: wait (1, 2, 3, 6), then prioritized.
     for n in (1, 2):
         assert (await backend.fetch_next(Q, FetchRequest(f"t{n}", 30_000), NOW)).job is not None
@@ -144,7 +143,7 @@ async def test_a_partial_read_checks_the_given_jobs_against_an_index() -> None:
 async def test_instrumented_scripts_log_each_move_in_order() -> None:
     backend = await make(Instrumentation(transition_log=True))
     keys = backend.keys(Q)
-    await backend.add_jobs(Q, [new_job(), new_job(priority=1), new_job(delay=10)])
+    await backend.add_jobs(Q, [make_job(), make_job(priority=1), make_job(delay=10)])
     await backend.fetch_next(Q, FetchRequest("a", 1_000), NOW)
     await backend.finish(Q, "1", "a", RetryNow("x"), NOW + 10, FetchRequest("b", 1_000))
     await backend.finish(Q, "3", "b", RetryLater(5, "x"), NOW + 10)
@@ -175,7 +174,7 @@ async def test_instrumented_scripts_log_each_move_in_order() -> None:
 
 async def test_production_scripts_keep_no_log_and_plant_nothing() -> None:
     backend = await make()
-    await backend.add_jobs(Q, [new_job()])
+    await backend.add_jobs(Q, [make_job()])
     assert not await backend.client.exists(backend.keys(Q).base + TRANSITION_LOG)
     for name in SCRIPT_NAMES:
         text = load_source(name).text

@@ -125,14 +125,23 @@ async def step(twins: Twins, rng: random.Random, n: int) -> None:
         jobs = [random_job(rng, now) for _ in range(rng.choice([1, 1, 3]))]
         twins.ids.update((await twins.call("add_jobs", Q, jobs)).job_ids)
     elif roll < 0.4:
-        request = FetchRequest(f"t{n}", rng.choice([100, 1_000, 5_000]), rng.choice([None, "w"]))
+        request = FetchRequest(
+            f"t{n}" if rng.random() < 0.5 else None,  # or minted by each store, alike
+            rng.choice([100, 1_000, 5_000]),
+            rng.choice([None, "w"]),
+            token_prefix="m:",
+        )
         result = await twins.call("fetch_next", Q, request, now)
         if result.job is not None:
             twins.tokens.setdefault(result.job.job_id, []).append(result.job.token)
     elif roll < 0.6:
         job_id = rng.choice(known)
         token = rng.choice([*twins.tokens.get(job_id, []), "stranger"])
-        fetch = FetchRequest(f"t{n}", 1_000) if rng.random() < 0.5 else None
+        fetch = (
+            FetchRequest(rng.choice([f"t{n}", None]), 1_000, token_prefix="m:")
+            if rng.random() < 0.5
+            else None
+        )
         result = await twins.call("finish", Q, job_id, token, random_outcome(rng), now, fetch)
         fetched = next_job(result)
         if fetched is not None:
