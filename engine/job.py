@@ -17,9 +17,12 @@ import functools
 import json
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from corral.engine.errors import InvalidArgumentError, JobCancelledError
+
+if TYPE_CHECKING:
+    from corral.engine.storage import NewJob
 
 #: Highest allowed priority (BullMQ: 2^21 − 1); 0 means "no priority".
 MAX_PRIORITY: Final = 2**21 - 1
@@ -391,6 +394,7 @@ class Cancellation:
 ProgressWriter = Callable[[str, str], Awaitable[None]]
 
 _UNSET: Final[Any] = object()
+_NO_FIELDS: Final[dict[str, str]] = {}  # held for an instant by a job from Job._added
 
 
 class Job:
@@ -413,11 +417,14 @@ class Job:
         "_loop",
         "_opts",
         "_owner_thread",
+        "_pending",
         "_progress_writer",
         "id",
         "queue_name",
         "token",
     )
+
+    _pending: NewJob  # set instead of _fields by _added
 
     def __init__(
         self,
@@ -446,6 +453,30 @@ class Job:
             self._owner_thread = 0
         else:
             self._owner_thread = threading.get_ident() if loop_thread is None else loop_thread
+
+    @classmethod
+    def _added(
+        cls,
+        queue_name: str,
+        job_id: str,
+        new_job: NewJob,
+        progress_writer: ProgressWriter | None = None,
+    ) -> Job:
+        """The job a queue has just stored from ``new_job``: its hash is built on first use
+        (see ``__getattr__``), as most callers of ``add_bulk`` read no more than the ids."""
+        job = cls(queue_name, job_id, _NO_FIELDS, progress_writer)
+        del job._fields
+        job._pending = new_job
+        return job
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for an unset slot: the hash of a job from _added, made on first use.
+        if name == "_fields":
+            from corral.engine.storage import hash_fields  # (storage imports this module)
+
+            fields = self._fields = hash_fields(self._pending)
+            return fields
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"<Job {self.queue_name}:{self.id} name={self.name!r}>"

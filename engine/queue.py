@@ -16,7 +16,7 @@ from corral.engine.job import (
     validate_queue_name,
 )
 from corral.engine.states import UNKNOWN, JobState
-from corral.engine.storage import NewJob, StalledCheck, Storage, hash_fields, new_job
+from corral.engine.storage import NewJob, StalledCheck, Storage, new_job
 
 _BULK_ENTRY_KEYS = frozenset({"name", "data", "opts"})
 # ``add``'s keyword defaults; jobs added with exactly these skip validation and re-encoding.
@@ -173,7 +173,7 @@ class Queue:
         jobs = []
         for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
             if created:
-                jobs.append(self._job(job_id, hash_fields(new)))
+                jobs.append(Job._added(self.name, job_id, new, self._progress_writer))
             else:
                 existing = await self.get_job(job_id)
                 if existing is None:  # removed in between: report what was asked for

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 
+import pytest
+
 from corral.backends.memory import MemoryBackend
 from corral.engine import Queue
 from corral.engine.storage import AddResult, NewJob, hash_fields, new_job
@@ -48,3 +50,23 @@ def test_a_pending_job_is_dropped_by_the_collector_at_its_first_collection() -> 
     job = new_job("name", '"data"', "{}", 1_000, 5, 2, False, "id")
     gc.collect()
     assert not gc.is_tracked(job)
+
+
+async def test_the_jobs_a_queue_adds_build_their_hash_on_first_use(clock: VirtualClock) -> None:
+    backend = MemoryBackend(clock)
+    queue = Queue("q", backend, clock=clock)
+    first, second = await queue.add_bulk(
+        [{"name": "a", "data": {"n": 1}}, {"name": "b", "opts": {"priority": 3, "lifo": True}}]
+    )
+    # Built when first asked for (object.__getattribute__ skips the lazy path), then kept.
+    with pytest.raises(AttributeError):
+        object.__getattribute__(first, "_fields")
+    assert (first.id, second.id) == ("1", "2")
+    assert first.fields == backend.job_fields("q", "1")
+    assert first.fields is first.fields
+    assert (first.name, first.data, first.timestamp) == ("a", {"n": 1}, clock.now_ms())
+    assert (second.name, second.data, second.priority, second.opts.lifo) == ("b", None, 3, True)
+    assert repr(second) == "<Job q:2 name='b'>"
+    # A name the class lacks still fails as it would without the lazy hash.
+    with pytest.raises(AttributeError, match="'Job' object has no attribute 'nope'"):
+        second.nope  # type: ignore[attr-defined]  # noqa: B018
