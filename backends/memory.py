@@ -296,13 +296,6 @@ class MemoryBackend:
                 self._push_wait(store, job_id, front=False)
             self._emit(store, ("waiting", "jobId", job_id, "prev", "delayed"))
 
-    def _lock_token(self, request: FetchRequest) -> str:
-        """The request's token, or a new one (see FetchRequest). As the Redis backend does, every
-        request without a token uses up a number, whether or not it gets a job."""
-        if request.token is not None:
-            return request.token
-        return request.token_prefix + str(next(self._token_numbers))
-
     def _fetch(
         self, queue: str, store: QueueStore, request: FetchRequest, token: str, now: int
     ) -> Fetched | None:
@@ -482,7 +475,9 @@ class MemoryBackend:
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
-            fetched = self._fetch(queue, store, request, self._lock_token(request), now)
+            fetched = self._fetch(
+                queue, store, request, request.lock_token(self._token_numbers), now
+            )
             if fetched is not None or store.paused:
                 return FetchResult(fetched)
             first = store.delayed.first()
@@ -499,7 +494,7 @@ class MemoryBackend:
     ) -> FinishResult:
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
-            next_token = None if fetch is None else self._lock_token(fetch)
+            next_token = None if fetch is None else fetch.lock_token(self._token_numbers)
             lock = store.locks.get(job_id)
             # The owner's finish is recognised here; anything else gets _check_owner's verdict.
             if (

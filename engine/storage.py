@@ -16,7 +16,7 @@ TTLs are the store's own (Redis ``PX``; the memory backend keeps expiries agains
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, TypeAlias
 
 from corral.engine.errors import InvalidArgumentError, ResultCode
@@ -100,6 +100,14 @@ class FetchRequest:
                 "a FetchRequest without a token needs a token_prefix ending in ':', "
                 f"got {self.token_prefix!r}"
             )
+
+    def lock_token(self, numbers: Iterator[int]) -> str:
+        """The token to lock the fetched job with: ``token``, or one minted from ``numbers``
+        (the store's count, which every request without a token uses up, whether or not it
+        gets a job: so do the memory backend, the Redis backend and the model)."""
+        if self.token is not None:
+            return self.token
+        return self.token_prefix + str(next(numbers))
 
 
 @dataclasses.dataclass(slots=True)

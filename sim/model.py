@@ -40,6 +40,7 @@ of wait in turn and the last one recovered is served first.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -286,7 +287,7 @@ class QueueModel:
         self._front = 0  # the last place in line given to a front push (decreasing)
         self._back = 0  # the last place in line given to a back push (increasing)
         self._activations = 0
-        self._tokens_minted = 0  # lock tokens made for fetches that sent none
+        self._token_numbers = itertools.count(1)  # for fetches that send no lock token
         self._priority_counter = 0  # BullMQ's ``pc`` key
 
     # ------------------------------------------------------------------ moving jobs
@@ -360,14 +361,6 @@ class QueueModel:
                 self._move(job, Transition.PROMOTE_PRIORITIZED, self._priority_place(job.priority))
             else:
                 self._move(job, Transition.PROMOTE, self._back_of_line())
-
-    def _lock_token(self, request: FetchRequest) -> str:
-        """The request's token, or ``token_prefix`` + the count of requests that came without
-        one (each uses up a number, whether or not it gets a job)."""
-        if request.token is not None:
-            return request.token
-        self._tokens_minted += 1
-        return request.token_prefix + str(self._tokens_minted)
 
     def _fetch(self, request: FetchRequest, token: str, now: int) -> Fetched | None:
         self._promote_due(now)  # BullMQ's moveToActive promotes even while the queue is paused
@@ -462,7 +455,7 @@ class QueueModel:
         """Promote due delayed jobs, then activate the front of wait, else the first prioritized
         job, under the request's lock token. Nothing while paused (promotion still happens);
         else the next due time when nothing is ready."""
-        fetched = self._fetch(request, self._lock_token(request), now)
+        fetched = self._fetch(request, request.lock_token(self._token_numbers), now)
         if fetched is not None or self._paused:
             return FetchResult(fetched)
         delayed = self._in(JobState.DELAYED)
@@ -478,7 +471,7 @@ class QueueModel:
     ) -> FinishResult:
         """Apply an outcome to an active job whose lock ``token`` holds (else change nothing and
         say why), then fetch the next job if asked."""
-        next_token = None if fetch is None else self._lock_token(fetch)
+        next_token = None if fetch is None else fetch.lock_token(self._token_numbers)
         code = self._owner_check(job_id, token)
         if code is not ResultCode.OK:
             return code

@@ -213,7 +213,8 @@ class RedisBackend:
         self._commands = CommandQueue(client)
         self._scripts = Scripts(client, self._commands, instrumentation or Instrumentation())
         self._keys: dict[str, QueueKeys] = {}
-        # The request's prefix (a Worker's id) keeps minted tokens apart across processes.
+        # Minted client-side; the request's prefix (a Worker's id) keeps them apart across
+        # processes.
         self._token_numbers = itertools.count(1) if token_numbers is None else token_numbers
         self._blocking_pool: ConnectionPool | None = None
         self._blocking: Client
@@ -227,13 +228,6 @@ class RedisBackend:
                 connection_class=pool.connection_class, **blocking_kwargs
             )
             self._blocking = Redis(connection_pool=self._blocking_pool)
-
-    def _lock_token(self, request: FetchRequest) -> str:
-        """The request's token, or a new one (see FetchRequest): minted here, client-side,
-        for every request without one, whether or not it gets a job."""
-        if request.token is not None:
-            return request.token
-        return request.token_prefix + str(next(self._token_numbers))
 
     @classmethod
     def from_url(
@@ -301,7 +295,7 @@ class RedisBackend:
     @_reaching
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         """Promote due delayed jobs, then take and lock the next job (``FETCH``)."""
-        token = self._lock_token(request)
+        token = request.lock_token(self._token_numbers)
         args = [*_fetch_args(request, token), now]
         return _fetch_result(await self._scripts.run("fetch_next", self.keys(queue), args), token)
 
@@ -341,7 +335,7 @@ class RedisBackend:
         if fetch is None:
             args.append("0")
         else:
-            next_token = self._lock_token(fetch)
+            next_token = fetch.lock_token(self._token_numbers)
             args += ["1", *_fetch_args(fetch, next_token)]
         raw = await self._scripts.run("finish", self.keys(queue), args)
         code = ResultCode(raw[0])
