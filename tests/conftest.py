@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 from hypothesis import settings
+from session_services import SessionServices
 
 from corral.backends.memory import MemoryBackend
 from corral.backends.redis import RedisBackend
@@ -47,12 +48,14 @@ def clock(loop: VirtualTimeLoop) -> VirtualClock:
 # "memory" is the reference. "fakeredis" is the Redis backend on a fresh in-process fakeredis
 # server per test whose clock is the test's virtual clock (lock and throttle TTLs expire in
 # virtual time). "redis" is the Redis backend on the real server at 127.0.0.1:6379 (override with
-# CORRAL_REDIS_URL) under a unique key prefix per test; its TTLs follow wall-clock time, so tests
-# that need a TTL to run out in virtual time (marked ``virtual_ttl``) skip there. Without a
+# CORRAL_REDIS_URL; without one answering there, a private redis-server the session starts: see
+# session_services.py) under a unique key prefix per test; its TTLs follow wall-clock time, so
+# tests that need a TTL to run out in virtual time (marked ``virtual_ttl``) skip there. Without a
 # server the "redis" runs skip, unless CORRAL_REQUIRE_REDIS=1 (then they fail).
 
 BACKENDS = ["memory", "fakeredis", "redis"]
-REDIS_URL = os.environ.get("CORRAL_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: The session's services (see pytest_configure).
+SERVICES = pytest.StashKey[SessionServices]()
 VIRTUAL_TTL_REASON = "real Redis TTLs follow wall-clock time, not the test's virtual clock"
 
 #: Async callables run on the test's loop after an ``async def`` test (see pytest_pyfunc_call).
@@ -89,6 +92,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "virtual_ttl: needs store TTLs to expire in virtual time (skips on real Redis)"
     )
+    services = SessionServices(config)
+    config.stash[SERVICES] = services
+    config.pluginmanager.register(services, "corral-session-services")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -145,50 +151,37 @@ def _fakeredis_backend(request: pytest.FixtureRequest, clock: VirtualClock) -> R
     return backend
 
 
-_redis_answers: dict[str, str | None] = {}
-
-
-def _redis_unavailable(url: str) -> str | None:
-    """Why the Redis server at ``url`` cannot be used (asked once per session), or None."""
-    if url not in _redis_answers:
-        try:
-            with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as probe:
-                probe.ping()
-            _redis_answers[url] = None
-        except redis.RedisError as exc:
-            _redis_answers[url] = f"no Redis server answers at {url}: {exc}"
-    return _redis_answers[url]
-
-
-def _require_redis() -> str:
+def _require_redis(config: pytest.Config) -> str:
     """The URL of the test Redis server; skips the test (fails it when CORRAL_REQUIRE_REDIS=1)
-    if none answers."""
-    problem = _redis_unavailable(REDIS_URL)
+    if none answers and none could be started."""
+    services = config.stash[SERVICES]
+    problem = services.redis_problem()
     if problem is not None:
         if os.environ.get("CORRAL_REQUIRE_REDIS") == "1":
             pytest.fail(f"{problem} (CORRAL_REQUIRE_REDIS=1)")
         pytest.skip(problem)
-    return REDIS_URL
+    return services.url
 
 
 @pytest.fixture
-def redis_url() -> str:
+def redis_url(request: pytest.FixtureRequest) -> str:
     """The URL of the real Redis server for tests (see _require_redis)."""
-    return _require_redis()
+    return _require_redis(request.config)
 
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
+def key_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     """A key prefix unique to the test; its keys on the real server are deleted afterwards."""
     prefix = f"corral-test-{uuid.uuid4().hex[:12]}"
     yield prefix
-    _delete_keys(prefix)
+    _delete_keys(request.config, prefix)
 
 
-def _delete_keys(prefix: str) -> None:
-    if _redis_unavailable(REDIS_URL) is not None:
+def _delete_keys(config: pytest.Config, prefix: str) -> None:
+    services = config.stash[SERVICES]
+    if services.redis_problem() is not None:
         return
-    with redis.Redis.from_url(REDIS_URL) as admin:
+    with redis.Redis.from_url(services.url) as admin:
         doomed = list(admin.scan_iter(match=f"{prefix}:*", count=1000))
         if doomed:
             admin.delete(*doomed)
@@ -197,10 +190,10 @@ def _delete_keys(prefix: str) -> None:
 def _real_redis_backend(request: pytest.FixtureRequest) -> Storage:
     if request.node.get_closest_marker("virtual_ttl") is not None:
         pytest.skip(VIRTUAL_TTL_REASON)
-    _require_redis()
+    url = _require_redis(request.config)
     prefix = f"corral-test-{uuid.uuid4().hex[:12]}"
-    request.addfinalizer(lambda: _delete_keys(prefix))
-    backend = RedisBackend.from_url(REDIS_URL, prefix=prefix)
+    request.addfinalizer(lambda: _delete_keys(request.config, prefix))
+    backend = RedisBackend.from_url(url, prefix=prefix)
     _add_async_cleanup(request, backend.close)
     return VirtualTimeRedis(backend)
 
