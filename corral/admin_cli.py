@@ -379,11 +379,31 @@ def add_check_stalled_parser(
         "check-stalled",
         help="recover the stalled jobs of a queue on Redis (once, or every MS with --every)",
     )
-    add_redis_arguments(check, url_required=True)
-    check.add_argument("--every", type=int, metavar="MS", help="keep checking every MS ms")
-    check.add_argument("--stalled-interval", type=int, default=30_000, metavar="MS")
-    check.add_argument("--max-stalled-count", type=int, default=1)
-    check.add_argument("--json", action="store_true", help="one JSON object per event")
+    add_redis_arguments(check)
+    check.add_argument(
+        "--every", type=int, metavar="MS", help="keep checking every MS ms until Ctrl-C"
+    )
+    check.add_argument(
+        "--stalled-interval",
+        type=int,
+        default=30_000,
+        metavar="MS",
+        help="the queue's stalled-check interval, the throttle shared with its workers (30000; "
+        "--every replaces it)",
+    )
+    check.add_argument(
+        "--max-stalled-count",
+        type=int,
+        default=1,
+        metavar="N",
+        help="stalls a job may survive; one more fails it (1, as the workers')",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line, whose event is recovered, failed, "
+        "no-stalled-jobs, throttled, watching or error",
+    )
 
 
 def run_check_stalled(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -419,15 +439,16 @@ class _CheckOutput:
 
     def error(self, exc: BaseException, _job: object = None) -> None:
         if self.err is None:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            print(json.dumps({"event": "error", "detail": str(exc)}), flush=True)
             return
         from rich.text import Text
 
         self.err.print(Text(f"error: {exc}", style="bold red"))
 
-    def note(self, text: str) -> None:
+    def note(self, kind: str, text: str, **fields: Any) -> None:
+        """A line about the checking itself: ``text`` for people, ``fields`` for --json."""
         if self.out is None:
-            print(text, flush=True)
+            print(json.dumps({"event": kind, "detail": text, **fields}), flush=True)
             return
         from rich.text import Text
 
@@ -449,14 +470,24 @@ async def _check_stalled(
         if not args.every:
             result = await checker.check()
             if not result.ran:
-                output.note(f"throttled: another checker ran within the last {interval} ms")
-            elif not (result.recovered or result.failed) and output.out is not None:
-                output.note("no stalled jobs (active jobs are now marked for the next check)")
+                output.note(
+                    "throttled", f"throttled: another checker ran within the last {interval} ms"
+                )
+            elif not (result.recovered or result.failed):
+                output.note(
+                    "no-stalled-jobs",
+                    "no stalled jobs (active jobs are now marked for the next check)",
+                )
             return 0
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(checker.close()))
-        output.note(f"checking queue {args.queue!r} every {interval} ms (Ctrl-C stops)")
+        output.note(
+            "watching",
+            f"checking queue {args.queue!r} every {interval} ms (Ctrl-C stops)",
+            queue=args.queue,
+            every_ms=interval,
+        )
         await checker.run()
         return 0
     finally:

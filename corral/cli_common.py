@@ -70,15 +70,17 @@ def connect(
         parser.error(f"corral {command}: invalid URL {args.url!r}: {exc}")
 
 
-def add_redis_arguments(parser: argparse.ArgumentParser, *, url_required: bool = False) -> None:
-    """The options naming a queue in Redis: ``--url``, ``--queue``, ``--prefix``."""
+def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options naming a queue in Redis: ``--url`` and ``--queue`` (both required),
+    ``--prefix``."""
     parser.add_argument(
         "--url",
-        required=url_required,
-        help="Redis URL of the queue's server, e.g. redis://localhost:6379/0 (rediss:// and "
-        "unix:// work too)",
+        required=True,
+        metavar="URL",
+        help="required: Redis URL of the queue's server, e.g. redis://localhost:6379/0 "
+        "(rediss:// and unix:// work too)",
     )
-    parser.add_argument("--queue", required=True, help="the queue's name")
+    parser.add_argument("--queue", required=True, metavar="NAME", help="required: the queue's name")
     parser.add_argument("--prefix", default="bull", help="key prefix (default: bull, as BullMQ)")
 
 

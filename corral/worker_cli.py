@@ -142,8 +142,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics (needs the prometheus "
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (needs the prometheus "
         "extra; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="the address --metrics-port binds: 127.0.0.1 (default) serves this machine only; "
+        "0.0.0.0 (or ::) every interface, e.g. for a Prometheus outside the container",
     )
     parser.add_argument(
         "--sandboxed",
@@ -220,11 +227,17 @@ async def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser, proc
             from corral.metrics import instrument, start_exporter
 
             try:
-                exporter = start_exporter(args.metrics_port)
+                exporter = start_exporter(args.metrics_port, args.metrics_addr)
             except OSError as exc:
-                logger.error("cannot serve metrics on port %s: %s", args.metrics_port, exc)
+                logger.error(
+                    "cannot serve metrics on %s port %s: %s",
+                    args.metrics_addr,
+                    args.metrics_port,
+                    exc,
+                )
                 return 1
-            logger.info("serving Prometheus metrics at http://0.0.0.0:%s/metrics", exporter.port)
+            host = f"[{args.metrics_addr}]" if ":" in args.metrics_addr else args.metrics_addr
+            logger.info("serving Prometheus metrics at http://%s:%s/metrics", host, exporter.port)
             metrics_task = asyncio.create_task(instrument(worker).run())
         logger.info(
             "worker %s on queue %r at %s (prefix %r): processor %s%s, concurrency %d, "

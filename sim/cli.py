@@ -35,7 +35,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="number of seeds (default: 50, or 1 when --seed is given)",
     )
-    parser.add_argument("--scenario", default="standard", choices=sorted(SCENARIOS))
+    parser.add_argument(
+        "--scenario",
+        default="standard",
+        choices=sorted(SCENARIOS),
+        help="the deployment to simulate (default standard; --list describes each)",
+    )
     parser.add_argument("--workers", type=int, help="worker processes (overrides the scenario)")
     parser.add_argument("--jobs", type=int, help="jobs to add (overrides the scenario)")
     parser.add_argument(
@@ -61,7 +66,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--timeline", metavar="PATH", help="write an HTML timeline (one seed)")
     parser.add_argument("--log", metavar="PATH", help="write the one-line-per-event text log")
-    parser.add_argument("--json", action="store_true", help="one JSON object per seed")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line: one per seed (with --list: the scenarios and "
+        "fault kinds; with --timeline/--log: where each file went)",
+    )
     parser.add_argument("--no-shrink", action="store_true", help="do not shrink failures")
     parser.add_argument("--list", action="store_true", help="list scenarios and fault kinds")
 
@@ -114,11 +124,7 @@ def _progress(out: TextIO, done: int, total: int, failures: int, started: float)
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Carry out ``corral sim``; the exit status is 1 when any seed failed."""
     if args.list:
-        for scenario in SCENARIOS.values():
-            print(f"{scenario.name:<16} {scenario.description}")
-        print()
-        for kind, text in FAULT_KINDS.items():
-            print(f"{kind:<16} {text}")
+        _print_list(args.json)
         return 0
     scenario = _scenario(args, parser)
     count = args.seeds if args.seeds is not None else (50 if args.seed is None else 1)
@@ -129,6 +135,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error("--timeline and --log need a single seed (--seeds 1)")
     plant = frozenset(args.plant)
     summary = CampaignSummary()
+    written: list[tuple[str, str]] = []
     show_progress = count > 1 and not args.json and sys.stderr.isatty()
     started = time.perf_counter()
     if not args.json:
@@ -137,14 +144,15 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             f"backend {args.backend}, seeds {first}..{first + count - 1}"
             + (f", planted bug(s): {', '.join(sorted(plant))}" if plant else "")
         )
-    last: RunResult | None = None
     if args.backend == "fakeredis":
         problem = _fakeredis_missing()
         if problem:
             parser.error(problem)
     for result in run_campaign(scenario, first, count, plant=plant, backend=args.backend):
         summary.add(result)
-        last = result
+        if count == 1:
+            # Files first: a reader that stops early (| head) must not cost the timeline.
+            written = _write_artifacts(result, args)
         if args.json:
             print(json.dumps(result.to_json()), flush=True)
         elif count == 1 or not result.ok:
@@ -153,9 +161,11 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             _progress(sys.stderr, summary.runs, count, len(summary.failures), started)
     if show_progress:
         sys.stderr.write("\n")
-    assert last is not None
-    if count == 1:
-        _write_artifacts(last, args)
+    for what, path in written:
+        if args.json:
+            print(json.dumps({"written": what, "path": path}))
+        else:
+            print(f"{what} written to {path}")
     if not args.json:
         _print_summary(summary, args)
         if summary.failures and not args.no_shrink:
@@ -230,15 +240,32 @@ def _fakeredis_missing() -> str:
     return ""
 
 
-def _write_artifacts(result: RunResult, args: argparse.Namespace) -> None:
+def _print_list(as_json: bool) -> None:
+    if as_json:
+        for scenario in SCENARIOS.values():
+            print(json.dumps({"scenario": scenario.name, "description": scenario.description}))
+        for kind, text in FAULT_KINDS.items():
+            print(json.dumps({"fault": kind, "description": text}))
+        return
+    for scenario in SCENARIOS.values():
+        print(f"{scenario.name:<16} {scenario.description}")
+    print()
+    for kind, text in FAULT_KINDS.items():
+        print(f"{kind:<16} {text}")
+
+
+def _write_artifacts(result: RunResult, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Write the files --log and --timeline ask for; what was written where."""
+    written: list[tuple[str, str]] = []
     if args.log:
         from corral.sim.timeline import text_log
 
         with open(args.log, "w", encoding="utf-8") as out:
             out.write(text_log(result))
-        print(f"event log written to {args.log}")
+        written.append(("event log", args.log))
     if args.timeline:
         from corral.sim.timeline import write_html
 
         write_html(result, args.timeline)
-        print(f"timeline written to {args.timeline}")
+        written.append(("timeline", args.timeline))
+    return written

@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,7 +152,11 @@ def test_worker_processes_jobs_logs_them_and_serves_metrics(
         "--name",
         "cli-test",
     )
-    port = int(worker.wait_for_log(r"metrics at http://0\.0\.0\.0:(\d+)/metrics")[1])
+    port = int(worker.wait_for_log(r"metrics at http://127\.0\.0\.1:(\d+)/metrics")[1])
+    with pytest.raises(
+        ConnectionRefusedError
+    ):  # bound to 127.0.0.1 only (--metrics-addr), not 0.0.0.0
+        socket.create_connection(("127.0.0.2", port), timeout=5).close()
     wait_until(
         lambda: (
             counts(redis_url, key_prefix)["completed"] == 3
@@ -258,7 +263,8 @@ def test_sandboxed_jobs_run_in_child_processes(
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        (None, "corral worker needs the Redis server the queue lives in"),
+        (None, "the following arguments are required: --url"),
+        ("", "corral worker needs the Redis server the queue lives in"),
         ("memory://", "the in-memory backend lives inside one process"),
         ("http://localhost", "unsupported URL"),
         ("redis://localhost:port/0", "invalid URL 'redis://localhost:port/0'"),
@@ -269,7 +275,7 @@ def test_a_url_that_is_not_redis_is_refused(
 ) -> None:
     args = ["worker", "cli_jobs:process", "--queue", QUEUE]
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--url", url] if url else args)
+        main(args if url is None else [*args, "--url", url])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
