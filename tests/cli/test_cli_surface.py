@@ -8,19 +8,18 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from processes import CORRAL, corral_unbuffered, json_lines_then_stop
 
 from corral.backends.redis import RedisBackend
 from corral.cli import BROKEN_PIPE_STATUS, build_parser, main
 from corral.engine import Queue
 from corral.engine.storage import FetchRequest
 
-CORRAL = Path(sys.executable).with_name("corral")
 #: The commands that work on a queue in Redis, with the arguments they need besides the URL.
 REDIS_COMMANDS = {
     "worker": ["cli_jobs:process", "--queue", "q"],
@@ -150,19 +149,8 @@ def test_check_stalled_json_lines_parse(
 def test_check_stalled_every_json_lines_parse(redis_url: str, key_prefix: str) -> None:
     _abandon_a_job(redis_url, key_prefix)
     args = ["--url", redis_url, "--prefix", key_prefix, "--queue", "q", "--every", "50"]
-    process = subprocess.Popen(
-        [str(CORRAL), "check-stalled", *args, "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    try:
-        watching = json.loads(process.stdout.readline())
-        recovered = json.loads(process.stdout.readline())
-    finally:
-        process.terminate()
-        rest = process.communicate(timeout=20)[0]
+    lines, status = json_lines_then_stop("check-stalled", *args, "--json", count=2)
+    watching, recovered = lines[:2]
     assert watching == {
         "event": "watching",
         "detail": "checking queue 'q' every 50 ms (Ctrl-C stops)",
@@ -170,22 +158,15 @@ def test_check_stalled_every_json_lines_parse(redis_url: str, key_prefix: str) -
         "every_ms": 50,
     }
     assert recovered["event"] == "recovered"
-    assert process.returncode == 0
-    for line in rest.splitlines():  # whatever came after: JSON too
-        json.loads(line)
+    assert status == 0
 
 
 def test_a_closed_pipe_still_writes_the_timeline_and_ends_quietly(tmp_path: Path) -> None:
     # As `corral sim ... --timeline x.html | head -1`, unbuffered so that the first write after
     # the reader has gone fails at once.
     timeline = tmp_path / "x.html"
-    process = subprocess.Popen(
-        [str(CORRAL), "sim", "--seed", "3", "--jobs", "30", "--timeline", str(timeline)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    args = ["--seed", "3", "--jobs", "30", "--timeline", str(timeline)]
+    process = corral_unbuffered("sim", *args, stderr=subprocess.PIPE)
     assert process.stdout is not None
     assert process.stdout.readline().startswith("corral sim: scenario 'standard'")
     process.stdout.close()

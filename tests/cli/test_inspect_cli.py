@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from processes import json_lines_then_stop
 from rich.console import Console
 
 from corral.admin_cli import render, take_snapshot
@@ -22,7 +19,6 @@ from corral.engine import Queue
 from corral.engine.clock import SystemClock
 from corral.engine.storage import Complete, Fail, FetchRequest, Storage
 
-CORRAL = Path(sys.executable).with_name("corral")
 TOKEN = "0b8a6e0e-3f2c-4d55-9c55-0e1c0a1c2d3e:1"
 
 
@@ -139,25 +135,11 @@ def test_render_of_an_idle_queue_on_the_memory_backend() -> None:
 def test_inspect_watch_refreshes_until_sigint(redis_url: str, key_prefix: str) -> None:
     populate_redis(redis_url, key_prefix)
     args = ["--url", redis_url, "--prefix", key_prefix, "--queue", "q", "--watch", "0.1"]
-    process = subprocess.Popen(
-        [str(CORRAL), "inspect", *args, "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    try:
-        first = json.loads(process.stdout.readline())
-        second = json.loads(process.stdout.readline())
-        assert first["counts"] == second["counts"]
-        assert second["now"] > first["now"]
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+    lines, status = json_lines_then_stop("inspect", *args, "--json", count=2, stop=signal.SIGINT)
+    first, second = lines[:2]
+    assert first["counts"] == second["counts"]
+    assert second["now"] > first["now"]
+    assert status == 0
 
 
 def test_inspect_refuses_memory_urls(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,23 +4,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_in_root(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from processes import ROOT, python_in_root
 
 
 def test_corral_subpackages_import_from_the_repository_root() -> None:
@@ -31,7 +17,7 @@ def test_corral_subpackages_import_from_the_repository_root() -> None:
         "for m in (corral.backends.memory, corral.engine.queue, corral.sim.campaign):\n"
         "    print(m.__file__)\n"
     )
-    done = run_in_root("-c", code)
+    done = python_in_root("-c", code)
     assert done.returncode == 0, done.stderr
     files = [Path(line).resolve() for line in done.stdout.split()]
     assert files == [
@@ -45,11 +31,11 @@ def test_readme_example_runs_from_the_repository_root() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     example = re.search(r"```python\n(import asyncio\n.*?)```", readme, re.DOTALL)
     assert example is not None, "the README's first example is gone"
-    done = run_in_root("-", stdin=example.group(1))  # like `python try_readme.py` in the root
+    done = python_in_root("-", stdin=example.group(1))  # like `python try_readme.py` in the root
     assert done.returncode == 0, done.stderr
 
 
 def test_python_m_pytest_collects_from_the_repository_root() -> None:
-    done = run_in_root("-m", "pytest", "--co", "-q", "tests/engine/test_smoke.py")
+    done = python_in_root("-m", "pytest", "--co", "-q", "tests/engine/test_smoke.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "test_smoke.py::" in done.stdout

@@ -7,13 +7,12 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from processes import python_in_root
 from session_services import install_node_packages
 
-ROOT = Path(__file__).resolve().parents[2]
 SMOKE = "tests/engine/test_smoke.py"
 SMOKE_REDIS = f"{SMOKE}::test_add_process_complete[redis]"
 INTEROP = "tests/interop/test_bullmq_interop.py::test_corral_jobs_run_on_a_node_worker"
@@ -41,15 +40,7 @@ def session(*args: str, path: str | None = None, **env: str) -> subprocess.Compl
     if path is not None:
         environ["PATH"] = path
     environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return python_in_root("-m", "pytest", "-q", "-p", "no:cacheprovider", *args, env=environ)
 
 
 @pytest.mark.redis
