@@ -410,6 +410,7 @@ def render_html(result: RunResult) -> str:
     )
     y += SECTION_H
     jobs_top, lane_h = y, job_lane_height(len(jobs))
+    story = Story(tl.procs, tl.networks, tl.end)  # after process_lanes, which finds the faults
     for job in jobs:
         svg = tl.job_lane(job, lane_h)  # first: it completes the job's tags
         done = job.done if job.done is not None else tl.end
@@ -419,8 +420,9 @@ def render_html(result: RunResult) -> str:
             f'transform="translate(0,{y:g})">{svg}</g>'
         )
         label_y = AXIS_H + y + (lane_h - 2) / 2 + 4  # centred on the lane's bar
+        flag = f" o-{category}" if (category := story.category(job)) else ""
         labels.append(
-            f'<text class="jt" x="{LABEL_W - 6}" y="{label_y:g}">{_esc(job.job_id)}</text>'
+            f'<text class="jt{flag}" x="{LABEL_W - 6}" y="{label_y:g}">{_esc(job.job_id)}</text>'
         )
         y += lane_h
     total_h = AXIS_H + y + 10
@@ -449,7 +451,6 @@ def render_html(result: RunResult) -> str:
         f'<g id="labels"><rect class="bgw" x="0" y="0" width="{LABEL_W}" height="{total_h}"/>'
         f"{''.join(labels)}</g></svg>"
     )
-    story = Story(tl.procs, tl.networks, tl.end)
     extra = legend(used, "p0") + CONTROLS + summary_html(story, jobs)
     return _page(result, tl, styles, svg, extra)
 

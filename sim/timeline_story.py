@@ -214,5 +214,6 @@ def summary_html(story: Story, jobs: list[JobLane]) -> str:
         )
     return (
         f'<section id="attn"><b>Jobs to look at</b>: {counts} '
-        f"<small>(click a job to zoom to its lane)</small><table>{body}</table></section>"
+        "<small>(job ids in the lanes have the same colours; click a job to zoom to its lane)"
+        f"</small><table>{body}</table></section>"
     )

@@ -162,12 +162,14 @@ h1{font-size:15px;margin:0 0 4px}h1 small{font-weight:normal;color:#555}
 #tl .pt{text-anchor:end;font-weight:bold;stroke:#0003;stroke-width:.3}
 #tl .sec{font:bold 10px system-ui;fill:#333}.bgw{fill:#fff}
 #tl line,#tl path{vector-effect:non-scaling-stroke}#ticks line{stroke:#333;stroke-width:1}
-.s-act,.s-que{fill:none}.jl:hover .life{fill:#ffe08a}.jl.hl .life{fill:#ffd54f}
+.s-act,.s-que{fill:none}.jl:hover .life{fill:#ffe08a}#hlb{fill:#ffe9a0}
 .ctl button{font-size:11px}.ctl{margin-top:4px}
 #attn{margin-top:4px;max-height:8.6em;overflow:auto;border:1px solid #ddd;background:#fff;
 padding:3px 6px}#attn table{border-collapse:collapse}#attn td{padding:1px 8px 1px 0;
 vertical-align:top}#attn .o{font-weight:bold;white-space:nowrap}#attn a{white-space:nowrap}
 .o-failed,.o-unfinished{color:#b2002d}.o-recovered{color:#c25e00}.o-rejected{color:#a000a0}
+#tl .o-failed,#tl .o-unfinished{fill:#b2002d}#tl .o-recovered{fill:#c25e00}
+#tl .o-rejected{fill:#a000a0}#tl .jt[class*=o-]{font-weight:bold}
 """
 
 SCRIPT = """
@@ -207,6 +209,7 @@ function filter(){
     if(show){g.setAttribute('transform',`translate(0,${y})`);jl[i].setAttribute('y',AH+y+(JH-2)/2+4);
       y+=JH;n++;}});
   svg.setAttribute('height',AH+y+10);
+  const band=document.getElementById('hlb');if(band)band.style.display='none';
   document.getElementById('jn').textContent=`${n} of ${lanes.length} jobs shown`;}
 jf.onchange=filter;jq.oninput=filter;
 function show(id){
@@ -216,7 +219,11 @@ function show(id){
   setZ((sc.clientWidth-LW)*0.6/span,((a+d)/2)*pps/1000);
   const ty=+g.getAttribute('transform').match(/,([-\\d.]+)/)[1];
   sc.scrollTop=Math.max(0,ty+AH-sc.clientHeight/2);
-  lanes.forEach(l=>l.classList.remove('hl'));g.classList.add('hl');}
+  let band=document.getElementById('hlb');
+  if(!band){band=document.createElementNS(svg.namespaceURI,'rect');band.id='hlb';
+    zx.insertBefore(band,zx.firstChild);}
+  band.setAttribute('x',0);band.setAttribute('width',W);band.setAttribute('y',ty-2);
+  band.setAttribute('height',JH+2);band.style.display='';}
 document.querySelectorAll('#attn a[data-j]').forEach(a=>a.onclick=e=>{
   e.preventDefault();show(a.dataset.j);});
 zoom(0);
