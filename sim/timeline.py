@@ -410,7 +410,9 @@ def render_html(result: RunResult) -> str:
     )
     y += SECTION_H
     jobs_top, lane_h = y, job_lane_height(len(jobs))
-    story = Story(tl.procs, tl.networks, tl.end)  # after process_lanes, which finds the faults
+    story = Story(
+        tl.procs, tl.networks, tl.end, result.violations
+    )  # after process_lanes, which finds the faults
     for job in jobs:
         svg = tl.job_lane(job, lane_h)  # first: it completes the job's tags
         done = job.done if job.done is not None else tl.end

@@ -9,17 +9,20 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
+from collections.abc import Sequence
 
 from corral.sim.trace import TraceEvent
 
 _FAULT = re.compile(r"(\S+)@(\S+) t=(\d+)ms for (\d+)ms")
 _BLOCK = re.compile(r"(\w+) for (\d+)ms")
 _CODE = re.compile(r"code=(\w+)")
+_VIOLATION = re.compile(r"job (\S+): ")
 WINDOW_FAULTS = ("partition", "asymmetric", "latency")
 _FAULT_WORDS = {"partition": "partitioned", "asymmetric": "lost its replies", "latency": "slowed"}
 
 #: Summary categories, most urgent first: (key, heading).
 CATEGORIES = (
+    ("violation", "broke an invariant"),
     ("unfinished", "never finished"),
     ("failed", "failed"),
     ("recovered", "stalled, recovered"),
@@ -113,10 +116,20 @@ def _s(t_ms: float) -> str:
 class Story:
     """Explains, per job, what went wrong, from what the timeline collected."""
 
-    def __init__(self, procs: dict[str, Proc], networks: list[FaultWindow], end: float) -> None:
+    def __init__(
+        self,
+        procs: dict[str, Proc],
+        networks: list[FaultWindow],
+        end: float,
+        violations: Sequence[str] = (),
+    ) -> None:
         self.procs = procs
         self.networks = networks
         self.end = end
+        self.violations: dict[str, list[str]] = {}
+        for violation in violations:
+            if match := _VIOLATION.match(violation):
+                self.violations.setdefault(match[1], []).append(violation[match.end() :])
 
     def _trouble(self, window: Window, t: float) -> str:
         """Why ``window``'s owner let its lock expire (what hit it before the expiry)."""
@@ -170,10 +183,13 @@ class Story:
                 out.append((t, text))
         if job.state != "failed":  # a failure's incident already says how it ended
             out.append((job.done if job.done is not None else self.end, self.ending(job)))
-        return [text for _, text in sorted(out, key=lambda item: item[0])]
+        broken = [f"VIOLATION: {text}" for text in self.violations.get(job.job_id, [])]
+        return broken + [text for _, text in sorted(out, key=lambda item: item[0])]
 
     def category(self, job: JobLane) -> str:
         """The summary category of ``job`` (a key of :data:`CATEGORIES`), or ``""``."""
+        if job.job_id in self.violations:
+            return "violation"
         if job.done is None:
             return "unfinished"
         if job.state == "failed":
@@ -185,7 +201,17 @@ class Story:
     def ending(self, job: JobLane) -> str:
         """How the job ended, in words."""
         if job.done is None:
-            return f"still {job.state} at the end of the run ({_s(self.end)})"
+            still = f"still {job.state} at the end of the run ({_s(self.end)})"
+            held = next(iter(job.open.values()), None)
+            if held is None:
+                return still
+            if held.expiry >= self.end:
+                return f"{still}, under {held.proc}'s lock since {_s(held.start)}"
+            return (
+                f"{still}: held by {held.proc} since {_s(held.start)}: "
+                f"{self._trouble(held, self.end)}; its lock expired at {_s(held.expiry)} "
+                "and no stall check recovered it"
+            )
         last = next((w.proc for w in reversed(job.windows)), "")
         by = f" by {last}" if last else ""
         return f"{job.state} at {_s(job.done)}{by}"
@@ -205,7 +231,9 @@ def summary_html(story: Story, jobs: list[JobLane]) -> str:
             f'</a></td><td class="o o-{key}">{key}</td><td>{html.escape(why)}</td></tr>'
         )
     counts = " · ".join(
-        f'<span class="o-{key}">{len(rows[key])} {heading}</span>' for key, heading in CATEGORIES
+        f'<span class="o-{key}">{len(rows[key])} {heading}</span>'
+        for key, heading in CATEGORIES
+        if rows[key] or key != "violation"
     )
     body = "".join(row for key, _ in CATEGORIES for row in rows[key])
     if not body:

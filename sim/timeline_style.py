@@ -162,13 +162,13 @@ h1{font-size:15px;margin:0 0 4px}h1 small{font-weight:normal;color:#555}
 #tl .pt{text-anchor:end;font-weight:bold;stroke:#0003;stroke-width:.3}
 #tl .sec{font:bold 10px system-ui;fill:#333}.bgw{fill:#fff}
 #tl line,#tl path{vector-effect:non-scaling-stroke}#ticks line{stroke:#333;stroke-width:1}
-.s-act,.s-que{fill:none}.jl:hover .life{fill:#ffe08a}#hlb{fill:#ffe9a0}
+.s-act,.s-que{fill:none}#tl .bg-l{fill:#eef8ec}.jl:hover .life{fill:#ffe08a}#hlb{fill:#ffe9a0}
 .ctl button{font-size:11px}.ctl{margin-top:4px}
 #attn{margin-top:4px;max-height:8.6em;overflow:auto;border:1px solid #ddd;background:#fff;
 padding:3px 6px}#attn table{border-collapse:collapse}#attn td{padding:1px 8px 1px 0;
 vertical-align:top}#attn .o{font-weight:bold;white-space:nowrap}#attn a{white-space:nowrap}
-.o-failed,.o-unfinished{color:#b2002d}.o-recovered{color:#c25e00}.o-rejected{color:#a000a0}
-#tl .o-failed,#tl .o-unfinished{fill:#b2002d}#tl .o-recovered{fill:#c25e00}
+.o-violation{color:#fff;background:#b2002d}.o-failed,.o-unfinished{color:#b2002d}.o-recovered{color:#c25e00}.o-rejected{color:#a000a0}
+#tl .o-failed,#tl .o-unfinished,#tl .o-violation{fill:#b2002d}#tl .o-recovered{fill:#c25e00}
 #tl .o-rejected{fill:#a000a0}#tl .jt[class*=o-]{font-weight:bold}
 """
 

@@ -394,7 +394,22 @@ def test_summary_lists_jobs_that_never_finished() -> None:
     assert unfinished
     assert {job for job, row in rows.items() if row[1] == "unfinished"} == unfinished
     for job in unfinished:
-        assert "at the end of the run" in rows[job][2]
+        assert rows[job][2].startswith("still active at the end of the run")
+        assert "under w0's lock since" in rows[job][2]
+
+
+def test_summary_puts_the_jobs_an_invariant_names_first() -> None:
+    result = run(STALLS, 1)
+    recovered = sorted({e.job for e in result.trace if "recover_stalled" in e.detail}, key=int)
+    broken = dataclasses.replace(result, violations=[f"job {recovered[-1]}: completed 2 times"])
+    document = render_html(broken)
+    rows = _drawn(broken).rows
+    assert rows[recovered[-1]][1] == "violation"
+    assert rows[recovered[-1]][2].startswith("VIOLATION: completed 2 times → stalled: held by")
+    # The most urgent category comes first in the panel.
+    assert document.index(f'data-j="{recovered[-1]}"') < document.index(f'data-j="{recovered[0]}"')
+    assert "1 broke an invariant" in document
+    assert "broke an invariant" not in render_html(result)
 
 
 def test_calm_run_summary_says_nothing_went_wrong(calm: RunResult) -> None:
