@@ -357,6 +357,8 @@ class _Timeline:
             svg.append(self.tick(t, y0, y1, cls, lines))
         if job.execs > 1:
             job.tags.add("reexec")
+        if job.done is None:
+            job.tags.add("unfinished")
         return "".join(svg)
 
     def axis(self) -> str:

@@ -75,7 +75,7 @@ MARKS: dict[str, Mark] = {
     "m-rnf": Mark("line", "#7a2fd0", "lock renewal failed", _J),
     "m-fin": Mark("line", "#00bfa5", "finish accepted", _J, width=1),
     # the whole run
-    "ph-s": Mark("rect", "#e57373", "safety phase (faults on)", _R),
+    "ph-s": Mark("rect", "#e57373", "safety phase (faults may strike)", _R),
     "ph-l": Mark("rect", "#b7e1b5", "liveness phase (faults healed)", _R, also=("bg-l",)),
     "m-heal": Mark("line", "#005a00", "heal", _R, dash="4 3"),
     "m-end": Mark("line", "#000000", "end of run", _R, dash="1 3"),
@@ -144,7 +144,8 @@ CONTROLS = (
     '<div class="ctl">zoom <button data-z="0.5">−</button><button data-z="2">+</button>'
     '<button data-z="0">fit</button> · jobs <select id="jf"><option value="">all</option>'
     '<option value="*">interesting</option><option>stall</option><option>retry</option>'
-    "<option>rejected</option><option>failed</option><option>reexec</option>"
+    "<option>rejected</option><option>failed</option><option>unfinished</option>"
+    "<option>reexec</option>"
     '<option>renewfail</option></select> <input id="jq" size="14" placeholder="job ids 1 2 3">'
     ' <span id="jn"></span> · hover anything for its trace lines</div>'
 )
