@@ -347,6 +347,11 @@ class _Timeline:
             renews = f'<path class="rn" d="{renews}"/>' if renews else ""
             held = self.rect(w.start, min(end, w.expiry), 0, h, f"lk {owner}".strip(), [])
             svg.append(f"<g>{_title(lines)}{held}{renews}</g>")
+            crashed = proc.end if proc and " crash" in proc.end_line else None
+            if proc and crashed is not None and w.start <= crashed < end:
+                # the lock outlives its owner until it expires: mark where the owner died
+                died = [f"{w.proc}, holding the lock, crashed", proc.end_line]
+                svg.append(self.tick(crashed, 0, h, "m-crash", died))
             if end > w.expiry:
                 expired = f"{w.proc}'s lock expired at t={w.expiry:.0f}ms; the job stayed active"
                 svg.append(

@@ -189,6 +189,8 @@ def test_html_titles_cover_faults_crashes_locks_and_phases(faulty: RunResult) ->
     assert heal.line() in titles
     assert "liveness phase" in titles
     _assert_every_event_hoverable(faulty, titles)
+    # A job whose lock owner crashed shows the crash on its own lane too.
+    assert "<title>w0, holding the lock, crashed\n" + crash.line() in render_html(faulty)
     # The partition of w1 is shaded on w1's lane; its window is a rect with the fault line.
     assert re.search(
         r'<rect class="f-partition"[^>]*><title>[^<]*partition@w1', render_html(faulty)
