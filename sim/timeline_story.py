@@ -154,13 +154,12 @@ class Story:
 
     def _stall(self, job: JobLane, t: float, verb: str) -> str:
         window = next((w for w in reversed(job.windows) if w.end == t), None)
-        checker = job.checks.get(t, ("a stall check", ""))[0]
+        checker = f"{job.checks[t][0]}'s stall check" if t in job.checks else "a stall check"
         if window is None:
-            return f"{verb} by {checker}'s stall check at {_s(t)}"
+            return f"{verb} by {checker} at {_s(t)}"
         return (
             f"held by {window.proc} from {_s(window.start)}: {self._trouble(window, t)}; "
-            f"its lock expired at {_s(window.expiry)}; {verb} by {checker}'s stall check "
-            f"at {_s(t)}"
+            f"its lock expired at {_s(window.expiry)}; {verb} by {checker} at {_s(t)}"
         )
 
     def incidents(self, job: JobLane) -> list[str]:
