@@ -458,7 +458,8 @@ def render_html(result: RunResult) -> str:
         f'<g transform="translate({LABEL_W},2)"><g id="phz">{phases}</g></g>'
         f'<g id="ticks">{tl.axis()}</g></g>'
         f'<g id="labels"><rect class="bgw" x="0" y="0" width="{LABEL_W}" height="{total_h}"/>'
-        f"{''.join(labels)}</g></svg>"
+        f"{''.join(labels)}"
+        f'<rect id="corner" class="bgw" x="0" y="0" width="{LABEL_W}" height="{AXIS_H}"/></g></svg>'
     )
     extra = legend(used, "p0") + CONTROLS + summary_html(story, jobs)
     return _page(result, tl, styles, svg, extra)

@@ -185,7 +185,7 @@ const sc=document.getElementById('sc'),svg=document.getElementById('tl');
 const D=svg.dataset,W=+D.w,pps=+D.pps,end=+D.end,LW=+D.lw,AH=+D.ah,JT=+D.jt,JH=+D.jh;
 const zx=document.getElementById('zx'),phz=document.getElementById('phz');
 const ticks=document.getElementById('ticks'),axis=document.getElementById('axis');
-const labels=document.getElementById('labels');
+const labels=document.getElementById('labels'),corner=document.getElementById('corner');
 const lanes=[...document.querySelectorAll('g.jl')],jl=[...document.querySelectorAll('text.jt')];
 const STEPS=[0.1,0.2,0.5,1,2,5,10,15,30,60,120,300,600,1200,3600];
 let z=1;const fitZ=()=>Math.max(0.25,(sc.clientWidth-LW-24)/W);
@@ -205,7 +205,8 @@ function zoom(f){
 document.querySelectorAll('button[data-z]').forEach(b=>b.onclick=()=>zoom(+b.dataset.z));
 sc.addEventListener('scroll',()=>{
   labels.setAttribute('transform',`translate(${sc.scrollLeft},0)`);
-  axis.setAttribute('transform',`translate(0,${sc.scrollTop})`);});
+  axis.setAttribute('transform',`translate(0,${sc.scrollTop})`);
+  corner.setAttribute('y',sc.scrollTop);});
 const jf=document.getElementById('jf'),jq=document.getElementById('jq');
 function filter(){
   const tag=jf.value,ids=new Set(jq.value.split(/[\\s,]+/).filter(Boolean));let y=JT,n=0;
