@@ -11,13 +11,23 @@ Every drawn element carries an SVG ``<title>`` with the trace line(s) it stands 
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import os
 import pathlib
 import re
 from collections import defaultdict
 
+from corral.sim.timeline_story import (
+    WINDOW_FAULTS,
+    FaultWindow,
+    JobLane,
+    Proc,
+    Story,
+    Window,
+    fault_windows,
+    summary_html,
+)
+from corral.sim.timeline_style import CONTROLS, LEGEND_KEY, SCRIPT, css, legend, process_colour
 from corral.sim.trace import RunResult, TraceEvent
 
 LABEL_W = 92  # px, lane labels
@@ -25,7 +35,9 @@ AXIS_H = 34  # px, phase band and time axis
 PLOT_W = 1400  # px of plot at zoom 1
 PROC_H = 18
 STORE_H = 30
-JOB_H = 8
+JOB_MIN_H = 14  # px: a job lane never gets thinner than its 10 px label needs
+JOB_MAX_H = 24  # px: with few jobs, lanes grow up to this
+JOBS_VIEW_H = 480  # px: the height the job lanes should fill in a 1400x900 window, if they can
 SECTION_H = 16
 _BUCKET_PX = 2.0  # instantaneous process events closer than this are drawn as one tick
 _MAX_TITLE_LINES = 8
@@ -33,8 +45,8 @@ _STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 3600)
 
 _PAIRS = re.compile(r"(\w+)=(\S*)")
 _WORKER = re.compile(r"w(\d+)(?:\.(\d+))?$")
-_FAULT = re.compile(r"(\S+)@(\S+) t=(\d+)ms for (\d+)ms")
-_WINDOW_FAULTS = ("partition", "asymmetric", "latency")
+_FAULT = re.compile(r"(\S+)@(\S+) t=(\d+)ms")
+_DRAWN = re.compile(r'<(?:rect|line|path) class="([^" ]+)')
 _TICK_Y = {"m-chk": (0, 5), "m-err": (12, PROC_H), "m-other": (12, PROC_H)}
 _MARK_OF = {"complete": "m-done", "fail": "m-fail", "recover_stalled": "m-stall"}
 _TAG_OF = {"m-fail": "failed", "m-stall": "stall", "m-retry": "retry", "m-rej": "rejected"}
@@ -61,55 +73,6 @@ def text_log(result: RunResult) -> str:
     return "\n".join([header, *(event.line() for event in result.trace)]) + "\n"
 
 
-@dataclasses.dataclass
-class _Proc:
-    name: str
-    slot: int
-    generation: int
-    index: int
-    start: float
-    start_line: str
-    end: float | None = None
-    end_line: str = ""
-    shutdown: float | None = None
-    blocks: list[tuple[float, float, str]] = dataclasses.field(default_factory=list)
-    shades: list[str] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class _Window:
-    proc: str
-    token: str
-    start: float
-    expiry: float
-    lines: list[str]
-    renews: list[float] = dataclasses.field(default_factory=list)
-    last_renew: str = ""
-    end: float | None = None
-
-
-@dataclasses.dataclass
-class _Job:
-    job_id: str
-    added: float = 0.0
-    added_line: str = ""
-    state: str = "?"
-    since: float = 0.0
-    done: float | None = None
-    execs: int = 0
-    windows: list[_Window] = dataclasses.field(default_factory=list)
-    open: dict[str, _Window] = dataclasses.field(default_factory=dict)
-    marks: list[tuple[float, str, list[str]]] = dataclasses.field(default_factory=list)
-    delayed: list[tuple[float, float, str]] = dataclasses.field(default_factory=list)
-    tags: set[str] = dataclasses.field(default_factory=set)
-
-    def close(self, t: float, line: str) -> None:
-        for window in self.open.values():
-            window.end = t
-            window.lines.append(line)
-        self.open.clear()
-
-
 def _esc(text: str) -> str:
     return html.escape(text, quote=True)
 
@@ -118,11 +81,6 @@ def _title(lines: list[str]) -> str:
     if len(lines) > _MAX_TITLE_LINES:
         lines = [*lines[:_MAX_TITLE_LINES], f"… and {len(lines) - _MAX_TITLE_LINES} more"]
     return f"<title>{_esc(chr(10).join(lines))}</title>" if lines else ""
-
-
-def _colour(slot: int, generation: int) -> str:
-    hue = (slot * 137.508 + 200) % 360
-    return f"hsl({hue:.0f},62%,{(62, 72, 52)[generation % 3]}%)"
 
 
 def _id_order(job_id: str) -> tuple[int, str]:
@@ -138,9 +96,10 @@ class _Timeline:
         self.pps = PLOT_W / (self.end / 1000)  # px per virtual second at zoom 1
         self.heal: TraceEvent | None = None
         self.last: TraceEvent | None = None
-        self.procs: dict[str, _Proc] = {}
-        self.jobs: dict[str, _Job] = {}
+        self.procs: dict[str, Proc] = {}
+        self.jobs: dict[str, JobLane] = {}
         self.faults: list[TraceEvent] = []
+        self.networks: list[FaultWindow] = []
         self.buckets: dict[tuple[str, str, int], list[str]] = defaultdict(list)
         self.bucket_t: dict[tuple[str, str, int], float] = {}
         self.effects: set[tuple[str, float]] = set()  # (slot, t) of crashes, shutdowns, blocks
@@ -168,11 +127,17 @@ class _Timeline:
             f'<line class="{cls}" x1="{x}" x2="{x}" y1="{y0:g}" y2="{y1:g}">{_title(lines)}</line>'
         )
 
+    def span(self, t0: float, t1: float, y: float, cls: str, lines: list[str]) -> str:
+        x0, x1 = f"{self.x(t0):.1f}", f"{self.x(t1):.1f}"
+        return (
+            f'<line class="{cls}" x1="{x0}" x2="{x1}" y1="{y:g}" y2="{y:g}">{_title(lines)}</line>'
+        )
+
     # ------------------------------------------------------------------ collecting
 
-    def _job(self, job_id: str) -> _Job:
+    def _job(self, job_id: str) -> JobLane:
         if job_id not in self.jobs:
-            self.jobs[job_id] = _Job(job_id)
+            self.jobs[job_id] = JobLane(job_id)
         return self.jobs[job_id]
 
     def _bucket(self, lane: str, cls: str, event: TraceEvent) -> None:
@@ -190,7 +155,7 @@ class _Timeline:
             self.effects.add((f"w{proc.slot}", t))
         if kind == "start" and (match := _WORKER.match(e.process)):
             slot, generation = int(match[1]), int(match[2] or 0)
-            self.procs[e.process] = _Proc(e.process, slot, generation, len(self.procs), t, line)
+            self.procs[e.process] = Proc(e.process, slot, generation, len(self.procs), t, line)
         elif kind in ("crash", "exited") and proc:
             proc.end, proc.end_line = t, line
             self._bucket(e.process, _PROC_TICKS[kind], e)
@@ -211,7 +176,7 @@ class _Timeline:
         elif kind == "fetch" and job:
             job.close(t, f"superseded by {line}")
             lock = float(pairs.get("lock") or 0)
-            job.windows.append(_Window(e.process, pairs.get("token", ""), t, t + lock, [line]))
+            job.windows.append(Window(e.process, pairs.get("token", ""), t, t + lock, [line]))
             job.open[job.windows[-1].token] = job.windows[-1]
         elif kind == "exec" and job:
             job.execs += 1
@@ -227,13 +192,14 @@ class _Timeline:
         elif kind in ("finish", "release") and job:
             self._finish(job, e, line, pairs)
         else:
-            for job_id in pairs.get("failed", "").split(",") if kind == "stall-check" else []:
-                if job_id:
+            for verdict in ("recovered", "failed") if kind == "stall-check" else ():
+                for job_id in filter(None, pairs.get(verdict, "").split(",")):
+                    self._job(job_id).checks[t] = (e.process, verdict)
                     self._job(job_id).tags.add("stall")
             lane = e.process if e.process in self.procs or e.process == "producer" else "store"
             self._bucket(lane, _PROC_TICKS.get(kind, "m-other"), e)
 
-    def _transition(self, job: _Job, e: TraceEvent, line: str) -> None:
+    def _transition(self, job: JobLane, e: TraceEvent, line: str) -> None:
         name, _, move = e.detail.partition(" ")
         source, _, target = move.partition("->")
         t = e.t_ms
@@ -254,7 +220,7 @@ class _Timeline:
         self.series.append((t, self.counts["active"], queued))
         job.state, job.since = target, t
 
-    def _finish(self, job: _Job, e: TraceEvent, line: str, pairs: dict[str, str]) -> None:
+    def _finish(self, job: JobLane, e: TraceEvent, line: str, pairs: dict[str, str]) -> None:
         t, token = e.t_ms, pairs.get("token", "")
         if pairs.get("code") != "OK":
             job.marks.append((t, "m-rej", [line]))
@@ -263,7 +229,7 @@ class _Timeline:
         if job.marks and job.marks[-1][0] == t and job.marks[-1][1] != "m-exec":
             job.marks[-1][2].append(line)  # the store's transition, at the same instant
         else:
-            job.marks.append((t, "m-rel" if e.kind == "release" else "m-other", [line]))
+            job.marks.append((t, "m-rel" if e.kind == "release" else "m-fin", [line]))
         for window in reversed(job.windows):
             if window.token == token:
                 window.lines.append(line)
@@ -271,7 +237,7 @@ class _Timeline:
 
     # ------------------------------------------------------------------ process lanes
 
-    def _slot_lanes(self, slot: str, t0: float, t1: float) -> list[_Proc]:
+    def _slot_lanes(self, slot: str, t0: float, t1: float) -> list[Proc]:
         """The processes of ``slot`` alive during [t0, t1), else the last one before t0."""
         lanes = [p for p in self.procs.values() if f"w{p.slot}" == slot]
         hit = [p for p in lanes if p.start < t1 and (p.end if p.end is not None else self.end) > t0]
@@ -280,15 +246,14 @@ class _Timeline:
     def _shade_faults(self, heal: float) -> dict[tuple[str, float], str]:
         """Shade network faults on their slot's lanes; return the other faults by (slot, t)."""
         instant: dict[tuple[str, float], str] = {}
+        self.networks = fault_windows(self.faults, heal, self.end)
+        for w in self.networks:
+            for p in self._slot_lanes(w.slot, w.start, w.end):
+                p.shades.append(self.rect(w.start, w.end, 0, PROC_H, f"f-{w.kind}", [w.line]))
         for fault in self.faults:
-            if not (match := _FAULT.match(fault.detail)):
-                continue
-            kind, slot, t0 = match[1], match[2], fault.t_ms
-            if kind in _WINDOW_FAULTS:
-                t1 = min(t0 + int(match[4]), heal, self.end)
-                for p in self._slot_lanes(slot, t0, t1):
-                    p.shades.append(self.rect(t0, t1, 0, PROC_H, f"f-{kind}", [fault.line()]))
-            else:
+            match = _FAULT.match(fault.detail)
+            kind, slot, t0 = (match[1], match[2], fault.t_ms) if match else ("", "", 0.0)
+            if kind and kind not in WINDOW_FAULTS:
                 instant[(slot, t0)] = fault.line()
                 if slot.startswith("w") and (slot, t0) not in self.effects:
                     for p in self._slot_lanes(slot, t0, t0 + 1)[:1]:
@@ -312,13 +277,13 @@ class _Timeline:
                 nexts = [q.start for q in ordered if q.slot == p.slot and q.start >= end]
                 why = instant.get((slot, p.shutdown if p.shutdown is not None else p.end), "")
                 empty = [f"slot {slot} has no process", why, p.end_line]
-                svg.append(self.rect(end, min(nexts, default=self.end), 7, 4, "down", empty))
+                svg.append(self.span(end, min(nexts, default=self.end), 9, "down", empty))
             for t0, t1, line in p.blocks:
                 why = instant.get((slot, t0), "")
                 blocked = [why, line] if why else [line]
                 svg.append(self.rect(t0, min(t1, end, heal), 2, 14, "blk", blocked))
             svg += self._ticks(p.name, slot, instant)
-            lanes.append((p.name, _colour(p.slot, p.generation), "".join(svg), PROC_H))
+            lanes.append((p.name, process_colour(p.slot, p.generation), "".join(svg), PROC_H))
         producer = self._ticks("producer", "", instant)
         for k, lines in sorted(self.adds.items()):
             t0, t1 = k * 4000 / self.pps, (k + 1) * 4000 / self.pps
@@ -360,8 +325,8 @@ class _Timeline:
 
     # ------------------------------------------------------------------ job lanes
 
-    def job_lane(self, job: _Job) -> str:
-        h, done = JOB_H - 1, job.done if job.done is not None else self.end
+    def job_lane(self, job: JobLane, lane_h: int) -> str:
+        h, done = lane_h - 2, job.done if job.done is not None else self.end
         when = f"at t={job.done:.0f}ms" if job.done is not None else "at the end"
         summary = (
             f"job {job.job_id}: added t={job.added:.0f}ms, {job.state} {when}; "
@@ -374,22 +339,31 @@ class _Timeline:
         ]
         for w in job.windows:
             proc = self.procs.get(w.proc)
-            cls, end = f"p{proc.index}" if proc else "p-x", w.end if w.end is not None else self.end
+            owner, end = f"p{proc.index}" if proc else "", w.end if w.end is not None else self.end
             renewed = f" after {len(w.renews)} renewal(s), last: {w.last_renew}" if w.renews else ""
             closed = w.lines[1:] or ["(still active at the end of the run)"]
             lines = [w.lines[0], f"lock until t={w.expiry:.0f}ms{renewed}", *closed]
             renews = "".join(f"M{self.x(r):.1f} 0v{h}" for r in w.renews)
             renews = f'<path class="rn" d="{renews}"/>' if renews else ""
-            held = self.rect(w.start, min(end, w.expiry), 0, h, cls, [])
+            held = self.rect(w.start, min(end, w.expiry), 0, h, f"lk {owner}".strip(), [])
             svg.append(f"<g>{_title(lines)}{held}{renews}</g>")
+            crashed = proc.end if proc and " crash" in proc.end_line else None
+            if proc and crashed is not None and w.start <= crashed < end:
+                # the lock outlives its owner until it expires: mark where the owner died
+                died = [f"{w.proc}, holding the lock, crashed", proc.end_line]
+                svg.append(self.tick(crashed, 0, h, "m-crash", died))
             if end > w.expiry:
                 expired = f"{w.proc}'s lock expired at t={w.expiry:.0f}ms; the job stayed active"
-                svg.append(self.rect(w.expiry, end, 0, h, f"{cls} exp", [expired, *closed]))
+                svg.append(
+                    self.rect(w.expiry, end, 0, h, f"lx {owner}".strip(), [expired, *closed])
+                )
         for t, cls, lines in job.marks:
             y0, y1 = {"m-exec": (0, h / 2), "m-rnf": (h / 2, h)}.get(cls, (0, h))
             svg.append(self.tick(t, y0, y1, cls, lines))
         if job.execs > 1:
             job.tags.add("reexec")
+        if job.done is None:
+            job.tags.add("unfinished")
         return "".join(svg)
 
     def axis(self) -> str:
@@ -403,6 +377,18 @@ class _Timeline:
                 f'<text x="{x + 2:.1f}" y="{AXIS_H - 8}">{n * step:g}s</text>'
             )
         return "".join(out)
+
+
+def job_lane_height(jobs: int) -> int:
+    """The height of one job lane: fill :data:`JOBS_VIEW_H` if the jobs fit in it, within limits.
+
+    Args:
+        jobs: how many job lanes the page draws.
+
+    Returns:
+        Pixels, between :data:`JOB_MIN_H` and :data:`JOB_MAX_H`.
+    """
+    return max(JOB_MIN_H, min(JOB_MAX_H, JOBS_VIEW_H // max(jobs, 1)))
 
 
 def render_html(result: RunResult) -> str:
@@ -430,16 +416,24 @@ def render_html(result: RunResult) -> str:
         f'<text class="sec" x="4" y="{AXIS_H + y + SECTION_H - 4:g}">jobs ({len(jobs)})</text>'
     )
     y += SECTION_H
-    jobs_top = y
+    jobs_top, lane_h = y, job_lane_height(len(jobs))
+    story = Story(
+        tl.procs, tl.networks, tl.end, result.violations
+    )  # after process_lanes, which finds the faults
     for job in jobs:
-        svg = tl.job_lane(job)  # first: it completes the job's tags
+        svg = tl.job_lane(job, lane_h)  # first: it completes the job's tags
+        done = job.done if job.done is not None else tl.end
         lanes.append(
-            f'<g class="jl" data-j="{_esc(job.job_id)}" data-t="{" ".join(sorted(job.tags))}" '
+            f'<g class="jl" id="job-{_esc(job.job_id)}" data-j="{_esc(job.job_id)}" '
+            f'data-t="{" ".join(sorted(job.tags))}" data-a="{job.added:.0f}" data-d="{done:.0f}" '
             f'transform="translate(0,{y:g})">{svg}</g>'
         )
-        label_y = AXIS_H + y + JOB_H - 1
-        labels.append(f'<text class="jt" x="{LABEL_W - 6}" y="{label_y}">{_esc(job.job_id)}</text>')
-        y += JOB_H
+        label_y = AXIS_H + y + (lane_h - 2) / 2 + 4  # centred on the lane's bar
+        flag = f" o-{category}" if (category := story.category(job)) else ""
+        labels.append(
+            f'<text class="jt{flag}" x="{LABEL_W - 6}" y="{label_y:g}">{_esc(job.job_id)}</text>'
+        )
+        y += lane_h
     total_h = AXIS_H + y + 10
     heal = tl.heal.t_ms if tl.heal else tl.end
     phases = tl.rect(0, heal, 0, 12, "ph-s", ["safety phase: faults at full rate"])
@@ -449,26 +443,29 @@ def render_html(result: RunResult) -> str:
         phases += tl.rect(heal, tl.end, 0, 12, "ph-l", healed)
         under = tl.rect(heal, tl.end, 0, y, "bg-l", healed)
         over += tl.tick(heal, 0, y, "m-heal", healed)
+    drawn = f"{under}{''.join(lanes)}{over}"
+    used = {LEGEND_KEY.get(cls, cls) for cls in _DRAWN.findall(drawn + phases)}
     styles = "".join(
-        f".p{p.index}{{fill:{_colour(p.slot, p.generation)}}}" for p in tl.procs.values()
+        f".p{p.index}{{fill:{process_colour(p.slot, p.generation)}}}" for p in tl.procs.values()
     )
     svg = (
         f'<svg id="tl" xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + PLOT_W + 20}" '
         f'height="{total_h}" data-w="{PLOT_W}" data-pps="{tl.pps:.6g}" '
         f'data-end="{tl.end / 1000:.3f}" data-lw="{LABEL_W}" data-ah="{AXIS_H}" '
-        f'data-jt="{jobs_top:g}" data-jh="{JOB_H}">'
-        f'<g transform="translate({LABEL_W},{AXIS_H})"><g id="zx">{under}{"".join(lanes)}{over}'
-        "</g></g>"
+        f'data-jt="{jobs_top:g}" data-jh="{lane_h}">'
+        f'<g transform="translate({LABEL_W},{AXIS_H})"><g id="zx">{drawn}</g></g>'
         f'<g id="axis"><rect class="bgw" x="0" y="0" width="100%" height="{AXIS_H}"/>'
         f'<g transform="translate({LABEL_W},2)"><g id="phz">{phases}</g></g>'
         f'<g id="ticks">{tl.axis()}</g></g>'
         f'<g id="labels"><rect class="bgw" x="0" y="0" width="{LABEL_W}" height="{total_h}"/>'
-        f"{''.join(labels)}</g></svg>"
+        f"{''.join(labels)}"
+        f'<rect id="corner" class="bgw" x="0" y="0" width="{LABEL_W}" height="{AXIS_H}"/></g></svg>'
     )
-    return _page(result, tl, styles, svg)
+    extra = legend(used, "p0") + CONTROLS + summary_html(story, jobs)
+    return _page(result, tl, styles, svg, extra)
 
 
-def _page(result: RunResult, tl: _Timeline, styles: str, svg: str) -> str:
+def _page(result: RunResult, tl: _Timeline, styles: str, svg: str, extra: str) -> str:
     applied = {event.detail for event in tl.faults}
     skip = ("faults", "violations", "coverage", "enabled_fault_kinds", "planted")
     cells = "".join(
@@ -489,17 +486,23 @@ def _page(result: RunResult, tl: _Timeline, styles: str, svg: str) -> str:
     )
     planted = f" · <b>planted</b> {_esc(', '.join(result.planted))}" if result.planted else ""
     title = _esc(f"corral sim — {result.scenario} seed {result.seed}")
+    counts = (
+        f"jobs {result.jobs}: {result.completed} completed, {result.failed} failed, "
+        f"{result.lost} lost · {result.stalls_recovered} stalls recovered · "
+        f"{result.re_executions} re-executions"
+    )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{_CSS}{styles}</style></head><body><header><h1>{title} "
-        f"<small>{'OK' if result.ok else 'FAILED'} · trace {_esc(result.trace_hash)} · {phase}"
-        f'</small></h1><div class="cells">{cells}</div><div><b>coverage</b> {_esc(coverage)} · '
-        f"<b>enabled faults</b> {_esc(', '.join(result.enabled_kinds) or 'none')}{planted}</div>"
+        f"<style>{css()}{styles}</style></head><body><header><h1>{title} "
+        f"<small>{'OK' if result.ok else 'FAILED'} · {counts} · {phase}</small></h1>"
         f"{f'<ul class=viol>{violations}</ul>' if violations else ''}"
-        f"<details><summary>faults: {len(applied)} applied of {len(result.faults)} "
-        f"(greyed: not reached before the run ended or healed)</summary>"
-        f'<ul class="faults">{faults or "<li>none</li>"}</ul></details>{_LEGEND}</header>'
-        f'<div id="sc">{svg}</div><script>{_JS}</script></body></html>\n'
+        f"<details><summary>run details; faults: {len(applied)} applied of {len(result.faults)}"
+        f'{planted}</summary><div class="cells">{cells}</div><div><b>coverage</b> '
+        f"{_esc(coverage)} · <b>enabled faults</b> "
+        f"{_esc(', '.join(result.enabled_kinds) or 'none')}</div>(greyed: not reached before "
+        f'the run ended or healed)<ul class="faults">{faults or "<li>none</li>"}</ul></details>'
+        f"{extra}</header>"
+        f'<div id="sc">{svg}</div><script>{SCRIPT}</script></body></html>\n'
     )
 
 
@@ -518,100 +521,4 @@ def write_html(result: RunResult, path: str | os.PathLike[str]) -> pathlib.Path:
     return target
 
 
-_CSS = """
-body{margin:0;font:12px system-ui,sans-serif;display:flex;flex-direction:column;height:100vh}
-header{padding:6px 10px;border-bottom:1px solid #ccc;background:#fafafa}
-h1{font-size:15px;margin:0 0 4px}h1 small{font-weight:normal;color:#555}
-.cells span{margin-right:12px;white-space:nowrap}.viol{color:#b00;margin:2px 0}
-.faults{columns:4;margin:2px 0;font-family:monospace}.faults .off{color:#aaa}
-.legend{margin-top:4px}.legend span{margin-right:10px;white-space:nowrap}
-.legend svg{vertical-align:middle}#sc{flex:1;overflow:auto;position:relative}
-#tl text{font:10px monospace}#tl .jt{font-size:7px;fill:#666;text-anchor:end}
-#tl .pt{text-anchor:end;font-weight:bold;stroke:#0003;stroke-width:.3}
-#tl .sec{font:bold 10px system-ui;fill:#333}.bgw{fill:#fff}
-#tl line{vector-effect:non-scaling-stroke;stroke-width:2}#ticks line{stroke:#333;stroke-width:1}
-.alive{opacity:.45}.closing{fill:#888}.down{fill:#d33;opacity:.35}.blk{fill:#222;opacity:.55}
-.f-partition{fill:#e33;opacity:.22}.f-asymmetric{fill:#f80;opacity:.25}
-.f-latency{fill:#dc0;opacity:.3}.life{fill:#e8e8e8}.jl:hover .life{fill:#ffe08a}
-.dly{fill:#b9d3f2}.exp{opacity:.35}.p-x{fill:#999}.rn{stroke:#fff;stroke-width:.6;
-vector-effect:non-scaling-stroke}.adds{fill:#777}.s-act,.s-que{fill:none;stroke-width:1.5;
-vector-effect:non-scaling-stroke}.s-act{stroke:#26c}.s-que{stroke:#999}
-.ph-s{fill:#f4c7c3}.ph-l{fill:#b7e1b5}.bg-l{fill:#eef8ec}
-.m-exec{stroke:#222}#tl .m-exec{stroke-width:1}.m-done{stroke:#0a7a2a}.m-fail{stroke:#d00}
-.m-retry{stroke:#9a9a00}.m-stall{stroke:#ff6a00}#tl .m-stall,#tl .m-rej{stroke-width:3}
-.m-rej{stroke:#e0e}.m-rel{stroke:#14f}.m-rnf{stroke:#70c}.m-crash{stroke:#d00}
-#tl .m-crash{stroke-width:3}.m-exit{stroke:#333}.m-shut{stroke:#14f}.m-chk{stroke:#088}
-.m-err{stroke:#c06}.m-other{stroke:#888}.m-fault{stroke:#d00;stroke-dasharray:2 2}
-.m-heal{stroke:#080;stroke-dasharray:4 3}.m-end{stroke:#000;stroke-dasharray:1 3}
-.ctl button{font-size:11px}.ctl{margin-top:4px}
-"""
-
-#: Legend entries: shape, CSS class (dots for spaces), text.
-_SWATCHES = """rect p0 lock held (colour = owning process)|rect p0.exp lock expired, job active
-|rect dly delayed|rect life job queued/alive|line m-exec exec|line m-done completed
-|line m-retry retry|line m-fail failed|line m-stall stall recovered|line m-rej finish rejected
-|line m-rel released|line m-rnf renew failed|rect alive.p0 process alive|rect blk loop blocked / GC
-|rect down slot empty|line m-crash crash|line m-chk stall check|line m-err error / lock lost
-|rect f-partition partition|rect f-asymmetric replies lost|rect f-latency latency
-|rect ph-l liveness phase"""
-_SHAPES = {
-    "rect": '<rect class="{}" width="14" height="10"/>',
-    "line": '<line class="{}" x1="7" x2="7" y1="0" y2="10" style="stroke-width:3"/>',
-}
-_LEGEND = (
-    '<div class="legend">'
-    + "".join(
-        f'<span><svg width="14" height="10">{_SHAPES[shape].format(cls.replace(".", " "))}'
-        f"</svg> {text}</span> "
-        for shape, cls, text in (entry.strip().split(" ", 2) for entry in _SWATCHES.split("|"))
-    )
-    + '</div><div class="ctl">zoom <button data-z="0.5">−</button><button data-z="2">+</button>'
-    '<button data-z="0">fit</button> · jobs <select id="jf"><option value="">all</option>'
-    '<option value="*">interesting</option><option>stall</option><option>retry</option>'
-    "<option>rejected</option><option>failed</option><option>reexec</option>"
-    '<option>renewfail</option></select> <input id="jq" size="14" placeholder="job ids 1 2 3">'
-    ' <span id="jn"></span> · hover anything for its trace lines</div>'
-)
-
-_JS = """
-(function(){
-const sc=document.getElementById('sc'),svg=document.getElementById('tl');
-const D=svg.dataset,W=+D.w,pps=+D.pps,end=+D.end,LW=+D.lw,AH=+D.ah,JT=+D.jt,JH=+D.jh;
-const zx=document.getElementById('zx'),phz=document.getElementById('phz');
-const ticks=document.getElementById('ticks'),axis=document.getElementById('axis');
-const labels=document.getElementById('labels');
-const lanes=[...document.querySelectorAll('g.jl')],jl=[...document.querySelectorAll('text.jt')];
-const STEPS=[0.1,0.2,0.5,1,2,5,10,15,30,60,120,300,600,1200,3600];
-let z=1;const fitZ=()=>Math.max(0.25,(sc.clientWidth-LW-24)/W);
-function drawAxis(){
-  const s=STEPS.find(v=>v*pps*z>=70)||3600;let h='';
-  for(let n=0;n*s<=end;n++){const x=(LW+n*s*pps*z).toFixed(1);
-    h+=`<line x1="${x}" x2="${x}" y1="${AH-6}" y2="${AH}"/>`+
-       `<text x="${(+x+2).toFixed(1)}" y="${AH-8}">${+(n*s).toFixed(1)}s</text>`;}
-  ticks.innerHTML=h;}
-function zoom(f){
-  const mid=(sc.scrollLeft+sc.clientWidth/2-LW)/z;
-  z=f===0?fitZ():Math.min(256,Math.max(0.25,z*f));
-  zx.setAttribute('transform',`scale(${z},1)`);phz.setAttribute('transform',`scale(${z},1)`);
-  svg.setAttribute('width',LW+W*z+20);drawAxis();
-  sc.scrollLeft=mid*z+LW-sc.clientWidth/2;}
-document.querySelectorAll('button[data-z]').forEach(b=>b.onclick=()=>zoom(+b.dataset.z));
-sc.addEventListener('scroll',()=>{
-  labels.setAttribute('transform',`translate(${sc.scrollLeft},0)`);
-  axis.setAttribute('transform',`translate(0,${sc.scrollTop})`);});
-const jf=document.getElementById('jf'),jq=document.getElementById('jq');
-function filter(){
-  const tag=jf.value,ids=new Set(jq.value.split(/[\\s,]+/).filter(Boolean));let y=JT,n=0;
-  lanes.forEach((g,i)=>{const t=g.dataset.t;
-    const show=(!tag||(tag==='*'?t!=='':t.split(' ').includes(tag)))&&
-      (!ids.size||ids.has(g.dataset.j));
-    g.style.display=jl[i].style.display=show?'':'none';
-    if(show){g.setAttribute('transform',`translate(0,${y})`);jl[i].setAttribute('y',AH+y+JH-1);
-      y+=JH;n++;}});
-  svg.setAttribute('height',AH+y+10);
-  document.getElementById('jn').textContent=`${n} of ${lanes.length} jobs shown`;}
-jf.onchange=filter;jq.oninput=filter;zoom(0);
-})();
-"""
-
-__all__ = ["render_html", "text_log", "write_html"]
+__all__ = ["job_lane_height", "render_html", "text_log", "write_html"]
