@@ -17,10 +17,11 @@ How it works:
   not be. Progress reported once the processor has returned (by a thread or task it left
   behind) raises and is stored nowhere. ``job.cancellation`` is never set in a child: see
   cancellation below.
-- **Only JSON crosses the pipe** (:mod:`corral.sandbox_protocol`), both ways; the worker never
-  unpickles what a child sends. Every message of a job carries its *run* (an id the worker gives
-  each job it sends): the worker takes only the messages of the run it waits for and drops (and
-  logs at debug) the rest, so nothing of a finished run reaches another job.
+- **Only JSON comes back** (:mod:`corral.sandbox_protocol`): the worker never unpickles what a
+  child sends. (The worker sends the job's stored fields pickled: its own data, which the child
+  trusts.) Every message of a job carries its *run* (an id the worker gives each job it sends):
+  the worker takes only the messages of the run it waits for and drops (and logs at debug) the
+  rest, so nothing of a finished run reaches another job.
 - **Results and errors come back** as JSON. The result is encoded in the child; one JSON cannot
   encode fails the job (unrecoverable) with the reason a worker gives in-process ("return value
   of job 7 cannot be encoded as JSON: ..."). An exception fails the attempt as usual (retries,

@@ -1,10 +1,14 @@
 """The messages a sandboxed processor's child process and the worker exchange over their pipe.
 
-Every message is one JSON object, both ways. The worker never unpickles what a child sends: a
-result, a progress value or an exception's arguments could be any object, and unpickling one can
-run code in the worker (``__reduce__``). Results and progress are stored as JSON anyway, so the
-child encodes them as the worker would in-process, and one that JSON cannot encode fails there
-with the same reason. The worker's side (the job's stored fields) is JSON too: plain strings.
+**Child → worker: JSON only.** The worker never unpickles what a child sends: a result, a
+progress value or an exception's arguments could be any object, and unpickling one can run code
+in the worker (``__reduce__``). Results and progress are stored as JSON anyway, so the child
+encodes them as the worker would in-process (one that JSON cannot encode fails there, with the
+reason the worker gives in-process), and the worker checks every message it reads.
+
+**Worker → child: pickled tuples** of the worker's own data (the job's stored fields are plain
+strings), which the child trusts as it trusts the worker that started it; pickle because the
+request carries every field of the job and costs a sixth of the JSON encoding.
 
 Every message about a job carries its *run*: the id the worker gave that job's run when it sent it
 to the child. The worker acts only on messages of the run it is waiting for, so nothing a finished
@@ -13,9 +17,9 @@ another job. Progress is a round trip: the child waits for the ``ack`` that carr
 
 Worker → child::
 
-    {"kind": "run", "run": 7, "queue": "q", "job": "12", "token": "…", "fields": {…}}
-    {"kind": "ack", "run": 7, "seq": 3, "error": null}
-    {"kind": "stop"}
+    ("run", 7, queue_name, job_id, token, fields)
+    ("ack", 7, seq, error_or_None)
+    ("stop",)
 
 Child → worker::
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import pickle
 import sys
 from typing import Any, Final
 
@@ -59,17 +64,16 @@ class SandboxedProtocolError(CorralError):
     """A sandboxed child process sent something that is not a message of the protocol."""
 
 
-STOP: Final = b'{"kind":"stop"}'
+STOP: Final = pickle.dumps(("stop",))
 
 _DUMPS: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_DECODER: Final = json.JSONDecoder()
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 # ---------------------------------------------------------------------------- worker → child
@@ -86,16 +90,10 @@ class RunRequest:
     fields: dict[str, str]
 
     def encode(self) -> bytes:
-        return _DUMPS(
-            {
-                "kind": "run",
-                "run": self.run,
-                "queue": self.queue_name,
-                "job": self.job_id,
-                "token": self.token,
-                "fields": self.fields,
-            }
-        ).encode()
+        return pickle.dumps(
+            ("run", self.run, self.queue_name, self.job_id, self.token, self.fields),
+            pickle.HIGHEST_PROTOCOL,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,21 +105,16 @@ class Ack:
     error: str | None
 
     def encode(self) -> bytes:
-        return _DUMPS(
-            {"kind": "ack", "run": self.run, "seq": self.seq, "error": self.error}
-        ).encode()
+        return pickle.dumps(("ack", self.run, self.seq, self.error), pickle.HIGHEST_PROTOCOL)
 
 
 def decode_worker_message(data: bytes) -> RunRequest | Ack | None:
-    """Read a message from the worker (``None`` is ``stop``). The worker is trusted."""
-    message = _DECODER.decode(data.decode())
-    kind = message["kind"]
-    if kind == "run":
-        return RunRequest(
-            message["run"], message["queue"], message["job"], message["token"], message["fields"]
-        )
-    if kind == "ack":
-        return Ack(message["run"], message["seq"], message["error"])
+    """Read a message from the worker (``None`` is ``stop``); the child trusts its worker."""
+    message = pickle.loads(data)
+    if message[0] == "run":
+        return RunRequest(*message[1:])
+    if message[0] == "ack":
+        return Ack(*message[1:])
     return None
 
 
@@ -149,7 +142,7 @@ class RemoteFailure:
         args: list[Any] | None = list(error.args)
         try:
             _DUMPS(args)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             args = None
         return cls(
             kind.__module__,
@@ -201,7 +194,7 @@ class RemoteFailure:
         return error
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class ChildMessage:
     """A message from a child, checked: ``kind`` is one of the four below."""
 
@@ -225,6 +218,9 @@ def encode_result(run: int, job_id: str, result: Any) -> bytes:
         encoded = encode_json(result, "return value of job {}", job_id)
     except InvalidArgumentError as exc:
         return encode_failure(run, UnrecoverableError(str(exc)))
+    except RecursionError:
+        reason = f"return value of job {job_id} cannot be encoded as JSON: it nests too deeply"
+        return encode_failure(run, UnrecoverableError(reason))
     return f'{{"kind":"done","run":{run},"value":{encoded}}}'.encode()
 
 
@@ -252,7 +248,7 @@ def decode_child_message(data: bytes) -> ChildMessage:
         SandboxedProtocolError: the data is not one of the protocol's messages.
     """
     try:
-        message = _STRICT_DECODER.decode(data.decode())
+        message = _DECODER.decode(data.decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise SandboxedProtocolError(f"not a JSON message: {exc}") from None
     if not isinstance(message, dict):

@@ -160,7 +160,7 @@ def test_a_child_that_breaks_the_protocol_is_replaced_and_its_job_failed(
         )
         # Each misbehaving child was killed and replaced: the last job ran on a fresh one.
         assert not alive(first["pid"])
-        assert last not in (first["pid"],)
+        assert last != first["pid"]
         assert runner.pids == []
 
     asyncio.run(main())
