@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral import Worker
+from corral.engine.worker import WORKER_EVENTS
 
 # Generous bound for any single wait: child processes take a moment to start on a busy machine.
 WAIT_S = 15.0
@@ -19,16 +20,7 @@ class Recorder:
     def __init__(self, worker: Worker) -> None:
         self.events: list[tuple[str, tuple[Any, ...]]] = []
         self._changed = asyncio.Event()
-        for name in (
-            "active",
-            "completed",
-            "failed",
-            "progress",
-            "stalled",
-            "locks_renewed",
-            "lock_renewal_failed",
-            "error",
-        ):
+        for name in sorted(WORKER_EVENTS):
             worker.on(name, self._handler(name))
 
     def _handler(self, name: str) -> Callable[..., None]:
