@@ -14,12 +14,24 @@ How it works:
   name, data, opts, attempts_made, ...). ``await job.update_progress(v)`` and
   ``job.update_progress_sync(v)`` send the value to the worker, which stores it on the real job
   (``progress`` event) and answers; the call returns once it is stored, and raises if it could
-  not be. ``job.cancellation`` is never set in a child: see cancellation below.
-- **Results and errors come back** pickled. An exception fails the attempt as usual (retries,
+  not be. Progress reported once the processor has returned (by a thread or task it left
+  behind) raises and is stored nowhere. ``job.cancellation`` is never set in a child: see
+  cancellation below.
+- **Only JSON comes back** (:mod:`corral.sandbox_protocol`): the worker never unpickles what a
+  child sends. (The worker sends the job's stored fields pickled: its own data, which the child
+  trusts.) Every message of a job carries its *run* (an id the worker gives each job it sends):
+  the worker takes only the messages of the run it waits for and drops (and logs at debug) the
+  rest, so nothing of a finished run reaches another job.
+- **Results and errors come back** as JSON. The result is encoded in the child; one JSON cannot
+  encode fails the job (unrecoverable) with the reason a worker gives in-process ("return value
+  of job 7 cannot be encoded as JSON: ..."). An exception fails the attempt as usual (retries,
   backoff, :class:`UnrecoverableError` stays unrecoverable) and the job's stored stacktrace is
-  the one formatted *in the child*. An exception that cannot be pickled arrives as a
-  :class:`SandboxedProcessorError` with the same message (an unrecoverable one as an
-  :class:`UnrecoverableError`).
+  the one formatted *in the child*. It is rebuilt as its own class when that class is already
+  loaded in the worker (nothing is imported on a child's word) and its JSON ``args`` give back
+  the same message; otherwise it arrives as a :class:`SandboxedProcessorError` with the same
+  message (an unrecoverable one as an :class:`UnrecoverableError`).
+- **A child that breaks the protocol** (sends anything but the protocol's JSON messages) is
+  killed, its job fails with :class:`SandboxedProtocolError`, and a fresh child takes later jobs.
 - **A child that dies mid-job** (killed, segfault, ``os._exit``, ``sys.exit``) fails that
   attempt with :class:`SandboxedProcessExitedError` ("sandboxed processor process exited with
   code -9 (SIGKILL) while running job 7") and is replaced by a fresh child for later jobs.
@@ -39,15 +51,11 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import dataclasses
 import importlib
-import inspect
 import itertools
-import json
+import logging
 import multiprocessing
 import multiprocessing.connection
-import os
-import pickle
 import signal
 import threading
 import time
@@ -57,36 +65,32 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
-from corral.engine.errors import (
-    CorralError,
-    InvalidArgumentError,
-    JobCancelledError,
-    UnrecoverableError,
+from corral.engine.errors import CorralError, InvalidArgumentError, JobCancelledError
+from corral.engine.job import Job
+from corral.sandbox_child import child_main
+from corral.sandbox_protocol import (
+    STOP,
+    Ack,
+    ChildMessage,
+    RunRequest,
+    SandboxedProcessorError,
+    SandboxedProtocolError,
+    decode_child_message,
 )
-from corral.engine.job import Job, encode_json
-from corral.engine.policy import REMOTE_STACKTRACE_ATTRIBUTE, format_stacktrace
 
 __all__ = [
     "SandboxedProcessExitedError",
     "SandboxedProcessorError",
+    "SandboxedProtocolError",
     "SandboxedRunner",
     "import_processor",
     "processor_spec",
 ]
 
+logger = logging.getLogger("corral.sandbox")
+
 #: Start methods a sandbox may use (``fork`` is refused: the worker has threads and a loop).
 START_METHODS: Final = ("spawn", "forkserver")
-
-
-class SandboxedProcessorError(CorralError):
-    """A sandboxed processor raised an exception that could not be sent back as itself.
-
-    ``str(error)`` is the original message; ``remote_type`` names the original class.
-    """
-
-    def __init__(self, message: str, remote_type: str = "") -> None:
-        super().__init__(message)
-        self.remote_type = remote_type
 
 
 class SandboxedProcessExitedError(CorralError):
@@ -164,161 +168,6 @@ def processor_spec(processor: object) -> tuple[str, Callable[..., Any]]:
     return spec, processor
 
 
-# ---------------------------------------------------------------------------- the child side
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Failure:
-    """A processor's exception, as sent back by a child."""
-
-    pickled: bytes | None  # the exception itself, when it survives a pickle round trip
-    type_name: str
-    message: str
-    stacktrace: str  # formatted in the child, as the worker would in-process
-    unrecoverable: bool
-
-    @classmethod
-    def of(cls, error: BaseException) -> _Failure:
-        pickled: bytes | None
-        try:
-            pickled = pickle.dumps(error)
-            pickle.loads(pickled)  # some exceptions pickle but cannot be rebuilt
-        except Exception:
-            pickled = None
-        kind = type(error)
-        return cls(
-            pickled,
-            f"{kind.__module__}.{kind.__qualname__}",
-            str(error),
-            format_stacktrace(error),
-            isinstance(error, UnrecoverableError),
-        )
-
-    def rebuild(self) -> BaseException:
-        error: BaseException | None = None
-        if self.pickled is not None:
-            with contextlib.suppress(Exception):
-                loaded = pickle.loads(self.pickled)
-                if isinstance(loaded, Exception):
-                    error = loaded
-        if error is None:
-            error = (
-                UnrecoverableError(self.message)
-                if self.unrecoverable
-                else SandboxedProcessorError(self.message, self.type_name)
-            )
-        with contextlib.suppress(AttributeError):  # an exception class with __slots__
-            setattr(error, REMOTE_STACKTRACE_ATTRIBUTE, self.stacktrace)
-        return error
-
-
-class _ParentLink:
-    """The child's end of the pipe: progress round trips, and noticing a stop request."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.lock = threading.Lock()
-        self.stop_requested = False
-
-    def report_progress(self, encoded: str) -> None:
-        with self.lock:
-            self.conn.send(("progress", encoded))
-            while True:
-                message = self.conn.recv()
-                if message[0] == "stop":  # a graceful close arrived mid-job: exit after it
-                    self.stop_requested = True
-                    continue
-                break
-        error = message[1]
-        if error is not None:
-            raise CorralError(error)
-
-    async def write_progress(self, job_id: str, encoded: str) -> None:
-        # Off the child's loop, so an async processor's other tasks keep running meanwhile.
-        await asyncio.to_thread(self.report_progress, encoded)
-
-
-class _ChildJob(Job):
-    """The job as a sandboxed processor sees it."""
-
-    __slots__ = ("_link",)
-
-    def __init__(
-        self,
-        queue_name: str,
-        job_id: str,
-        fields: dict[str, str],
-        token: str | None,
-        link: _ParentLink,
-    ) -> None:
-        super().__init__(
-            queue_name, job_id, fields, progress_writer=link.write_progress, token=token
-        )
-        self._link = link
-
-    def update_progress_sync(self, value: Any) -> None:
-        """Report progress from a plain ``def`` processor (or a thread of one)."""
-        encoded = encode_json(value, "progress of job {}", self.id)
-        self._link.report_progress(encoded)
-        self._set_field("progress", encoded)
-
-
-def _watch_parent() -> None:
-    """Exit at once if the worker's process dies (no orphan keeps running doomed work)."""
-    parent = multiprocessing.parent_process()
-    if parent is None or parent.sentinel is None:
-        return
-    sentinel = parent.sentinel
-
-    def watch() -> None:
-        multiprocessing.connection.wait([sentinel])
-        os._exit(70)
-
-    threading.Thread(target=watch, name="corral-sandbox-parent-watch", daemon=True).start()
-
-
-def _child_main(conn: Connection, spec: str) -> None:
-    """Entry point of a sandbox child: import the processor, then run jobs until told to stop."""
-    _watch_parent()
-    try:
-        function = import_processor(spec)
-    except BaseException as exc:
-        conn.send(("fatal", f"cannot import processor {spec!r} in the sandboxed process: {exc}"))
-        return
-    link = _ParentLink(conn)
-    with asyncio.Runner() as runner:
-        while not link.stop_requested:
-            try:
-                message = conn.recv()
-            except EOFError:
-                return
-            if message[0] == "ack":  # a late answer to progress nobody awaited
-                continue
-            if message[0] != "run":  # "stop"
-                return
-            _, queue_name, job_id, token, fields = message
-            job = _ChildJob(queue_name, job_id, fields, token, link)
-            try:
-                result = function(job)
-                if inspect.isawaitable(result):
-                    result = runner.run(_awaited(result))
-            except Exception as exc:
-                conn.send(("failed", _Failure.of(exc)))
-                continue
-            try:
-                conn.send(("done", result))
-            except Exception as exc:  # the result cannot be pickled
-                error = UnrecoverableError(
-                    f"return value of job {job_id} cannot be sent back from the sandboxed "
-                    f"process: {type(exc).__name__}: {exc}"
-                )
-                conn.send(("failed", _Failure.of(error)))
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
-
-
 # ---------------------------------------------------------------------------- the parent side
 
 # Every child process alive, across runners: killed at interpreter exit if a worker was never
@@ -354,6 +203,9 @@ class _Child:
         self.exited: asyncio.Future[int | None] = loop.create_future()
         self.fatal: str | None = None  # the child could not import the processor
         self.retired = False  # terminated or told to stop: not to be given another job
+        # The run in progress: its id (None between runs and once its answer arrived), its job,
+        # the future of its answer and the tasks storing its progress.
+        self._run: int | None = None
         self._job: Job | None = None
         self._result: asyncio.Future[Any] | None = None
         self._progress: set[asyncio.Task[None]] = set()
@@ -377,7 +229,12 @@ class _Child:
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 break
-            if not self._post(self._on_message, data):
+            message: ChildMessage | SandboxedProtocolError
+            try:  # decoded here, off the loop
+                message = decode_child_message(data)
+            except SandboxedProtocolError as exc:
+                message = exc
+            if not self._post(self._on_message, message):
                 return
         self.process.join(5)
         code = self.process.exitcode
@@ -395,39 +252,60 @@ class _Child:
             return False
         return True
 
-    def _on_message(self, data: bytes) -> None:
-        result = self._result
-        try:
-            message = pickle.loads(data)
-        except Exception as exc:
-            if result is not None and not result.done():
-                result.set_exception(
-                    CorralError(f"cannot read the answer of the sandboxed process: {exc}")
-                )
+    def _on_message(self, message: ChildMessage | SandboxedProtocolError) -> None:
+        if isinstance(message, SandboxedProtocolError):
+            self._misbehaved(str(message))
             return
-        kind = message[0]
-        if kind == "progress":
-            task = self.loop.create_task(self._forward_progress(message[1]))
+        if message.kind == "fatal":
+            self.fatal = message.text
+            return
+        job, result = self._job, self._result
+        if message.run != self._run or job is None or result is None or result.done():
+            # A finished run's: from a thread or task its processor left behind. Never another
+            # job's; the child's reporter gets an answer, so that it does not wait forever.
+            logger.debug(
+                "sandboxed process %s: dropped %s of run %s (current run: %s)",
+                self.pid,
+                message.kind,
+                message.run,
+                self._run,
+            )
+            if message.kind == "progress" and message.run is not None and message.seq is not None:
+                reason = f"progress of a finished run ({message.run}) is dropped"
+                self.send(Ack(message.run, message.seq, reason).encode())
+            return
+        if message.kind == "progress":
+            task = self.loop.create_task(self._forward_progress(job, message))
             self._progress.add(task)
             task.add_done_callback(self._progress.discard)
-        elif kind == "fatal":
-            self.fatal = message[1]
-        elif result is not None and not result.done():
-            if kind == "done":
-                result.set_result(message[1])
-            else:
-                result.set_exception(message[1].rebuild())
+            return
+        self._run = None  # answered: nothing more of this run is taken
+        if message.kind == "done":
+            result.set_result(message.value)
+        elif message.failure is not None:
+            result.set_exception(message.failure.rebuild())
 
-    async def _forward_progress(self, encoded: str) -> None:
-        job = self._job
+    def _misbehaved(self, reason: str) -> None:
+        """The child sent something outside the protocol: fail its job, and replace it."""
+        job, result = self._job, self._result
+        self._run = None
+        text = f"sandboxed processor process {self.pid} broke the protocol ({reason})"
+        if job is not None and result is not None and not result.done():
+            result.set_exception(
+                SandboxedProtocolError(f"{text} while running job {job.id}; it was killed")
+            )
+        else:
+            logger.warning("%s between jobs; it was killed", text)
+        self.kill()
+
+    async def _forward_progress(self, job: Job, message: ChildMessage) -> None:
         error: str | None = None
         try:
-            if job is None:
-                raise CorralError("progress reported while no job is running")
-            await job.update_progress(json.loads(encoded))
+            await job.update_progress(message.value)
         except Exception as exc:
             error = str(exc) or type(exc).__name__
-        self.send(("ack", error))
+        if message.run is not None and message.seq is not None:
+            self.send(Ack(message.run, message.seq, error).encode())
 
     def _on_exit(self, code: int | None) -> None:
         _LIVE.discard(self.process)
@@ -447,11 +325,11 @@ class _Child:
             result.set_exception(SandboxedProcessExitedError(text, code))
 
     # Runs on the loop.
-    def send(self, message: tuple[Any, ...]) -> bool:
+    def send(self, data: bytes) -> bool:
         if self.conn.closed:
             return False
         try:
-            self.conn.send(message)
+            self.conn.send_bytes(data)
         except (OSError, ValueError):
             return False
         return True
@@ -477,11 +355,11 @@ class _Child:
             await asyncio.wait_for(asyncio.shield(self.exited), timeout)
         return self.exited.done()
 
-    async def run(self, job: Job, kill_grace: float) -> Any:
+    async def run(self, job: Job, run: int, kill_grace: float) -> Any:
         result: asyncio.Future[Any] = self.loop.create_future()
-        self._job, self._result = job, result
-        fields = dict(job.fields)
-        if not self.send(("run", job.queue_name, job.id, job.token, fields)) and self.exited.done():
+        self._run, self._job, self._result = run, job, result
+        request = RunRequest(run, job.queue_name, job.id, job.token, dict(job.fields))
+        if not self.send(request.encode()) and self.exited.done():
             self._fail_for_exit(self.exited.result())
         cancelled = asyncio.ensure_future(job.cancellation.wait())
         try:
@@ -493,7 +371,9 @@ class _Child:
         finally:
             cancelled.cancel()
         if result.done():
-            self._job = self._result = None
+            self._run = self._job = self._result = None
+            if self._progress:  # this run's progress is stored before its result
+                await asyncio.wait(set(self._progress))
             return result.result()
         self._detach()
         self.terminate(kill_grace)
@@ -505,7 +385,7 @@ class _Child:
     def _detach(self) -> None:
         if self._result is not None and not self._result.done():
             self._result.cancel()
-        self._job = self._result = None
+        self._run = self._job = self._result = None
 
 
 class SandboxedRunner:
@@ -560,6 +440,7 @@ class SandboxedRunner:
         self._slots: asyncio.Semaphore | None = None
         self._starter: concurrent.futures.ThreadPoolExecutor | None = None
         self._numbers = itertools.count(1)
+        self._runs = itertools.count(1)  # every job sent to a child is a new run
         self._closed = False
 
     def __repr__(self) -> str:
@@ -579,7 +460,7 @@ class SandboxedRunner:
         async with self._slots:
             child = self._take_idle() or await self._start()
             try:
-                return await child.run(job, self.kill_grace)
+                return await child.run(job, next(self._runs), self.kill_grace)
             finally:
                 if child.reusable and not self._closed:
                     self._idle.append(child)
@@ -594,7 +475,7 @@ class SandboxedRunner:
                 child.kill()
             else:
                 child.retired = True
-                child.send(("stop",))
+                child.send(STOP)
         for child in children:
             if not await child.wait_exited(self.stop_timeout if not force else 5.0):
                 child.kill()
@@ -614,7 +495,7 @@ class SandboxedRunner:
         loop = asyncio.get_running_loop()
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_child_main,
+            target=child_main,
             args=(child_conn, self.spec),
             name=f"corral-sandbox-{next(self._numbers)}",
         )

@@ -8,11 +8,11 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sandbox_jobs
+from sandbox_helpers import WAIT_S, Recorder, alive, stop
 
 from corral import InvalidArgumentError, JobCancelledError, MemoryBackend, Queue, Worker
 from corral.sandbox import (
@@ -21,59 +21,6 @@ from corral.sandbox import (
     SandboxedRunner,
     import_processor,
 )
-
-# Generous bound for any single wait: child processes take a moment to start on a busy machine.
-WAIT_S = 15.0
-
-
-class Recorder:
-    """Collects a worker's events, and wakes waiters when a condition on them holds."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.events: list[tuple[str, tuple[Any, ...]]] = []
-        self._changed = asyncio.Event()
-        for name in (
-            "active",
-            "completed",
-            "failed",
-            "progress",
-            "stalled",
-            "locks_renewed",
-            "lock_renewal_failed",
-            "error",
-        ):
-            worker.on(name, self._handler(name))
-
-    def _handler(self, name: str) -> Callable[..., None]:
-        def handle(*args: Any) -> None:
-            self.events.append((name, args))
-            self._changed.set()
-
-        return handle
-
-    def of(self, name: str) -> list[tuple[Any, ...]]:
-        return [args for event, args in self.events if event == name]
-
-    async def until(self, condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-async def _stop(worker: Worker, runner: asyncio.Task[None], force: bool = False) -> None:
-    async with asyncio.timeout(WAIT_S):
-        await worker.close(force=force)
-        await runner
-
 
 # ---------------------------------------------------------------------------- round trips
 
@@ -93,12 +40,12 @@ def test_result_and_progress_round_trip() -> None:
         seen = Recorder(worker)
         task = asyncio.create_task(worker.run())
         await seen.until(lambda: len(seen.of("completed")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
 
         async_seen = Recorder(async_worker)
         task = asyncio.create_task(async_worker.run())
         await async_seen.until(lambda: len(async_seen.of("completed")) == 1)
-        await _stop(async_worker, task)
+        await stop(async_worker, task)
 
         ((job, result),) = seen.of("completed")
         assert job.id == sync_job.id
@@ -148,7 +95,7 @@ def test_exception_keeps_the_child_traceback_is_retried_then_fails() -> None:
             async with asyncio.timeout(WAIT_S):
                 while await queue.get_job_state(added.id) != "failed":
                     await asyncio.sleep(0.02)
-            await _stop(worker, task)
+            await stop(worker, task)
             failures[name] = [args[1] for args in seen.of("failed")]
             stored_jobs[name] = await queue.get_job(added.id)
 
@@ -179,10 +126,12 @@ def test_exception_keeps_the_child_traceback_is_retried_then_fails() -> None:
         assert stored.failed_reason == "picky 7: cannot cross"
         assert stored.stacktrace[0].endswith("sandbox_jobs.PickyError: picky 7: cannot cross")
 
-        # A result that cannot leave the child fails the job at once, saying why.
+        # A result JSON cannot encode fails the job at once, with the reason a worker gives
+        # in-process (it is encoded in the child: only JSON crosses the pipe).
         (error,) = failures["odd"]
         assert type(error).__name__ == "UnrecoverableError"
-        assert "cannot be sent back from the sandboxed process" in str(error)
+        assert str(error).startswith("return value of job 1 cannot be encoded as JSON: ")
+        assert stored_jobs["odd"].attempts_made == 1
 
     asyncio.run(main())
 
@@ -207,7 +156,7 @@ def test_killed_child_fails_the_attempt_and_is_replaced() -> None:
         worker.on("progress", kill_first)
         task = asyncio.create_task(worker.run())
         await seen.until(lambda: len(seen.of("completed")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
 
         (victim,) = victims
         ((_, error),) = seen.of("failed")
@@ -220,7 +169,7 @@ def test_killed_child_fails_the_attempt_and_is_replaced() -> None:
         # The retry ran on a fresh child.
         ((_, replacement),) = seen.of("completed")
         assert replacement != victim
-        assert not _alive(victim)
+        assert not alive(victim)
         stored = await queue.get_job(killed.id)
         assert stored is not None
         assert stored.attempts_made == 2
@@ -240,7 +189,7 @@ def test_child_exiting_mid_job_fails_it_and_the_next_job_runs() -> None:
         seen = Recorder(worker)
         task = asyncio.create_task(worker.run())
         await seen.until(lambda: len(seen.of("failed")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
         stored = await queue.get_job(doomed.id)
         assert stored is not None
         assert stored.failed_reason == (
@@ -255,7 +204,7 @@ def test_child_exiting_mid_job_fails_it_and_the_next_job_runs() -> None:
         seen = Recorder(worker)
         task = asyncio.create_task(worker.run())
         await seen.until(lambda: len(seen.of("completed")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
         assert seen.of("completed")[0][0].id == ok.id
 
     asyncio.run(main())
@@ -287,7 +236,7 @@ def test_next_job_runs_on_a_replacement_child_after_a_crash() -> None:
         # A third job proves the pool still works after a kill and a cancellation.
         third = await queue.add("k", {"seconds": 0}, attempts=1)
         await seen.until(lambda: len(seen.of("completed")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
         assert seen.of("completed")[0][0].id == third.id
         assert len(set(pids)) == 3  # each job on its own child: two were lost
         (_, first_error), (_, second_error) = seen.of("failed")
@@ -295,7 +244,7 @@ def test_next_job_runs_on_a_replacement_child_after_a_crash() -> None:
         assert isinstance(second_error, JobCancelledError)
         assert "cancelled by worker.cancel_job" in str(second_error)
         assert "sandboxed process running it was terminated" in str(second_error)
-        assert not any(_alive(pid) for pid in pids)
+        assert not any(alive(pid) for pid in pids)
         assert runner.pids == []
         stored = await queue.get_job(second.id)
         assert stored is not None
@@ -337,9 +286,9 @@ def test_concurrency_bounds_the_children_and_they_are_reused() -> None:
         assert len(pids) == 2  # six jobs, two children, reused
         assert most == 2
         assert sorted(runner.pids) == sorted(pids)
-        await _stop(worker, task)  # graceful: the children exit
+        await stop(worker, task)  # graceful: the children exit
         assert runner.pids == []
-        assert not any(_alive(pid) for pid in pids)
+        assert not any(alive(pid) for pid in pids)
 
     asyncio.run(main())
 
@@ -358,9 +307,9 @@ def test_forced_close_kills_the_child_and_requeues_the_job() -> None:
         await seen.until(lambda: len(seen.of("progress")) == 1)
         (pid,) = runner.pids
         started = time.monotonic()
-        await _stop(worker, task, force=True)
+        await stop(worker, task, force=True)
         assert time.monotonic() - started < 5  # not the 30 s the job would take
-        assert not _alive(pid)
+        assert not alive(pid)
         assert runner.pids == []
         assert await queue.get_job_state(job.id) == "waiting"  # given back at once
 
@@ -387,9 +336,9 @@ def test_lost_lock_terminates_the_child_and_the_stall_is_recovered() -> None:
         # Another party takes the lock away (white-box: the memory store's lock table).
         backend._store("lost").locks.pop(job.id)
         await seen.until(lambda: len(seen.of("completed")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
         assert seen.of("lock_renewal_failed") == [([job.id],)]
-        assert not _alive(first_pid)  # terminated, not left running doomed work
+        assert not alive(first_pid)  # terminated, not left running doomed work
         assert [args[0] for args in seen.of("stalled")] == [job.id]
         ((_, second_pid),) = seen.of("completed")
         assert second_pid != first_pid  # the retake ran on a replacement child
@@ -412,11 +361,11 @@ def test_graceful_close_waits_for_the_running_job() -> None:
         seen = Recorder(worker)
         task = asyncio.create_task(worker.run())
         await seen.until(lambda: len(seen.of("active")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
         ((_, pid),) = seen.of("completed")
         assert await queue.get_job_state(job.id) == "completed"
         assert runner.pids == []
-        assert not _alive(pid)
+        assert not alive(pid)
 
     asyncio.run(main())
 
@@ -443,7 +392,7 @@ def _stall_scenario(processor: str, sandboxed: bool) -> tuple[Recorder, Any]:
         seen = Recorder(worker)
         task = asyncio.create_task(worker.run())
         await seen.until(lambda: len(seen.of("completed")) == 1)
-        await _stop(worker, task)
+        await stop(worker, task)
         return seen, await queue.get_job(added.id)
 
     return asyncio.run(main())
