@@ -1,3 +1,4 @@
+#!lua
 --[[
   extend_locks: re-arm every lock that still holds the given token and unmark its job as
   stalled. A lock that expired or was taken is never re-made.
