@@ -148,6 +148,14 @@ def _describe(client: Client) -> str:
     return f"redis://{host}:{port}/{db}"
 
 
+def _is_fakeredis(client: Client) -> bool:
+    """Whether ``client`` talks to fakeredis (its own class, or a plain Redis client built on a
+    fakeredis connection class)."""
+    pool = getattr(client, "connection_pool", None)
+    connection_class = getattr(pool, "connection_class", object)
+    return any(kind.__module__.startswith("fakeredis") for kind in (type(client), connection_class))
+
+
 def _reaching(
     method: Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]],
 ) -> Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]]:
@@ -233,7 +241,7 @@ class RedisBackend:
         self._commands = CommandQueue(client)
         self._instrumentation = instrumentation or Instrumentation()
         # fakeredis neither compiles the scripts' shebang nor has maxmemory: nothing to read.
-        fake = type(client).__module__.startswith("fakeredis")
+        fake = _is_fakeredis(client)
         self._scripts = Scripts(client, self._commands, self._instrumentation, not fake)
         self._server: ServerFacts | None = ServerFacts(None, ()) if fake else None
         self._server_lock = asyncio.Lock()
