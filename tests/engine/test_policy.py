@@ -11,8 +11,8 @@ from corral.engine.errors import UnrecoverableError
 from corral.engine.job import Backoff, Job, JobOptions, KeepJobs
 from corral.engine.policy import (
     backoff_delay,
-    fetch_backoff_ms,
     failure_outcome,
+    fetch_backoff_ms,
     lock_renewal_due,
     stall_limit_exceeded,
 )
