@@ -53,6 +53,7 @@ from corral.engine.storage import (
     Complete,
     Fetched,
     FetchRequest,
+    FinishResult,
     Outcome,
     Storage,
 )
@@ -506,6 +507,11 @@ class Worker:
             running.finishing = True
             now = self.clock.now_ms()
             finish = await self.backend.finish(self.queue_name, job.id, token, outcome, now, fetch)
+        except StoreRefusedError as exc:  # nothing was stored: keep the lock and try again
+            accepted = await self._finish_when_accepted(running, outcome, fetch, exc)
+            if accepted is None:
+                return None
+            finish = accepted
         except asyncio.CancelledError:
             if self._force:
                 await self._release(running)
@@ -532,6 +538,41 @@ class Worker:
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
         return fetched_next
+
+    async def _finish_when_accepted(
+        self,
+        running: _Running,
+        outcome: Outcome,
+        fetch: FetchRequest | None,
+        refusal: StoreRefusedError,
+    ) -> FinishResult | None:
+        """Store an outcome the store refused (e.g. Redis out of memory), keeping the job's lock
+        renewed meanwhile and backing off as for fetches, so that the work done is not lost and
+        run again; None (after an ``error`` event) if the worker closes or another error comes.
+        """
+        while True:
+            self._refused_writes += 1
+            self._events.emit("error", refusal, running.job)
+            running.renew = True
+            try:
+                await asyncio.sleep(fetch_backoff_ms(0, self._refused_writes) / 1000)
+            finally:
+                running.renew = False
+            if self._closing:  # the lock lapses: the stalled check gives the job back
+                return None
+            job_id, now = running.job.id, self.clock.now_ms()
+            try:
+                result = await self.backend.finish(
+                    self.queue_name, job_id, running.token, outcome, now, fetch
+                )
+            except StoreRefusedError as exc:
+                refusal = exc
+                continue
+            except Exception as exc:
+                self._events.emit("error", exc, running.job)
+                return None
+            self._refused_writes = 0
+            return result
 
     def _start_processor(self, job: Job) -> Awaitable[Any]:
         """The processor's run on ``job``, to await (not a coroutine itself: one frame less

@@ -102,3 +102,35 @@ async def test_refused_fetches_back_off_and_resume_when_writes_succeed(
     store.refused = set()
     await wait_for(lambda: len(done) == 1, timeout_s=FETCH_BACKOFF_MAX_MS / 1000 + 1)
     await stop_worker(worker, task)
+
+
+async def test_a_refused_finish_keeps_the_lock_and_is_stored_once_accepted(
+    backend: Storage, clock: VirtualClock
+):
+    """The work done is not lost: the worker renews the job's lock while the store refuses its
+    outcome, and stores it once the store accepts writes again; the job runs once."""
+    store = Refusing(backend, clock)
+    queue = Queue(QUEUE, backend, clock=clock)
+    starts: list[int] = []
+
+    async def work(job: Job) -> str:
+        starts.append(elapsed_ms(clock))
+        return "done"
+
+    store.refused = {"finish"}
+    rec = Recorder(clock, events={"error", "completed"})
+    worker, task = await start_worker(
+        store, work, clock, recorder=rec, lock_duration=1_000, stalled_interval=1_000
+    )
+    job = await queue.add("j", None)
+    await rec.wait("error", 3)
+    await asyncio.sleep(5)  # five lock durations
+    assert await queue.get_job_state(job.id) == "active"
+    assert (await backend.get_lock(QUEUE, job.id)) is not None
+    store.refused = set()
+    await rec.wait("completed")
+    assert await queue.get_job_state(job.id) == "completed"
+    assert len(starts) == 1
+    errors = [e.args[0] for e in rec.of("error")]
+    assert all(str(e) == "finish refused: Redis is out of memory" for e in errors), errors
+    await stop_worker(worker, task)
