@@ -12,6 +12,7 @@ while ``extend_locks`` (whose first write is SET) was refused.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -242,3 +243,36 @@ def test_inspect_shows_the_eviction_warning(tmp_path: Path, capsys: pytest.Captu
         assert cli(args) == 0
         shown = " ".join(capsys.readouterr().out.split())
         assert "maxmemory-policy is 'volatile-lru', not 'noeviction'" in shown
+
+
+# ---------------------------------------------------------------------------- Redis 6
+
+
+def test_scripts_load_without_their_shebang_on_redis_6(
+    server: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis 6.2 cannot compile ``#!lua``: a backend that finds an older server loads the
+    scripts without it (here a Redis 7 made to look like 6.2)."""
+    import corral.backends.redis.backend as backend_module
+    from corral.backends.redis.scripts import load_source
+    from corral.backends.redis.server import ServerFacts
+
+    async def redis_6(_client: Any) -> ServerFacts:
+        return ServerFacts((6, 2), ("noeviction",))
+
+    monkeypatch.setattr(backend_module, "read_server", redis_6)
+    flagged, plain = load_source("add_jobs"), load_source("add_jobs", script_flags=False)
+    assert flagged.text.startswith("#!lua\n")
+    assert plain.text == flagged.text.removeprefix("#!lua\n")
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(server.url, prefix=PREFIX)
+        try:
+            assert (await backend.add_jobs(Q, [new_job("n", "{}", "{}", 1)])).job_ids == ["1"]
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+    with server.admin() as admin:
+        shas = [hashlib.sha1(s.text.encode()).hexdigest() for s in (plain, flagged)]
+        assert admin.script_exists(*shas) == [True, False]
