@@ -159,7 +159,10 @@ def _is_fakeredis(client: Client) -> bool:
 def _reaching(
     method: Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]],
 ) -> Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]]:
-    """Turn the client's connection errors into :class:`RedisUnavailableError`."""
+    """Read the server's facts before the first operation, and name what goes wrong: the
+    client's connection errors become :class:`RedisUnavailableError`, rejected credentials
+    :class:`RedisAuthenticationError`, and a server refusing the operation (out of memory, a
+    missing ACL permission) :class:`~corral.engine.errors.StoreRefusedError`."""
 
     operation = method.__name__
 
