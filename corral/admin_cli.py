@@ -65,13 +65,23 @@ class Snapshot(TypedDict):
     active: list[ActiveJob]
     marked_stalled: list[str]
     failed: list[FailedJob]
+    #: What is unsafe about the server (e.g. an eviction policy that deletes jobs).
+    warnings: list[str]
 
 
 async def take_snapshot(
-    backend: Storage, queue: str, *, limit: int, now: int, url: str = "", prefix: str = ""
+    backend: Storage,
+    queue: str,
+    *,
+    limit: int,
+    now: int,
+    url: str = "",
+    prefix: str = "",
+    warnings: list[str] | None = None,
 ) -> Snapshot:
     """Read a queue's counts, its ``limit`` oldest active jobs with their locks and stalled
-    marks, and its ``limit`` newest failures (works on any backend)."""
+    marks, and its ``limit`` newest failures (works on any backend); ``warnings`` are shown
+    as given."""
     counts, paused, active_ids, failed_ids = await asyncio.gather(
         backend.get_counts(queue),
         backend.is_paused(queue),
@@ -124,6 +134,7 @@ async def take_snapshot(
         "active": list(actives),
         "marked_stalled": [job["id"] for job in actives if job["marked_stalled"]],
         "failed": [job for job in failures if job is not None],
+        "warnings": warnings or [],
     }
 
 
@@ -187,7 +198,9 @@ def render(snapshot: Snapshot) -> RenderableType:
         counts.add_column(state, justify="right", style=styles.get(state))
     counts.add_row(*(str(n) for n in snapshot["counts"].values()))
 
-    parts: list[RenderableType] = [header, counts]
+    parts: list[RenderableType] = [header]
+    parts += [Text(f"WARNING: {warning}", style="bold yellow") for warning in snapshot["warnings"]]
+    parts.append(counts)
     total_active = snapshot["counts"]["active"]
     if snapshot["active"]:
         shown = len(snapshot["active"])
@@ -308,6 +321,7 @@ async def _inspect(
             now=clock.now_ms(),
             url=backend.url,
             prefix=args.prefix,
+            warnings=await backend.server_warnings(),
         )
 
     try:

@@ -21,6 +21,24 @@ class JobCancelledError(CorralError):
     """Raised by ``job.cancellation.raise_if_cancelled()`` once the job's run was cancelled."""
 
 
+class StoreRefusedError(CorralError):
+    """The store is up but refused an operation, which changed nothing (e.g. Redis out of
+    memory under ``maxmemory-policy noeviction``, or a user lacking an ACL permission).
+
+    A worker stops fetching jobs while the store refuses writes (see
+    :func:`corral.engine.policy.refused_write_pause_ms`).
+
+    Attributes:
+        operation: the storage operation refused (e.g. ``"extend_locks"``).
+        cause: why, in words (e.g. ``"Redis is out of memory"``).
+    """
+
+    def __init__(self, operation: str, cause: str) -> None:
+        self.operation = operation
+        self.cause = cause
+        super().__init__(f"{operation} refused: {cause}")
+
+
 class ResultCode(enum.IntEnum):
     """Outcome codes of storage operations; the negative values are BullMQ's script codes."""
 

@@ -112,6 +112,30 @@ def lock_renewal_due(last_renewed_ms: int, now_ms: int, lock_renew_time: int) ->
     return now_ms - last_renewed_ms >= lock_renew_time // 2
 
 
+#: First wait (ms) before fetching again after a failed fetch or a refused write; it doubles
+#: with each further one, up to FETCH_BACKOFF_MAX_MS: an unreachable or full store costs a few
+#: calls per second, and a short outage ends fast.
+FETCH_BACKOFF_MS: Final = 100
+FETCH_BACKOFF_MAX_MS: Final = 5_000
+
+
+def fetch_backoff_ms(failed_fetches: int, refused_writes: int) -> int:
+    """How long a worker waits before its next fetch; 0 means fetch now.
+
+    Args:
+        failed_fetches: consecutive fetches (or waits for work) that raised, of any cause.
+        refused_writes: consecutive writes of any kind (fetch, lock renewal) that the store
+            refused (:class:`~corral.engine.errors.StoreRefusedError`, e.g. Redis out of
+            memory); a write that succeeds resets it. While the store refuses writes the worker
+            takes no new jobs, which it could neither lock nor finish, and probes with one fetch
+            per wait.
+    """
+    failures = max(failed_fetches, refused_writes)
+    if failures == 0:
+        return 0
+    return min(FETCH_BACKOFF_MS << min(failures - 1, 16), FETCH_BACKOFF_MAX_MS)
+
+
 def error_reason(error: BaseException) -> str:
     """The ``failedReason`` for an error: its message, or its type name when it has none."""
     text = str(error)

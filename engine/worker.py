@@ -29,6 +29,7 @@ from corral.engine.errors import (
     InvalidArgumentError,
     LockLostError,
     ResultCode,
+    StoreRefusedError,
     UnrecoverableError,
     lock_renewal_error_text,
 )
@@ -41,12 +42,18 @@ from corral.engine.job import (
     encode_json,
     validate_queue_name,
 )
-from corral.engine.policy import BackoffStrategy, failure_outcome, lock_renewal_due
+from corral.engine.policy import (
+    BackoffStrategy,
+    failure_outcome,
+    fetch_backoff_ms,
+    lock_renewal_due,
+)
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
     Complete,
     Fetched,
     FetchRequest,
+    FinishResult,
     Outcome,
     Storage,
 )
@@ -80,11 +87,6 @@ _TIME_CHECK_MASK: Final = 3  # read the loop time every 4 jobs
 # How long after a slot asks the loop-turn marker fires (less than _YIELD_AFTER_S, so that a
 # loop that is turning has run it before a slot would yield for nothing).
 _TURN_MARK_S: Final = 0.001
-
-# After a failed fetch or wait, the next fetch waits this long, doubling per consecutive failure
-# up to the cap: an unreachable store costs a few calls per second, and a short outage ends fast.
-_ERROR_BACKOFF_MS: Final = 100
-_ERROR_BACKOFF_MAX_MS: Final = 5_000
 
 # Read for every job, looked up once (an Enum class attribute is slow on Python 3.11).
 _OK: Final = ResultCode.OK
@@ -250,6 +252,7 @@ class Worker:
         )
         self._fetch_request: FetchRequest  # made when the worker starts (see run)
         self._fetch_errors = 0  # consecutive failed fetches or waits
+        self._refused_writes = 0  # consecutive writes the store refused (fetch, renewal)
         self._running: dict[str, _Running] = {}  # by lock token
         # Ordered (a dict, not a set) so that closing cancels slots in a reproducible order.
         self._idle_slots: dict[asyncio.Task[None], None] = {}
@@ -398,15 +401,24 @@ class Worker:
         """Take a job, waiting for one if need be; None once the worker is closing."""
         async with self._block:
             while not self._closing:
+                # A renewal refused since the last fetch: no new job until the store takes writes.
+                if (
+                    self._refused_writes
+                    and not self._fetch_errors
+                    and not await self._back_off(slot)
+                ):
+                    break
                 request = self._fetch_request
                 now = self.clock.now_ms()
                 try:
                     result = await self.backend.fetch_next(self.queue_name, request, now)
                 except Exception as exc:
+                    self._refused_writes += isinstance(exc, StoreRefusedError)
                     self._events.emit("error", exc, None)
                     if not await self._back_off(slot):
                         break
                     continue
+                self._refused_writes = 0
                 if result.job is not None:
                     self._drained = False
                     self._fetch_errors = 0
@@ -436,13 +448,14 @@ class Worker:
         return None
 
     async def _back_off(self, slot: asyncio.Task[None]) -> bool:
-        """Wait after a failed fetch or wait (see ``_ERROR_BACKOFF_MS``); False if the worker
-        began closing meanwhile."""
+        """Wait after a failed fetch or wait, or while the store refuses writes (see
+        :func:`~corral.engine.policy.fetch_backoff_ms`); False if the worker began closing
+        meanwhile."""
         self._fetch_errors += 1
-        delay_ms = _ERROR_BACKOFF_MS << min(self._fetch_errors - 1, 16)
+        delay_ms = fetch_backoff_ms(self._fetch_errors, self._refused_writes)
         self._idle_slots[slot] = None
         try:
-            await asyncio.sleep(min(delay_ms, _ERROR_BACKOFF_MAX_MS) / 1000)
+            await asyncio.sleep(delay_ms / 1000)
         except asyncio.CancelledError:
             if self._closing:
                 return False
@@ -494,6 +507,11 @@ class Worker:
             running.finishing = True
             now = self.clock.now_ms()
             finish = await self.backend.finish(self.queue_name, job.id, token, outcome, now, fetch)
+        except StoreRefusedError as exc:  # nothing was stored: keep the lock and try again
+            accepted = await self._finish_when_accepted(running, outcome, fetch, exc)
+            if accepted is None:
+                return None
+            finish = accepted
         except asyncio.CancelledError:
             if self._force:
                 await self._release(running)
@@ -520,6 +538,41 @@ class Worker:
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
         return fetched_next
+
+    async def _finish_when_accepted(
+        self,
+        running: _Running,
+        outcome: Outcome,
+        fetch: FetchRequest | None,
+        refusal: StoreRefusedError,
+    ) -> FinishResult | None:
+        """Store an outcome the store refused (e.g. Redis out of memory), keeping the job's lock
+        renewed meanwhile and backing off as for fetches, so that the work done is not lost and
+        run again; None (after an ``error`` event) if the worker closes or another error comes.
+        """
+        while True:
+            self._refused_writes += 1
+            self._events.emit("error", refusal, running.job)
+            running.renew = True
+            try:
+                await asyncio.sleep(fetch_backoff_ms(0, self._refused_writes) / 1000)
+            finally:
+                running.renew = False
+            if self._closing:  # the lock lapses: the stalled check gives the job back
+                return None
+            job_id, now = running.job.id, self.clock.now_ms()
+            try:
+                result = await self.backend.finish(
+                    self.queue_name, job_id, running.token, outcome, now, fetch
+                )
+            except StoreRefusedError as exc:
+                refusal = exc
+                continue
+            except Exception as exc:
+                self._events.emit("error", exc, running.job)
+                return None
+            self._refused_writes = 0
+            return result
 
     def _start_processor(self, job: Job) -> Awaitable[Any]:
         """The processor's run on ``job``, to await (not a coroutine itself: one frame less
@@ -626,8 +679,10 @@ class Worker:
                 )
             )
         except Exception as exc:
+            self._refused_writes += isinstance(exc, StoreRefusedError)
             self._events.emit("error", exc, None)
             return
+        self._refused_writes = 0
         # Tokens, not ids, tell runs apart: a job that stalled and was taken again by another
         # slot of this worker is tracked twice, and only its newest run still holds the lock.
         # A run that started finishing, or was already found lost by an earlier (overlapping)

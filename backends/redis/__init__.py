@@ -8,7 +8,17 @@ prefix or the queue names is required). Needs the ``redis`` extra (``pip install
 corral[redis]``).
 """
 
-from corral.backends.redis.backend import RedisBackend, RedisUnavailableError
+from corral.backends.redis.backend import (
+    RedisAuthenticationError,
+    RedisBackend,
+    RedisUnavailableError,
+)
 from corral.backends.redis.keys import DEFAULT_PREFIX, QueueKeys
 
-__all__ = ["DEFAULT_PREFIX", "QueueKeys", "RedisBackend", "RedisUnavailableError"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "QueueKeys",
+    "RedisAuthenticationError",
+    "RedisBackend",
+    "RedisUnavailableError",
+]

@@ -15,6 +15,7 @@ lock is gone). A 1 ms lock (``PX 1``) is the one exception: it lives 2 ms.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import itertools
@@ -31,6 +32,7 @@ from redis.asyncio.connection import SSLConnection
 from corral.backends.redis.keys import DEFAULT_PREFIX, QueueKeys
 from corral.backends.redis.pipeline import CommandQueue
 from corral.backends.redis.scripts import Instrumentation, Scripts
+from corral.backends.redis.server import ServerFacts, logger, read_server, refusal
 from corral.engine.errors import (
     STALLED_LIMIT_REASON,
     CorralError,
@@ -67,6 +69,10 @@ Client = Redis | RedisCluster
 
 class RedisUnavailableError(CorralError):
     """Redis could not be reached (refused, timed out, connection lost); names the URL."""
+
+
+class RedisAuthenticationError(CorralError):
+    """Redis refused the client's credentials (wrong password or user, or none given)."""
 
 
 def _hash_tag(base: str) -> str | None:
@@ -142,14 +148,37 @@ def _describe(client: Client) -> str:
     return f"redis://{host}:{port}/{db}"
 
 
+def _is_fakeredis(client: Client) -> bool:
+    """Whether ``client`` talks to fakeredis (its own class, or a plain Redis client built on a
+    fakeredis connection class)."""
+    pool = getattr(client, "connection_pool", None)
+    connection_class = getattr(pool, "connection_class", object)
+    return any(kind.__module__.startswith("fakeredis") for kind in (type(client), connection_class))
+
+
 def _reaching(
     method: Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]],
 ) -> Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]]:
-    """Turn the client's connection errors into :class:`RedisUnavailableError`."""
+    """Read the server's facts before the first operation, and name what goes wrong: the
+    client's connection errors become :class:`RedisUnavailableError`, rejected credentials
+    :class:`RedisAuthenticationError`, and a server refusing the operation (out of memory, a
+    missing ACL permission) :class:`~corral.engine.errors.StoreRefusedError`."""
+
+    operation = method.__name__
 
     async def call(self: RedisBackend, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
+            if self._server is None:
+                await self._read_server()
             return await method(self, *args, **kwargs)
+        except redis_errors.AuthenticationError as exc:  # a ConnectionError in redis-py
+            raise self._authentication_failed(exc) from exc
+        except redis_errors.ResponseError as exc:
+            queue = args[0] if args and isinstance(args[0], str) else ""
+            refused = refusal(operation, exc, f"{self.prefix}:{queue or '*'}:*")
+            if refused is None:
+                raise
+            raise refused from exc
         except (
             redis_errors.ConnectionError,
             redis_errors.TimeoutError,
@@ -159,6 +188,8 @@ def _reaching(
         except redis_errors.RedisClusterException as exc:
             # "Redis Cluster cannot be connected ...": no node answered.
             reason = exc.__cause__ or exc.__context__
+            if isinstance(reason, redis_errors.AuthenticationError):
+                raise self._authentication_failed(reason) from exc
             if not isinstance(reason, redis_errors.ConnectionError | OSError):
                 raise
             raise RedisUnavailableError(f"cannot reach Redis at {self.url}: {exc}") from exc
@@ -211,7 +242,12 @@ class RedisBackend:
         self.cluster = isinstance(client, RedisCluster)
         self._owns_client = False
         self._commands = CommandQueue(client)
-        self._scripts = Scripts(client, self._commands, instrumentation or Instrumentation())
+        self._instrumentation = instrumentation or Instrumentation()
+        # fakeredis neither compiles the scripts' shebang nor has maxmemory: nothing to read.
+        fake = _is_fakeredis(client)
+        self._scripts = Scripts(client, self._commands, self._instrumentation, not fake)
+        self._server: ServerFacts | None = ServerFacts(None, ()) if fake else None
+        self._server_lock = asyncio.Lock()
         self._keys: dict[str, QueueKeys] = {}
         # Minted client-side; the request's prefix (a Worker's id) keeps them apart across
         # processes.
@@ -253,6 +289,29 @@ class RedisBackend:
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.url} prefix={self.prefix!r}>"
+
+    async def _read_server(self) -> None:
+        """Read the server's facts once, before the first operation: load the scripts without
+        their shebang on Redis 6, and log a warning for an eviction policy that loses jobs."""
+        async with self._server_lock:
+            if self._server is not None:
+                return
+            facts = await read_server(self.client)
+            if not facts.script_flags:
+                self._scripts = Scripts(self.client, self._commands, self._instrumentation, False)
+            for warning in facts.warnings():
+                logger.warning("%s: %s", self.url, warning)
+            self._server = facts
+
+    def _authentication_failed(self, exc: BaseException) -> RedisAuthenticationError:
+        return RedisAuthenticationError(f"authentication failed at Redis {self.url}: {exc}")
+
+    @_reaching
+    async def server_warnings(self) -> list[str]:
+        """What is unsafe about the server for a queue: today, an eviction policy other than
+        ``noeviction`` (each problem once, as logged before the first operation)."""
+        assert self._server is not None  # read by @_reaching
+        return self._server.warnings()
 
     def keys(self, queue: str) -> QueueKeys:
         """The keys of ``queue``."""

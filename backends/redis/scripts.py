@@ -1,15 +1,25 @@
 """Loads the Lua scripts in ``lua/`` as redis-py Script objects.
 
-Each ``lua/<operation>.lua`` opens with a header comment whose ``KEYS:`` line names the queue
+Each ``lua/<operation>.lua`` opens with a Redis 7 shebang line: ``#!lua`` for a script that
+writes, ``#!lua flags=no-writes`` for a read. A script with a shebang and without the
+``allow-oom`` flag is refused as a whole, before its first command, while the server is over
+``maxmemory``; a script without one is refused only at its first memory-growing command, and
+not at all once it has written anything (a ``DEL`` first, then writes past the limit). The
+shebang is what keeps an out-of-memory refusal from landing between two writes of a script. It
+is dropped (``script_flags=False``) for servers that do not know it: Redis 6.2 and fakeredis,
+which would fail to compile it.
+
+After the shebang comes a header comment whose ``KEYS:`` line names the queue
 keys the script takes, in order (suffixes of :data:`corral.backends.redis.keys.KEY_TYPES`), and
 whose ``Transitions:`` line names the :class:`corral.engine.states.Transition` members it
 performs. Loading a script:
 
-1. replaces each ``--- @include "name"`` line with ``lua/includes/<name>.lua``;
-2. puts a prelude in front that binds ``K`` (the queue keys by name, ``K.stalled_check`` for
+1. keeps the shebang line first (or drops it, see above);
+2. replaces each ``--- @include "name"`` line with ``lua/includes/<name>.lua``;
+3. puts a prelude in front that binds ``K`` (the queue keys by name, ``K.stalled_check`` for
    ``stalled-check``) and ``base`` (``ARGV[1]``, the ``<prefix>:<queue>:`` string job keys are
    built from), so that the names in the header are the only place the KEYS order is written;
-3. registers the text with the client (``client.register_script``): calls go out as EVALSHA
+4. registers the text with the client (``client.register_script``): calls go out as EVALSHA
    through the backend's :class:`~corral.backends.redis.pipeline.CommandQueue`, which loads the
    script again on NOSCRIPT (after a SCRIPT FLUSH or a restart).
 
@@ -54,6 +64,7 @@ SCRIPT_NAMES: Final = (
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
 _KEYS_LINE = re.compile(r"^\s*KEYS:\s*(.+)$", re.MULTILINE)
 _TRANSITIONS = re.compile(r"Transitions:(.*?)\]\]", re.DOTALL)
+_SHEBANG = re.compile(r"^#!lua(?: flags=([a-z,-]+))?\n")
 
 
 class ScriptSourceError(Exception):
@@ -68,12 +79,15 @@ class ScriptSource:
         name: the operation (the file's stem).
         keys: the queue key suffixes the script takes as KEYS, in order.
         transitions: the names of the transitions the header says it performs.
-        text: the full program (prelude, includes and body).
+        flags: the shebang's flags (``("no-writes",)`` for a read; none for a script that
+            writes, which Redis then refuses whole when out of memory).
+        text: the full program (shebang unless dropped, prelude, includes and body).
     """
 
     name: str
     keys: tuple[str, ...]
     transitions: tuple[str, ...]
+    flags: tuple[str, ...]
     text: str
 
 
@@ -125,14 +139,23 @@ def _read(relative: str) -> str:
 
 
 @functools.cache
-def load_source(name: str, instrumentation: Instrumentation = Instrumentation()) -> ScriptSource:
+def load_source(
+    name: str, instrumentation: Instrumentation = Instrumentation(), script_flags: bool = True
+) -> ScriptSource:
     """Read ``lua/<name>.lua`` and build its full program, with ``instrumentation``'s hooks.
 
+    With ``script_flags=False`` the program has no shebang line (for Redis 6.2 and fakeredis).
+
     Raises:
-        ScriptSourceError: if the header lacks a ``KEYS:`` line, names an unknown key, or an
-            include is missing.
+        ScriptSourceError: if the file does not open with a ``#!lua`` line, the header lacks a
+            ``KEYS:`` line, names an unknown key, or an include is missing.
     """
     body = _read(f"{name}.lua")
+    shebang = _SHEBANG.match(body)
+    if shebang is None:
+        raise ScriptSourceError(f"{name}.lua: the first line is not '#!lua [flags=...]'")
+    body = body[shebang.end() :]
+    flags = tuple(shebang.group(1).split(",")) if shebang.group(1) else ()
     keys_line = _KEYS_LINE.search(body)
     if keys_line is None:
         raise ScriptSourceError(f"{name}.lua: the header has no 'KEYS:' line")
@@ -156,7 +179,9 @@ def load_source(name: str, instrumentation: Instrumentation = Instrumentation())
         f"{key.replace('-', '_')} = KEYS[{i}]" for i, key in enumerate(keys, start=1)
     )
     prelude = f"local K = {{{bindings}}}\nlocal base = ARGV[1]\n" + instrumentation.prelude()
-    return ScriptSource(name, keys, transitions, prelude + _INCLUDE.sub(include, body))
+    if script_flags:
+        prelude = shebang.group(0) + prelude
+    return ScriptSource(name, keys, transitions, flags, prelude + _INCLUDE.sub(include, body))
 
 
 class Scripts:
@@ -170,6 +195,8 @@ class Scripts:
         client: the redis-py asyncio client the scripts are registered with.
         commands: the queue the calls go through.
         instrumentation: hooks to compile in (tests and the simulator only).
+        script_flags: load the scripts with their shebang (Redis 7 script flags); False for
+            servers that do not know it (Redis 6.2, fakeredis).
     """
 
     def __init__(
@@ -177,12 +204,13 @@ class Scripts:
         client: Redis | RedisCluster,
         commands: CommandQueue,
         instrumentation: Instrumentation = Instrumentation(),
+        script_flags: bool = True,
     ) -> None:
         self._commands = commands
         self._scripts: dict[str, tuple[ScriptSource, AsyncScript]] = {}
         self._heads: dict[tuple[str, str], Head] = {}
         for name in SCRIPT_NAMES:
-            source = load_source(name, instrumentation)
+            source = load_source(name, instrumentation, script_flags)
             script = client.register_script(source.text)
             commands.add_script(script.sha, source.text)
             self._scripts[name] = (source, script)

@@ -12,6 +12,7 @@ from corral.engine.job import Backoff, Job, JobOptions, KeepJobs
 from corral.engine.policy import (
     backoff_delay,
     failure_outcome,
+    fetch_backoff_ms,
     lock_renewal_due,
     stall_limit_exceeded,
 )
@@ -116,3 +117,11 @@ def test_stall_limit_is_strict(stalls: int, limit: int, exceeded: bool) -> None:
 def test_lock_renewal_is_due_after_half_the_period() -> None:
     assert not lock_renewal_due(1000, 1000 + 7499, 15000)
     assert lock_renewal_due(1000, 1000 + 7500, 15000)
+
+
+def test_fetch_backoff_grows_with_failures_or_refused_writes_and_is_capped() -> None:
+    assert fetch_backoff_ms(0, 0) == 0
+    assert [fetch_backoff_ms(n, 0) for n in (1, 2, 3)] == [100, 200, 400]
+    # A refused write (lock renewal) holds fetching back even before any fetch failed.
+    assert fetch_backoff_ms(1, 3) == 400
+    assert fetch_backoff_ms(40, 0) == fetch_backoff_ms(0, 40) == 5_000

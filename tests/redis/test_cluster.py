@@ -146,6 +146,29 @@ def test_a_cluster_client_can_be_passed_in(cluster: RedisClusterProcesses) -> No
     asyncio.run(main())
 
 
+def test_an_evicting_node_is_warned_about(cluster: RedisClusterProcesses) -> None:
+    """The eviction policy is read from every node: one node under allkeys-lru is enough for a
+    warning (a queue's slot may be on it)."""
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(cluster.url, prefix=tagged("policy"), cluster=True)
+        try:
+            await backend.get_counts(Q)
+            (warning,) = await backend.server_warnings()
+            assert "maxmemory-policy is 'allkeys-lru', not 'noeviction'" in warning
+        finally:
+            await backend.close()
+
+    node = cluster.nodes[2]
+    with node.admin() as admin:
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        asyncio.run(main())
+    finally:
+        with node.admin() as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+
+
 def test_unreachable_cluster_names_the_url() -> None:
     url = f"redis://127.0.0.1:{free_port()}"
 

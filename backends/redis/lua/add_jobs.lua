@@ -1,3 +1,4 @@
+#!lua
 --[[
   add_jobs: store new jobs, in order, all in one atomic step.
 

@@ -1,3 +1,4 @@
+#!lua
 --[[
   check_stalled: one two-phase stalled check, throttled across all checkers of the queue by
   the stalled-check key.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
   extend_locks: re-arm every lock that still holds the given token and unmark its job as
   stalled. A lock that expired or was taken is never re-made.
@@ -8,6 +9,8 @@
     2  lock TTL for PX (ms)
     then pairs: job id, token
   Returns: the tokens whose lock was gone or held by another token, in the order given.
+  allow-oom: it only overwrites locks and removes marks, so it runs even when Redis is out of
+  memory, and the jobs being run keep their locks while new work is refused.
   Transitions: none (locks and stalled marks are side data of active jobs)
 ]]
 --- @include "common"

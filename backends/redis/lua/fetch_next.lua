@@ -1,3 +1,4 @@
+#!lua
 --[[
   fetch_next: promote due delayed jobs, then take the next job (wait first, then prioritized)
   and lock it for the fetch's token.

@@ -1,3 +1,4 @@
+#!lua
 --[[
   finish: apply an attempt's outcome to an active job whose lock holds the token, and
   optionally fetch the next job in the same step (BullMQ's fetch-next).

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 --[[
   get_counts: the number of jobs in each state, read in one atomic step.
 

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 --[[
   get_lock: a job's lock token and its PTTL, read in one atomic step.
 

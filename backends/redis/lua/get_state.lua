@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 --[[
   get_state: where a job is, checked atomically across every structure.
 

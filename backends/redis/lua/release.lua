@@ -1,3 +1,4 @@
+#!lua
 --[[
   release: a closing worker gives an active job back. Its lock is dropped and it goes to the
   front of wait, without counting a stall or an attempt.

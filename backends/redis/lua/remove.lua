@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 --[[
   remove: delete a job that holds no lock, from whatever state it is in.
 
@@ -6,6 +7,8 @@
     1  base: "<prefix>:<queue>:"
     2  job id
   Returns: 0; -1 if the job is in no state; -20 if its lock is held (nothing changed).
+  allow-oom: removing frees memory, so it runs even when Redis is out of memory (its one
+  growth is the "removed" event); every other writing script is refused whole then.
   Transitions: REMOVE
 ]]
 --- @include "common"

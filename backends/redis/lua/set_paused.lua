@@ -1,3 +1,4 @@
+#!lua
 --[[
   set_paused: pause or resume fetching. Pausing deletes the marker so that blocked workers
   stay asleep; resuming sets it again for ready jobs and for the next delayed job.

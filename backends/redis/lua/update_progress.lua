@@ -1,3 +1,4 @@
+#!lua
 --[[
   update_progress: store a job's progress and log a "progress" event.
 
