@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 from corral.engine.errors import InvalidArgumentError, ResultCode
 from corral.engine.job import KeepJobs
@@ -177,6 +177,43 @@ OUTCOME_COMMANDS: dict[type[Complete | Fail | RetryLater | RetryNow], str] = {
 #: One or the other rather than a record of both: finishing is once per job, and the record
 #: would be one more object each time. Read it with :func:`result_code` and :func:`next_job`.
 FinishResult: TypeAlias = Fetched | ResultCode
+
+
+#: The job hash fields (corral's own: Node BullMQ ignores fields it does not know) that record
+#: the last finish applied to a job, so that the same finish sent again (its reply was lost)
+#: gets the same answer: ``ftk`` is ``"<outcome kind>:<lock token>"`` (see :func:`finish_mark`),
+#: ``fnx`` the job that finish fetched (see :func:`next_mark`), ``""`` if none.
+FINISH_MARK: Final = "ftk"
+FINISH_NEXT: Final = "fnx"
+
+#: Each outcome's kind, as the Redis finish script takes it and as ``ftk`` records it.
+OUTCOME_KINDS: Final[dict[type[Complete | Fail | RetryLater | RetryNow], str]] = {
+    Complete: "complete",
+    Fail: "fail",
+    RetryLater: "retry_later",
+    RetryNow: "retry_now",
+}
+
+
+def finish_mark(outcome: Outcome, token: str) -> str:
+    """The ``ftk`` value of a finish of ``outcome`` under ``token`` (kinds have no ``:``)."""
+    return OUTCOME_KINDS[type(outcome)] + ":" + token
+
+
+def next_mark(job_id: str, token: str) -> str:
+    """The ``fnx`` value for a fetched job: ``"<UTF-8 length of id>:<id><token>"`` (the length
+    keeps any id and token apart; bytes, as Lua counts)."""
+    return f"{len(job_id.encode())}:{job_id}{token}"
+
+
+def parse_next_mark(mark: str | None) -> tuple[str, str] | None:
+    """``(job_id, token)`` from an ``fnx`` value, or None when the finish fetched nothing."""
+    if not mark:
+        return None
+    length, _, rest = mark.partition(":")
+    encoded = rest.encode()
+    size = int(length)
+    return encoded[:size].decode(), encoded[size:].decode()
 
 
 def result_code(result: FinishResult) -> ResultCode:

@@ -104,7 +104,10 @@ def _json_pairs(encoded: str | bytes) -> dict[str, str]:
 
 
 def _fetched(raw: Sequence[Any], token: str) -> Fetched | None:
-    return Fetched(_str(raw[1]), _json_pairs(raw[2]), token) if raw[0] == 1 else None
+    if raw[0] != 1:
+        return None
+    # A repeated finish returns the job its first run fetched, with that run's token.
+    return Fetched(_str(raw[1]), _json_pairs(raw[2]), _str(raw[3]) if len(raw) > 3 else token)
 
 
 def _fetch_result(raw: Sequence[Any], token: str) -> FetchResult:
