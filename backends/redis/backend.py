@@ -65,8 +65,9 @@ _MIN_BLOCK_S = 0.001
 Client = Redis | RedisCluster
 
 
-class RedisUnavailableError(CorralError):
-    """Redis could not be reached (refused, timed out, connection lost); names the URL."""
+class RedisUnavailableError(CorralError, ConnectionError):
+    """Redis could not be reached (refused, timed out, connection lost); names the URL. A
+    ``ConnectionError``, which tells the worker that a finish may be sent again."""
 
 
 def _hash_tag(base: str) -> str | None:
