@@ -30,8 +30,7 @@ from corral.engine.job import KeepJobs, decode_opts, next_count
 from corral.engine.policy import stall_limit_exceeded
 from corral.engine.states import MOVES_BY_VALUE, JobState, Transition, invalid_transition
 from corral.engine.storage import (
-    FINISH_MARK,
-    FINISH_NEXT,
+    OUTCOME_KINDS,
     AddResult,
     Complete,
     Fail,
@@ -45,10 +44,10 @@ from corral.engine.storage import (
     RetryLater,
     StalledCheck,
     StoredEvent,
-    finish_mark,
+    finish_field,
+    finish_record,
     hash_fields,
-    next_mark,
-    parse_next_mark,
+    parse_finish_record,
 )
 
 #: How many due delayed jobs one operation promotes at most (BullMQ: 1,000).
@@ -513,9 +512,9 @@ class MemoryBackend:
                 if code is not _OK:
                     repeated = self._repeated_finish(store, job_id, token, outcome, fetch)
                     return code if repeated is None else repeated
+            kind = OUTCOME_KINDS[type(outcome)]
             fields = store.jobs[job_id]
-            fields[FINISH_MARK] = finish_mark(outcome, token)
-            fields[FINISH_NEXT] = ""
+            fields[finish_field(token)] = finish_record(kind)
             self._apply(queue, store, job_id, outcome, now)
             if fetch is None or next_token is None:  # (None together: the second is for mypy)
                 return _OK
@@ -523,7 +522,8 @@ class MemoryBackend:
             if fetched is None:
                 return _OK
             if job_id in store.jobs:  # (retention may have deleted it)
-                store.jobs[job_id][FINISH_NEXT] = next_mark(fetched.job_id, fetched.token)
+                record = finish_record(kind, (fetched.job_id, fetched.token))
+                store.jobs[job_id][finish_field(token)] = record
             return fetched
 
     def _repeated_finish(
@@ -534,16 +534,19 @@ class MemoryBackend:
         outcome: Outcome,
         fetch: FetchRequest | None,
     ) -> FinishResult | None:
-        """The answer to a finish already applied under ``token`` with this outcome (its reply
-        was lost): ``OK``, or the job it fetched if that still holds the lock it got (re-armed
+        """The answer to a finish already applied under ``token`` with this kind of outcome (its
+        reply was lost): ``OK``, or the job it fetched if that still holds the lock it got (re-armed
         for ``fetch.lock_duration``, as a fresh fetch's); None if it is no such repeat."""
         fields = store.jobs.get(job_id)
         if fields is None or "finish-not-idempotent" in self.planted_bugs:
             return None
-        if fields.get(FINISH_MARK) != finish_mark(outcome, token):
+        record = fields.get(finish_field(token))
+        if record is None:
             return None
-        fetched = None if fetch is None else parse_next_mark(fields.get(FINISH_NEXT))
-        if fetched is None or fetch is None:  # (None together: the second is for mypy)
+        kind, fetched = parse_finish_record(record)
+        if kind != OUTCOME_KINDS[type(outcome)]:
+            return None
+        if fetched is None or fetch is None:
             return _OK
         next_id, next_token = fetched
         lock = self._lock_of(store, next_id)

@@ -179,14 +179,7 @@ OUTCOME_COMMANDS: dict[type[Complete | Fail | RetryLater | RetryNow], str] = {
 FinishResult: TypeAlias = Fetched | ResultCode
 
 
-#: The job hash fields (corral's own: Node BullMQ ignores fields it does not know) that record
-#: the last finish applied to a job, so that the same finish sent again (its reply was lost)
-#: gets the same answer: ``ftk`` is ``"<outcome kind>:<lock token>"`` (see :func:`finish_mark`),
-#: ``fnx`` the job that finish fetched (see :func:`next_mark`), ``""`` if none.
-FINISH_MARK: Final = "ftk"
-FINISH_NEXT: Final = "fnx"
-
-#: Each outcome's kind, as the Redis finish script takes it and as ``ftk`` records it.
+#: Each outcome's kind, as the Redis finish script takes it and as finish records hold it.
 OUTCOME_KINDS: Final[dict[type[Complete | Fail | RetryLater | RetryNow], str]] = {
     Complete: "complete",
     Fail: "fail",
@@ -194,26 +187,37 @@ OUTCOME_KINDS: Final[dict[type[Complete | Fail | RetryLater | RetryNow], str]] =
     RetryNow: "retry_now",
 }
 
-
-def finish_mark(outcome: Outcome, token: str) -> str:
-    """The ``ftk`` value of a finish of ``outcome`` under ``token`` (kinds have no ``:``)."""
-    return OUTCOME_KINDS[type(outcome)] + ":" + token
-
-
-def next_mark(job_id: str, token: str) -> str:
-    """The ``fnx`` value for a fetched job: ``"<UTF-8 length of id>:<id><token>"`` (the length
-    keeps any id and token apart; bytes, as Lua counts)."""
-    return f"{len(job_id.encode())}:{job_id}{token}"
+#: A job's hash records every finish applied to it in a field of its own, ``"fin:<lock token>"``
+#: (corral's own: Node BullMQ ignores fields it does not know; one per attempt), so that the same
+#: finish sent again (its reply was lost) gets the same answer, whatever happened to the job
+#: since. Its value is :func:`finish_record`.
+FINISH_FIELD_PREFIX: Final = "fin:"
 
 
-def parse_next_mark(mark: str | None) -> tuple[str, str] | None:
-    """``(job_id, token)`` from an ``fnx`` value, or None when the finish fetched nothing."""
-    if not mark:
-        return None
-    length, _, rest = mark.partition(":")
+def finish_field(token: str) -> str:
+    """The job hash field that records the finish applied under ``token``."""
+    return FINISH_FIELD_PREFIX + token
+
+
+def finish_record(kind: str, fetched: tuple[str, str] | None = None) -> str:
+    """A finish record: ``"<outcome kind>:"`` then, if that finish fetched a job (``(id,
+    token)``), ``"<UTF-8 length of id>:<id><token>"`` (the length keeps any id and token apart;
+    bytes, as Lua counts)."""
+    if fetched is None:
+        return kind + ":"
+    job_id, token = fetched
+    return f"{kind}:{len(job_id.encode())}:{job_id}{token}"
+
+
+def parse_finish_record(record: str) -> tuple[str, tuple[str, str] | None]:
+    """``(outcome kind, (id, token) of the job fetched or None)`` from a :func:`finish_record`."""
+    kind, _, fetched = record.partition(":")
+    if not fetched:
+        return kind, None
+    length, _, rest = fetched.partition(":")
     encoded = rest.encode()
     size = int(length)
-    return encoded[:size].decode(), encoded[size:].decode()
+    return kind, (encoded[:size].decode(), encoded[size:].decode())
 
 
 def result_code(result: FinishResult) -> ResultCode:

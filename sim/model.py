@@ -51,8 +51,7 @@ from corral.engine.job import JobOptions, KeepJobs
 from corral.engine.policy import stall_limit_exceeded
 from corral.engine.states import JobState, Transition, next_state
 from corral.engine.storage import (
-    FINISH_MARK,
-    FINISH_NEXT,
+    OUTCOME_KINDS,
     AddResult,
     Complete,
     Fail,
@@ -67,8 +66,8 @@ from corral.engine.storage import (
     RetryNow,
     StalledCheck,
     Storage,
-    finish_mark,
-    next_mark,
+    finish_field,
+    finish_record,
 )
 
 __all__ = [
@@ -240,10 +239,11 @@ class _Job:
     failed_reason: str | None = None
     stacktrace: str | None = None
     progress: str | None = None
-    # The last finish applied: its outcome and token (``ftk``), and the job it fetched with
-    # that job's token (``fnx``), so that the same finish sent again gets the same answer.
-    finished_by: tuple[Outcome, str] | None = None
-    fetched_next: tuple[str, str] | None = None
+    # Every finish applied: lock token -> (outcome kind, the job it fetched and that job's
+    # token), so that the same finish sent again gets the same answer (the ``fin:`` fields).
+    finishes: dict[str, tuple[str, tuple[str, str] | None]] = dataclasses.field(
+        default_factory=dict
+    )
 
     @property
     def options(self) -> JobOptions:
@@ -276,9 +276,8 @@ class _Job:
         fields = always | {
             name: str(value) for name, value in optional.items() if value is not None
         }
-        if self.finished_by is not None:
-            fields[FINISH_MARK] = finish_mark(*self.finished_by)
-            fields[FINISH_NEXT] = "" if self.fetched_next is None else next_mark(*self.fetched_next)
+        for token, (kind, fetched) in self.finishes.items():
+            fields[finish_field(token)] = finish_record(kind, fetched)
         return fields
 
 
@@ -491,15 +490,15 @@ class QueueModel:
             repeated = self._repeated_finish(job_id, token, outcome, fetch)
             return code if repeated is None else repeated
         job = self._jobs[job_id]
-        job.finished_by, job.fetched_next = (outcome, token), None
+        kind = OUTCOME_KINDS[type(outcome)]
+        job.finishes[token] = (kind, None)
         self._apply(job, outcome, now)
         if fetch is None or next_token is None:
             return code
         fetched = self._fetch(fetch, next_token, now)
         if fetched is None:
             return code
-        if job_id in self._jobs:  # retention may have deleted it
-            job.fetched_next = (fetched.job_id, fetched.token)
+        job.finishes[token] = (kind, (fetched.job_id, fetched.token))
         return fetched
 
     def _repeated_finish(
@@ -510,14 +509,12 @@ class QueueModel:
         the first one fetched if that job still holds the lock it got (re-armed as a fresh
         fetch's). None when it is no such repeat."""
         job = self._jobs.get(job_id)
-        if job is None or job.finished_by is None:
+        first = None if job is None else job.finishes.get(token)
+        if first is None or first[0] != OUTCOME_KINDS[type(outcome)]:
             return None
-        first_outcome, first_token = job.finished_by
-        if first_token != token or type(first_outcome) is not type(outcome):
-            return None
-        if fetch is None or job.fetched_next is None:
+        if fetch is None or first[1] is None:
             return ResultCode.OK
-        next_id, next_token = job.fetched_next
+        next_id, next_token = first[1]
         fetched = self._jobs.get(next_id)
         lock = None if fetched is None else self._live_lock(fetched)
         if fetched is None or lock is None or lock[0] != next_token:

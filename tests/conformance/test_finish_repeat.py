@@ -102,6 +102,9 @@ async def test_a_repeat_with_another_outcome_or_token_is_refused_as_before(
     assert await backend.get_lock(Q, "1") is not None  # the new run's lock is untouched
     assert await backend.finish(Q, "1", "t2", Complete("1"), now) is ResultCode.OK
     assert await backend.get_state(Q, "1") == "completed"
+    # Each attempt's finish keeps its own record: the later one overwrites nothing.
+    assert await backend.finish(Q, "1", "t1", RetryNow("x"), now) is ResultCode.OK
+    assert await backend.finish(Q, "1", "t2", Complete("1"), now) is ResultCode.OK
     check_invariants(backend)
 
 

@@ -22,8 +22,8 @@
   Returns: {code} or, when the finish succeeded and a fetch was asked for, {code, fetched}
     where fetched is what fetch_next returns. Codes: 0 ok, -1 missing job, -2 missing lock,
     -3 not active, -6 lock held by another token; on a non-zero code nothing changed.
-  Idempotent per token: the job hash records the last finish applied to it (`ftk` = outcome
-    ":" token, `fnx` = the job it fetched as "<#id>:<id><token>", or ""). The same finish sent
+  Idempotent per token: the job hash records each finish applied to it in a field of its own,
+    "fin:" token = outcome ":" [the job it fetched as "<#id>:<id><token>"]. The same finish sent
     again (its reply was lost) changes nothing and gets {0} ({0, {0}} if it asks to fetch), or
     {0, {1, id, hash, token}}: the job the first one fetched, while that job still holds the
     lock it got (re-armed for ARGV[13] ms, as a fresh fetch's).
@@ -35,25 +35,26 @@
 local id, token, now, outcome = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local key = job_key(id)
 
--- The answer to a finish already applied under this token and outcome, or nil.
+-- The answer to a finish already applied under this token with this outcome, or nil.
 local function repeated()
   if PLANTED['finish-not-idempotent'] then
     return nil
   end
-  local mark = redis.call('HMGET', key, 'ftk', 'fnx')
-  if mark[1] ~= outcome .. ':' .. token then
+  local record = redis.call('HGET', key, 'fin:' .. token)
+  if not record or string.sub(record, 1, #outcome + 1) ~= outcome .. ':' then
     return nil
   end
   if ARGV[11] ~= '1' then
     return {0}
   end
-  if not mark[2] or mark[2] == '' then
+  local fetched = string.sub(record, #outcome + 2)
+  if fetched == '' then
     return {0, {0}}
   end
-  local colon = string.find(mark[2], ':', 1, true)
-  local length = tonumber(string.sub(mark[2], 1, colon - 1))
-  local next_id = string.sub(mark[2], colon + 1, colon + length)
-  local next_token = string.sub(mark[2], colon + length + 1)
+  local colon = string.find(fetched, ':', 1, true)
+  local length = tonumber(string.sub(fetched, 1, colon - 1))
+  local next_id = string.sub(fetched, colon + 1, colon + length)
+  local next_token = string.sub(fetched, colon + length + 1)
   if redis.call('GET', lock_key(next_id)) ~= next_token then
     return {0, {0}}
   end
@@ -72,7 +73,7 @@ if code ~= 0 then
   return {code}
 end
 drop_lock(id)
-redis.call('HSET', key, 'ftk', outcome .. ':' .. token, 'fnx', '')
+redis.call('HSET', key, 'fin:' .. token, outcome .. ':')
 local attempts_made = redis.call('HINCRBY', key, 'atm', 1)
 if outcome == 'complete' then
   redis.call('HSET', key, 'returnvalue', ARGV[6], 'finishedOn', num(now))
@@ -117,7 +118,8 @@ if ARGV[11] == '1' then
   local fetched = fetch(ARGV[12], ARGV[13], ARGV[14], ARGV[15], now)
   -- (retention may have deleted the finished job: HSET would make a stray hash)
   if fetched[1] == 1 and redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 'fnx', #fetched[2] .. ':' .. fetched[2] .. ARGV[12])
+    redis.call('HSET', key, 'fin:' .. token,
+      outcome .. ':' .. #fetched[2] .. ':' .. fetched[2] .. ARGV[12])
   end
   return {0, fetched}
 end
