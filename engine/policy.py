@@ -131,9 +131,11 @@ def format_stacktrace(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
 
 
-#: The first wait (ms) before a finish whose call failed is sent again, and the most it grows to.
+#: The first wait (ms) before a finish whose call failed is sent again, and the most it grows to
+#: (short: the store may come back for moments only, between restarts, and each running job
+#: sends at most one finish a second).
 FINISH_RETRY_BASE_MS: Final = 100
-FINISH_RETRY_MAX_MS: Final = 5_000
+FINISH_RETRY_MAX_MS: Final = 1_000
 
 
 def finish_retry_delay(
