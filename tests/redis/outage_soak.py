@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from local_redis import RedisProcess  # noqa: E402
+from local_redis import RedisProcess
 
-from corral.backends.redis import RedisBackend  # noqa: E402
-from corral.engine import Job, Queue, Worker  # noqa: E402
-from corral.engine.states import JobState  # noqa: E402
+from corral.backends.redis import RedisBackend
+from corral.engine import Job, Queue, Worker
+from corral.engine.states import JobState
 
 Q = "soak"
 
@@ -75,7 +75,7 @@ async def soak(args: argparse.Namespace, server: RedisProcess) -> dict[str, obje
             counts = await queue.get_job_counts()
             if counts["completed"] == args.jobs:
                 break
-        except Exception:  # noqa: BLE001 - the server may be restarting
+        except Exception:
             pass
         if time.monotonic() - started > args.deadline:
             break
