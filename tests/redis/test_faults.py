@@ -227,7 +227,7 @@ def test_restart_with_appendonly_loses_nothing_and_the_worker_backs_off(
             # loop would make thousands. The other calls, the stalled checks (every 500 ms) and
             # lock renewals, stay within a few per second; each of the 4 finishes in flight is
             # sent again after 50-100 ms, then doubling, while its lock (1.5 s) may hold: at
-            # most 6 sends each.
+            # most 7 sends each (at 0, 50, 150, 350, 750, 1250 and 1500 ms at the soonest).
             outage = backend.failed(went_down, came_back)
             fetching = backend.failed(
                 went_down, came_back, frozenset({"fetch_next", "wait_for_work"})
@@ -237,7 +237,7 @@ def test_restart_with_appendonly_loses_nothing_and_the_worker_backs_off(
             outage_s = came_back - went_down
             assert 1 <= len(fetching) <= 8, (outage_s, fetching)
             assert len(others) <= 10 * outage_s + 4, (outage_s, collections.Counter(outage))
-            assert len(finishing) <= 4 * 6, (outage_s, len(finishing))
+            assert len(finishing) <= 4 * 7, (outage_s, len(finishing))
         finally:
             await backend.inner.close()
 
