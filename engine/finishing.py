@@ -17,7 +17,8 @@ from corral.engine.policy import finish_retry_delay
 from corral.engine.storage import FetchRequest, FinishResult, Outcome, Storage
 
 
-async def finish_with_retries(
+async def send_finish_again(
+    error: OSError,
     backend: Storage,
     queue: str,
     job_id: str,
@@ -30,18 +31,19 @@ async def finish_with_retries(
     lock_expires_ms: int,
     on_error: Callable[[BaseException], None],
 ) -> FinishResult:
-    """``backend.finish`` of ``outcome``, sent again after a transport failure (``OSError``:
-    connection errors and timeouts) with the back-off of :func:`finish_retry_delay` until
-    ``lock_expires_ms`` (worker clock). Each failure but the last goes to ``on_error``; the
-    last, and any other error, is raised."""
+    """Send again a ``backend.finish`` of ``outcome`` whose call failed with ``error`` (a
+    connection error or timeout), with the back-off of :func:`finish_retry_delay`, until one
+    gets a reply or ``lock_expires_ms`` (worker clock) has passed. Each failure but the last
+    goes to ``on_error``; the last, and any error other than ``OSError``, is raised."""
     failures = 0
     while True:
+        failures += 1
+        delay = finish_retry_delay(failures, clock.now_ms(), lock_expires_ms, rng)
+        if delay is None:
+            raise error
+        on_error(error)
+        await asyncio.sleep(delay / 1000)
         try:
             return await backend.finish(queue, job_id, token, outcome, clock.now_ms(), fetch)
         except OSError as exc:
-            failures += 1
-            delay = finish_retry_delay(failures, clock.now_ms(), lock_expires_ms, rng)
-            if delay is None:
-                raise
-            on_error(exc)
-            await asyncio.sleep(delay / 1000)
+            error = exc

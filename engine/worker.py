@@ -33,7 +33,7 @@ from corral.engine.errors import (
     lock_renewal_error_text,
 )
 from corral.engine.events import EventEmitter, Handler
-from corral.engine.finishing import finish_with_retries
+from corral.engine.finishing import send_finish_again
 from corral.engine.job import (
     Duration,
     Job,
@@ -493,18 +493,25 @@ class Worker:
             fetch = None if self._closing else self._fetch_request
             running.renew = False
             running.finishing = True
-            finish = await finish_with_retries(
-                self.backend,
-                self.queue_name,
-                job.id,
-                token,
-                outcome,
-                fetch,
-                clock=self.clock,
-                rng=self._rng,
-                lock_expires_ms=running.last_renewed + self.lock_duration,
-                on_error=lambda exc: self._events.emit("error", exc, job),
-            )
+            now = self.clock.now_ms()
+            try:
+                finish = await self.backend.finish(
+                    self.queue_name, job.id, token, outcome, now, fetch
+                )
+            except OSError as exc:  # no reply: it may have been applied, or not
+                finish = await send_finish_again(
+                    exc,
+                    self.backend,
+                    self.queue_name,
+                    job.id,
+                    token,
+                    outcome,
+                    fetch,
+                    clock=self.clock,
+                    rng=self._rng,
+                    lock_expires_ms=running.last_renewed + self.lock_duration,
+                    on_error=lambda error: self._events.emit("error", error, job),
+                )
         except asyncio.CancelledError:
             if self._force:
                 await self._release(running)
