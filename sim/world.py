@@ -244,8 +244,8 @@ class World:
             return None
         if direction == "reply" and "asymmetric" in windows and windows["asymmetric"][0] > now:
             return None
-        # A finish's request (not applied) or its reply (applied) is lost, half the time each:
-        # the worker cannot tell which.
+        # A finish's request is lost half the time (not applied), else its reply half the time
+        # (applied): the worker cannot tell which.
         if (
             op == "finish"
             and "finish-lost" in windows
