@@ -30,6 +30,7 @@ from corral.engine.job import KeepJobs, decode_opts, next_count
 from corral.engine.policy import stall_limit_exceeded
 from corral.engine.states import MOVES_BY_VALUE, JobState, Transition, invalid_transition
 from corral.engine.storage import (
+    OUTCOME_KINDS,
     AddResult,
     Complete,
     Fail,
@@ -43,7 +44,10 @@ from corral.engine.storage import (
     RetryLater,
     StalledCheck,
     StoredEvent,
+    finish_field,
+    finish_record,
     hash_fields,
+    parse_finish_record,
 )
 
 #: How many due delayed jobs one operation promotes at most (BullMQ: 1,000).
@@ -59,6 +63,7 @@ PLANTABLE_BUGS: Final = {
     "renew-without-owner": "lock renewal ignores the lock token",
     "lose-stalled-mark": "the stalled check never re-marks active jobs",
     "no-stall-limit": "max_stalled_count is ignored",
+    "finish-not-idempotent": "a finish sent again after its reply was lost is refused",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.
@@ -505,11 +510,50 @@ class MemoryBackend:
             ):
                 code = self._check_owner(store, job_id, token)
                 if code is not _OK:
-                    return code
+                    repeated = self._repeated_finish(store, job_id, token, outcome, fetch)
+                    return code if repeated is None else repeated
+            kind = OUTCOME_KINDS[type(outcome)]
+            fields = store.jobs[job_id]
+            fields[finish_field(token)] = finish_record(kind)
             self._apply(queue, store, job_id, outcome, now)
             if fetch is None or next_token is None:  # (None together: the second is for mypy)
                 return _OK
-            return self._fetch(queue, store, fetch, next_token, now) or _OK
+            fetched = self._fetch(queue, store, fetch, next_token, now)
+            if fetched is None:
+                return _OK
+            if job_id in store.jobs:  # (retention may have deleted it)
+                record = finish_record(kind, (fetched.job_id, fetched.token))
+                store.jobs[job_id][finish_field(token)] = record
+            return fetched
+
+    def _repeated_finish(
+        self,
+        store: QueueStore,
+        job_id: str,
+        token: str,
+        outcome: Outcome,
+        fetch: FetchRequest | None,
+    ) -> FinishResult | None:
+        """The answer to a finish already applied under ``token`` with this kind of outcome (its
+        reply was lost): ``OK``, or the job it fetched if that still holds the lock it got (re-armed
+        for ``fetch.lock_duration``, as a fresh fetch's); None if it is no such repeat."""
+        fields = store.jobs.get(job_id)
+        if fields is None or "finish-not-idempotent" in self.planted_bugs:
+            return None
+        record = fields.get(finish_field(token))
+        if record is None:
+            return None
+        kind, fetched = parse_finish_record(record)
+        if kind != OUTCOME_KINDS[type(outcome)]:
+            return None
+        if fetched is None or fetch is None:
+            return _OK
+        next_id, next_token = fetched
+        lock = self._lock_of(store, next_id)
+        if lock is None or lock[0] != next_token:
+            return _OK
+        store.locks[next_id] = (next_token, self._mutex.now + fetch.lock_duration)
+        return Fetched(next_id, dict(store.jobs[next_id]), next_token)
 
     async def extend_locks(
         self, queue: str, locks: Sequence[tuple[str, str]], lock_duration: int

@@ -26,7 +26,7 @@ class StoreRefusedError(CorralError):
     memory under ``maxmemory-policy noeviction``, or a user lacking an ACL permission).
 
     A worker stops fetching jobs while the store refuses writes (see
-    :func:`corral.engine.policy.refused_write_pause_ms`).
+    :func:`corral.engine.policy.fetch_backoff_ms`).
 
     Attributes:
         operation: the storage operation refused (e.g. ``"extend_locks"``).

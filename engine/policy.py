@@ -153,3 +153,36 @@ def format_stacktrace(error: BaseException) -> str:
     if isinstance(remote, str):
         return remote
     return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+
+
+#: The first wait (ms) before a finish whose call failed is sent again, and the most it grows to
+#: (short: the store may come back for moments only, between restarts, and each running job
+#: sends at most one finish a second).
+FINISH_RETRY_BASE_MS: Final = 100
+FINISH_RETRY_MAX_MS: Final = 1_000
+
+
+def finish_retry_delay(
+    failures: int, now_ms: int, lock_expires_ms: int, rng: random.Random
+) -> int | None:
+    """How long to wait before sending a finish again whose call failed (no reply: the store
+    may or may not have applied it, and a finish sent twice under one token is applied once),
+    or None to give up because the lock has lapsed by now.
+
+    The wait doubles from :data:`FINISH_RETRY_BASE_MS` up to :data:`FINISH_RETRY_MAX_MS`, drawn
+    from its upper half so that workers cut off together do not come back in step, and never
+    goes past the lock's expiry: the last try lands while the lock may still hold.
+
+    Args:
+        failures: failed sends so far (1 after the first).
+        now_ms: the worker's clock.
+        lock_expires_ms: when the lock lapses at the latest, on the worker's clock (the last
+            renewal sent, or the fetch, plus ``lock_duration``).
+        rng: randomness for the jitter.
+    """
+    remaining = lock_expires_ms - now_ms
+    if remaining <= 0:
+        return None
+    ceiling = min(FINISH_RETRY_BASE_MS << min(failures - 1, 16), FINISH_RETRY_MAX_MS)
+    low = ceiling // 2
+    return min(low + int(rng.random() * (ceiling - low + 1)), remaining)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 from corral.engine.errors import InvalidArgumentError, ResultCode
 from corral.engine.job import KeepJobs
@@ -177,6 +177,47 @@ OUTCOME_COMMANDS: dict[type[Complete | Fail | RetryLater | RetryNow], str] = {
 #: One or the other rather than a record of both: finishing is once per job, and the record
 #: would be one more object each time. Read it with :func:`result_code` and :func:`next_job`.
 FinishResult: TypeAlias = Fetched | ResultCode
+
+
+#: Each outcome's kind, as the Redis finish script takes it and as finish records hold it.
+OUTCOME_KINDS: Final[dict[type[Complete | Fail | RetryLater | RetryNow], str]] = {
+    Complete: "complete",
+    Fail: "fail",
+    RetryLater: "retry_later",
+    RetryNow: "retry_now",
+}
+
+#: A job's hash records every finish applied to it in a field of its own, ``"fin:<lock token>"``
+#: (corral's own: Node BullMQ ignores fields it does not know; one per attempt), so that the same
+#: finish sent again (its reply was lost) gets the same answer, whatever happened to the job
+#: since. Its value is :func:`finish_record`.
+FINISH_FIELD_PREFIX: Final = "fin:"
+
+
+def finish_field(token: str) -> str:
+    """The job hash field that records the finish applied under ``token``."""
+    return FINISH_FIELD_PREFIX + token
+
+
+def finish_record(kind: str, fetched: tuple[str, str] | None = None) -> str:
+    """A finish record: ``"<outcome kind>:"`` then, if that finish fetched a job (``(id,
+    token)``), ``"<UTF-8 length of id>:<id><token>"`` (the length keeps any id and token apart;
+    bytes, as Lua counts)."""
+    if fetched is None:
+        return kind + ":"
+    job_id, token = fetched
+    return f"{kind}:{len(job_id.encode())}:{job_id}{token}"
+
+
+def parse_finish_record(record: str) -> tuple[str, tuple[str, str] | None]:
+    """``(outcome kind, (id, token) of the job fetched or None)`` from a :func:`finish_record`."""
+    kind, _, fetched = record.partition(":")
+    if not fetched:
+        return kind, None
+    length, _, rest = fetched.partition(":")
+    encoded = rest.encode()
+    size = int(length)
+    return kind, (encoded[:size].decode(), encoded[size:].decode())
 
 
 def result_code(result: FinishResult) -> ResultCode:

@@ -34,6 +34,7 @@ from corral.engine.errors import (
     lock_renewal_error_text,
 )
 from corral.engine.events import EventEmitter, Handler
+from corral.engine.finishing import RETRIED_FINISH_ERRORS, send_finish_again
 from corral.engine.job import (
     Duration,
     Job,
@@ -506,12 +507,15 @@ class Worker:
             running.renew = False
             running.finishing = True
             now = self.clock.now_ms()
-            finish = await self.backend.finish(self.queue_name, job.id, token, outcome, now, fetch)
-        except StoreRefusedError as exc:  # nothing was stored: keep the lock and try again
-            accepted = await self._finish_when_accepted(running, outcome, fetch, exc)
-            if accepted is None:
-                return None
-            finish = accepted
+            try:
+                finish = await self.backend.finish(
+                    self.queue_name, job.id, token, outcome, now, fetch
+                )
+            except RETRIED_FINISH_ERRORS as exc:  # refused, or no reply: may be sent again
+                again = await self._finish_again(running, outcome, fetch, exc)
+                if again is None:
+                    return None
+                finish = again
         except asyncio.CancelledError:
             if self._force:
                 await self._release(running)
@@ -539,40 +543,39 @@ class Worker:
             self._events.emit("failed", job, error)
         return fetched_next
 
-    async def _finish_when_accepted(
+    async def _finish_again(
         self,
         running: _Running,
         outcome: Outcome,
         fetch: FetchRequest | None,
-        refusal: StoreRefusedError,
+        error: OSError | StoreRefusedError,
     ) -> FinishResult | None:
-        """Store an outcome the store refused (e.g. Redis out of memory), keeping the job's lock
-        renewed meanwhile and backing off as for fetches, so that the work done is not lost and
-        run again; None (after an ``error`` event) if the worker closes or another error comes.
-        """
-        while True:
-            self._refused_writes += 1
-            self._events.emit("error", refusal, running.job)
-            running.renew = True
-            try:
-                await asyncio.sleep(fetch_backoff_ms(0, self._refused_writes) / 1000)
-            finally:
-                running.renew = False
-            if self._closing:  # the lock lapses: the stalled check gives the job back
-                return None
-            job_id, now = running.job.id, self.clock.now_ms()
-            try:
-                result = await self.backend.finish(
-                    self.queue_name, job_id, running.token, outcome, now, fetch
-                )
-            except StoreRefusedError as exc:
-                refusal = exc
-                continue
-            except Exception as exc:
-                self._events.emit("error", exc, running.job)
-                return None
-            self._refused_writes = 0
-            return result
+        """Send again a finish the store refused or left unanswered (see
+        :mod:`corral.engine.finishing`); None if the worker closed meanwhile."""
+        job = running.job
+
+        def on_error(exc: BaseException) -> None:
+            self._refused_writes += isinstance(exc, StoreRefusedError)
+            self._events.emit("error", exc, job)
+
+        def keep_lock(renew: bool) -> None:
+            running.renew = renew
+
+        result = await send_finish_again(
+            error,
+            lambda: self.backend.finish(
+                self.queue_name, job.id, running.token, outcome, self.clock.now_ms(), fetch
+            ),
+            clock=self.clock,
+            rng=self._rng,
+            lock_expires_ms=lambda: running.last_renewed + self.lock_duration,
+            keep_lock=keep_lock,
+            closing=lambda: self._closing,
+            on_error=on_error,
+        )
+        if result is not None:
+            self._refused_writes = 0  # a write went through
+        return result
 
     def _start_processor(self, job: Job) -> Awaitable[Any]:
         """The processor's run on ``job``, to await (not a coroutine itself: one frame less

@@ -17,7 +17,14 @@ violation:
 - anything the backend's own ``check()`` finds.
 
 Re-executions (a processor starting again on a job that already ran) are counted, not forbidden:
-delivery is at least once; completion must be exactly once.
+delivery is at least once; completion must be exactly once. A *rerun* is the narrower case of a
+processor starting again on an attempt whose outcome was never stored (not a retry); scenarios
+whose faults cannot take a lock away (``Scenario.expect_no_reruns``: lost finish messages, no
+crash, every outage shorter than the lock) forbid reruns and stall recoveries.
+
+A finish sent again after its reply was lost is answered like the first, moving nothing: the
+oracle accepts such a repeat only for a token whose finish it saw applied, and only with the job
+that finish fetched (whose lock it re-arms), and it refuses a store that rejects such a repeat.
 """
 
 from __future__ import annotations
@@ -58,15 +65,29 @@ class _Track:
     lock_until: int = 0
     completions: int = 0
     executions: int = 0
+    retries: int = 0  # attempts that ended in a retry (the next run is not a rerun)
+    # token of each finish applied -> (outcome type, (id, token) of the job it fetched or None)
+    finishes: dict[str, tuple[type, tuple[str, str] | None]] = dataclasses.field(
+        default_factory=dict
+    )
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class Oracle:
     """Independent bookkeeping of locks, transitions and counters, and the violations found."""
 
-    def __init__(self, max_stalled_count: int, is_alive: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        max_stalled_count: int,
+        is_alive: Callable[[str], bool],
+        *,
+        expect_no_reruns: bool = False,
+    ) -> None:
         self.max_stalled_count = max_stalled_count
         self._is_alive = is_alive
+        self.expect_no_reruns = expect_no_reruns
+        self.reruns = 0
+        self.finishes_repeated = 0
         self.jobs: dict[str, _Track] = {}
         self.violations: list[str] = []
         self.coverage: collections.Counter[str] = collections.Counter()
@@ -120,6 +141,12 @@ class Oracle:
             if track.completions > 1:
                 self.duplicate_completions += 1
                 self._violate(f"job {job_id}: completed {track.completions} times")
+        if transition in (
+            Transition.RETRY,
+            Transition.RETRY_LATER,
+            Transition.RETRY_PRIORITIZED,
+        ):
+            track.retries += 1
         if transition in (
             Transition.COMPLETE,
             Transition.FAIL,
@@ -181,14 +208,55 @@ class Oracle:
         self, process: str, args: tuple[Any, ...], result: FinishResult, now: int
     ) -> None:
         job_id, token, fetch = args[1], args[2], args[5]
-        if result_code(result) is ResultCode.OK:
-            # The transition already cleared the token; judge against what it was before.
-            track = self.jobs.get(job_id, _Track())
-            self._owner_check("finish", job_id, token, self._before.get(job_id, track), now)
-        else:
+        fetched = next_job(result)
+        track = self.jobs.setdefault(job_id, _Track())
+        outcome_type = type(args[3])
+        if result_code(result) is not ResultCode.OK:
             self.coverage["late_finish_rejected"] += 1
+            first = track.finishes.get(token)
+            if first is not None and first[0] is outcome_type:
+                self._violate(
+                    f"job {job_id}: its finish by {token}, sent again, was refused "
+                    f"({result_code(result).name}) although it had been applied"
+                )
+        elif job_id not in self._touched:  # accepted, and nothing moved: a repeat
+            self._repeated(job_id, token, track, fetched, fetch, now)
+            return
+        else:
+            # The transition already cleared the token; judge against what it was before.
+            self._owner_check("finish", job_id, token, self._before.get(job_id, track), now)
+            taken = None if fetched is None else (fetched.job_id, fetched.token)
+            track.finishes[token] = (outcome_type, taken)
         if fetch is not None:
-            self._activated(process, fetch, next_job(result), now)
+            self._activated(process, fetch, fetched, now)
+
+    def _repeated(
+        self,
+        job_id: str,
+        token: str,
+        track: _Track,
+        fetched: Fetched | None,
+        fetch: FetchRequest | None,
+        now: int,
+    ) -> None:
+        self.finishes_repeated += 1
+        if token not in track.finishes:
+            self._violate(
+                f"job {job_id}: a finish by {token} was accepted without moving the job, "
+                "and no finish by that token was applied before"
+            )
+            return
+        if fetched is None or fetch is None:
+            return
+        if track.finishes[token][1] != (fetched.job_id, fetched.token):
+            self._violate(
+                f"job {job_id}: its repeated finish returned job {fetched.job_id} "
+                f"({fetched.token}), not {track.finishes[token][1]}"
+            )
+            return
+        taken = self.jobs.setdefault(fetched.job_id, _Track())
+        self._owner_check("repeated finish (re-arm)", fetched.job_id, fetched.token, taken, now)
+        taken.lock_until = now + fetch.lock_duration
 
     def _renewed(
         self,
@@ -209,6 +277,9 @@ class Oracle:
             track.token, track.lock_until = token, now + lock_duration
 
     def _checked(self, result: StalledCheck, now: int) -> None:
+        if self.expect_no_reruns:
+            for job_id in result.recovered + result.failed:
+                self._violate(f"job {job_id}: found stalled, yet no lock could lapse")
         for job_id in result.recovered:
             self.stalls_recovered += 1
             before = self._before.get(job_id)
@@ -265,7 +336,15 @@ class Oracle:
 
     def on_execution(self, job_id: str) -> None:
         """A processor started on ``job_id``."""
-        self.jobs.setdefault(job_id, _Track()).executions += 1
+        track = self.jobs.setdefault(job_id, _Track())
+        track.executions += 1
+        if track.executions > track.retries + 1:
+            self.reruns += 1
+            if self.expect_no_reruns:
+                self._violate(
+                    f"job {job_id}: its processor ran again on an attempt that had no outcome "
+                    f"stored (run {track.executions}), yet no lock could lapse"
+                )
 
     def forget_store(self) -> None:
         """The store restarted without persistence: what it held is gone, by design."""

@@ -51,6 +51,7 @@ from corral.engine.job import JobOptions, KeepJobs
 from corral.engine.policy import stall_limit_exceeded
 from corral.engine.states import JobState, Transition, next_state
 from corral.engine.storage import (
+    OUTCOME_KINDS,
     AddResult,
     Complete,
     Fail,
@@ -65,6 +66,8 @@ from corral.engine.storage import (
     RetryNow,
     StalledCheck,
     Storage,
+    finish_field,
+    finish_record,
 )
 
 __all__ = [
@@ -236,6 +239,11 @@ class _Job:
     failed_reason: str | None = None
     stacktrace: str | None = None
     progress: str | None = None
+    # Every finish applied: lock token -> (outcome kind, the job it fetched and that job's
+    # token), so that the same finish sent again gets the same answer (the ``fin:`` fields).
+    finishes: dict[str, tuple[str, tuple[str, str] | None]] = dataclasses.field(
+        default_factory=dict
+    )
 
     @property
     def options(self) -> JobOptions:
@@ -265,7 +273,12 @@ class _Job:
             "stacktrace": self.stacktrace,
             "progress": self.progress,
         }
-        return always | {name: str(value) for name, value in optional.items() if value is not None}
+        fields = always | {
+            name: str(value) for name, value in optional.items() if value is not None
+        }
+        for token, (kind, fetched) in self.finishes.items():
+            fields[finish_field(token)] = finish_record(kind, fetched)
+        return fields
 
 
 class QueueModel:
@@ -474,11 +487,40 @@ class QueueModel:
         next_token = None if fetch is None else fetch.lock_token(self._token_numbers)
         code = self._owner_check(job_id, token)
         if code is not ResultCode.OK:
-            return code
-        self._apply(self._jobs[job_id], outcome, now)
+            repeated = self._repeated_finish(job_id, token, outcome, fetch)
+            return code if repeated is None else repeated
+        job = self._jobs[job_id]
+        kind = OUTCOME_KINDS[type(outcome)]
+        job.finishes[token] = (kind, None)
+        self._apply(job, outcome, now)
         if fetch is None or next_token is None:
             return code
-        return self._fetch(fetch, next_token, now) or code
+        fetched = self._fetch(fetch, next_token, now)
+        if fetched is None:
+            return code
+        job.finishes[token] = (kind, (fetched.job_id, fetched.token))
+        return fetched
+
+    def _repeated_finish(
+        self, job_id: str, token: str, outcome: Outcome, fetch: FetchRequest | None
+    ) -> FinishResult | None:
+        """A finish already applied with this token and this kind of outcome, sent again (its
+        reply was lost): nothing changes, the answer is ``OK`` or, when asked to fetch, the job
+        the first one fetched if that job still holds the lock it got (re-armed as a fresh
+        fetch's). None when it is no such repeat."""
+        job = self._jobs.get(job_id)
+        first = None if job is None else job.finishes.get(token)
+        if first is None or first[0] != OUTCOME_KINDS[type(outcome)]:
+            return None
+        if fetch is None or first[1] is None:
+            return ResultCode.OK
+        next_id, next_token = first[1]
+        fetched = self._jobs.get(next_id)
+        lock = None if fetched is None else self._live_lock(fetched)
+        if fetched is None or lock is None or lock[0] != next_token:
+            return ResultCode.OK
+        fetched.lock = (next_token, self.clock.now_ms() + fetch.lock_duration)
+        return Fetched(next_id, fetched.fields(), next_token)
 
     def extend_locks(self, locks: Sequence[tuple[str, str]], lock_duration: int) -> list[str]:
         """Re-arm each live lock that still holds its token and unmark the job; return the ids

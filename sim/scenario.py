@@ -25,6 +25,7 @@ FAULT_KINDS: Final = {
     "shutdown": "the worker is closed with force (jobs requeued) and restarted",
     "skew": "the process's wall clock is offset and drifts",
     "store-restart": "the store restarts without persistence (opt-in: loses data)",
+    "finish-lost": "each finish's request or reply is lost (a store outage seen by finishes)",
 }
 DEFAULT_SWARM_KINDS: Final = (
     "crash",
@@ -127,6 +128,9 @@ class Scenario:
     timeline: tuple[Fault, ...] = ()
     latency_ms: tuple[float, float] = (0.2, 2.0)
     command_timeout_ms: int = 10_000
+    #: The faults cannot take a lock away (no crash, every outage shorter than the lock): a
+    #: processor running again on an attempt, or a stall recovery, is then a violation.
+    expect_no_reruns: bool = False
 
     def with_changes(self, **changes: object) -> Scenario:
         """A copy with some fields replaced."""
@@ -149,6 +153,10 @@ def _duration(kind: str, settings: WorkerSettings, rng: random.Random) -> tuple[
         return rng.randint(0, 30_000), 0.0
     if kind == "store-restart":
         return 0, 0.0
+    if kind == "finish-lost":
+        # Up to a quarter of the lock: the finish is sent at least half a lock after the last
+        # renewal, and its retries (one command timeout each) must land within the lock.
+        return rng.randint(500, lock // 4), 0.0
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
@@ -245,4 +253,22 @@ CHECKER_ONLY: Final = Scenario(
     mix=FaultMix(kinds=("crash", "block", "partition", "shutdown"), faults_per_minute=3.0),
 )
 
-SCENARIOS: Final = {s.name: s for s in (STANDARD, STALL_RECIPES, ZERO_STALLS, CALM, CHECKER_ONLY)}
+LOST_FINISHES: Final = Scenario(
+    name="lost-finishes",
+    description=(
+        "finishes whose request or reply is lost for less than a lock's time, nothing else: "
+        "a worker sends its finish again, so no processor runs twice and nothing stalls"
+    ),
+    workers=2,
+    # Faster than 4 slots take them: finishes find the next job waiting and fetch it.
+    jobs=JobSpec(count=300, arrival_ms=60_000),
+    work=WorkShape(min_ms=50, max_ms=2_000),
+    duration_ms=120_000,
+    mix=FaultMix(kinds=("finish-lost",), faults_per_minute=6.0),
+    command_timeout_ms=2_000,
+    expect_no_reruns=True,
+)
+
+SCENARIOS: Final = {
+    s.name: s for s in (STANDARD, STALL_RECIPES, ZERO_STALLS, CALM, CHECKER_ONLY, LOST_FINISHES)
+}

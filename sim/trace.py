@@ -60,6 +60,10 @@ class RunResult:
     duration_ms: int = 0
     liveness_budget_ms: int = 0
     backend: str = "memory"
+    #: Processors that ran again on an attempt whose outcome was never stored (not a retry).
+    reruns: int = 0
+    #: Finishes sent again after a lost reply and answered like the first.
+    finishes_repeated: int = 0
     trace: list[TraceEvent] = dataclasses.field(repr=False, default_factory=list)
 
     @property
@@ -81,6 +85,8 @@ class RunResult:
             "zombie_commits": self.zombie_commits,
             "executions": self.executions,
             "re_executions": self.re_executions,
+            "reruns": self.reruns,
+            "finishes_repeated": self.finishes_repeated,
             "stalls_recovered": self.stalls_recovered,
             "virtual_seconds": round(self.virtual_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3),

@@ -142,7 +142,11 @@ class World:
         self.store_clock = VirtualClock(self.store_loop, epoch_ms=DEFAULT_EPOCH_MS)
         # The fakeredis server's loop: part of the store, shared by the servers of a restart.
         self.server_loop = SimLoop(self._now) if backend == "fakeredis" else None
-        self.oracle = Oracle(scenario.settings.max_stalled_count, self._is_alive)
+        self.oracle = Oracle(
+            scenario.settings.max_stalled_count,
+            self._is_alive,
+            expect_no_reruns=scenario.expect_no_reruns,
+        )
         # Lock-token numbers outlive a store restart, as a Redis client outlives its server:
         # the workers keep running, and a token they were given must never come back.
         self._token_numbers = itertools.count(1)
@@ -224,7 +228,7 @@ class World:
         future: asyncio.Future[Any] = proc.loop.create_future()
         timer = proc.loop.call_later(timeout_ms / 1000, _time_out, future, op, process)
         future.add_done_callback(lambda _: timer.cancel())
-        delay = self._fate(proc, "request")
+        delay = self._fate(proc, "request", op)
         if delay is None:
             self.record(process, "dropped", "", f"request {op}")
             return future
@@ -232,13 +236,22 @@ class World:
         self._at(at, lambda: self._deliver_request(proc, lane, op, args, future))
         return future
 
-    def _fate(self, proc: Process, direction: str) -> float | None:
+    def _fate(self, proc: Process, direction: str, op: str) -> float | None:
         """Seconds a message takes, or None when it is lost."""
         windows = self._windows.get(self._label(proc.slot), {}) if proc.slot is not None else {}
         now = self.now
         if "partition" in windows and windows["partition"][0] > now:
             return None
         if direction == "reply" and "asymmetric" in windows and windows["asymmetric"][0] > now:
+            return None
+        # A finish's request is lost half the time (not applied), else its reply half the time
+        # (applied): the worker cannot tell which.
+        if (
+            op == "finish"
+            and "finish-lost" in windows
+            and windows["finish-lost"][0] > now
+            and (direction == "request") == (self._net_rng.random() < 0.5)
+        ):
             return None
         low, high = self.scenario.latency_ms
         delay = self._net_rng.uniform(low, high)
@@ -286,7 +299,7 @@ class World:
                     backend.check_jobs(QUEUE, touched)
             except AssertionError as exc:
                 self.oracle.violations.append(f"store check: {exc}")
-        delay = self._fate(proc, "reply")
+        delay = self._fate(proc, "reply", op)
         if delay is None:
             self.record(proc.name, "reply-lost", "", op)
             return
@@ -496,7 +509,7 @@ class World:
         process = self._slots.get(slot)
         holder = process.name if process is not None and process.alive else "-"
         self.record("world", "fault", "", f"{fault.describe()} process={holder}")
-        if fault.kind in ("partition", "asymmetric", "latency"):
+        if fault.kind in ("partition", "asymmetric", "latency", "finish-lost"):
             windows = self._windows.setdefault(fault.target, {})
             until = self.now + fault.duration_ms / 1000
             previous = windows.get(fault.kind, (0.0, 0.0))
@@ -646,6 +659,8 @@ class World:
             zombie_commits=oracle.zombie_commits,
             executions=executions,
             re_executions=executions - executed_jobs,
+            reruns=oracle.reruns,
+            finishes_repeated=oracle.finishes_repeated,
             stalls_recovered=oracle.stalls_recovered,
             virtual_seconds=self.now,
             wall_seconds=wall,

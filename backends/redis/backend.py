@@ -67,8 +67,9 @@ _MIN_BLOCK_S = 0.001
 Client = Redis | RedisCluster
 
 
-class RedisUnavailableError(CorralError):
-    """Redis could not be reached (refused, timed out, connection lost); names the URL."""
+class RedisUnavailableError(CorralError, ConnectionError):
+    """Redis could not be reached (refused, timed out, connection lost); names the URL. A
+    ``ConnectionError``, which tells the worker that a finish may be sent again."""
 
 
 class RedisAuthenticationError(CorralError):
@@ -110,7 +111,10 @@ def _json_pairs(encoded: str | bytes) -> dict[str, str]:
 
 
 def _fetched(raw: Sequence[Any], token: str) -> Fetched | None:
-    return Fetched(_str(raw[1]), _json_pairs(raw[2]), token) if raw[0] == 1 else None
+    if raw[0] != 1:
+        return None
+    # A repeated finish returns the job its first run fetched, with that run's token.
+    return Fetched(_str(raw[1]), _json_pairs(raw[2]), _str(raw[3]) if len(raw) > 3 else token)
 
 
 def _fetch_result(raw: Sequence[Any], token: str) -> FetchResult:

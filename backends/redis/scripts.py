@@ -93,7 +93,13 @@ class ScriptSource:
 
 #: The deliberate bugs the scripts can be loaded with (as the memory backend's PLANTABLE_BUGS).
 PLANTABLE_BUGS: Final = frozenset(
-    {"skip-token-check", "renew-without-owner", "lose-stalled-mark", "no-stall-limit"}
+    {
+        "skip-token-check",
+        "renew-without-owner",
+        "lose-stalled-mark",
+        "no-stall-limit",
+        "finish-not-idempotent",
+    }
 )
 
 

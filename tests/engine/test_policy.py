@@ -10,9 +10,11 @@ import pytest
 from corral.engine.errors import UnrecoverableError
 from corral.engine.job import Backoff, Job, JobOptions, KeepJobs
 from corral.engine.policy import (
+    FINISH_RETRY_MAX_MS,
     backoff_delay,
     failure_outcome,
     fetch_backoff_ms,
+    finish_retry_delay,
     lock_renewal_due,
     stall_limit_exceeded,
 )
@@ -125,3 +127,19 @@ def test_fetch_backoff_grows_with_failures_or_refused_writes_and_is_capped() -> 
     # A refused write (lock renewal) holds fetching back even before any fetch failed.
     assert fetch_backoff_ms(1, 3) == 400
     assert fetch_backoff_ms(40, 0) == fetch_backoff_ms(0, 40) == 5_000
+
+
+def test_a_failed_finish_is_sent_again_after_a_doubling_jittered_wait() -> None:
+    rng = random.Random(3)
+    waits = [finish_retry_delay(n, 0, 60_000, rng) for n in range(1, 8)]
+    ceilings = [100, 200, 400, 800, 1_000, 1_000, 1_000]
+    assert all(c // 2 <= w <= c for w, c in zip(waits, ceilings, strict=True)), waits
+    assert max(waits) <= FINISH_RETRY_MAX_MS
+
+
+def test_a_failed_finish_is_given_up_once_the_lock_has_lapsed() -> None:
+    rng = random.Random(3)
+    # The last try lands by the lock's expiry; after it, nothing.
+    assert finish_retry_delay(6, 29_950, 30_000, rng) == 50
+    assert finish_retry_delay(7, 30_000, 30_000, rng) is None
+    assert finish_retry_delay(1, 31_000, 30_000, rng) is None

@@ -171,6 +171,7 @@ async def test_layout_matches_bullmq_names_and_types(backend: Storage, clock: Vi
         "atm": "1",
         "returnvalue": '"done"',
         "finishedOn": str(now),
+        "fin:w:1": "complete:",  # corral's record of that finish (Node ignores it)
     }
     retried = await client.hgetall(keys.job("2"))
     assert (retried["delay"], retried["failedReason"], retried["atm"]) == ("5000", "oops", "1")

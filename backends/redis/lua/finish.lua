@@ -23,18 +23,58 @@
   Returns: {code} or, when the finish succeeded and a fetch was asked for, {code, fetched}
     where fetched is what fetch_next returns. Codes: 0 ok, -1 missing job, -2 missing lock,
     -3 not active, -6 lock held by another token; on a non-zero code nothing changed.
+  Idempotent per token: the job hash records each finish applied to it in a field of its own,
+    "fin:" token = outcome ":" [the job it fetched as "<#id>:<id><token>"]. The same finish sent
+    again (its reply was lost) changes nothing and gets {0} ({0, {0}} if it asks to fetch), or
+    {0, {1, id, hash, token}}: the job the first one fetched, while that job still holds the
+    lock it got (re-armed for ARGV[13] ms, as a fresh fetch's).
   Transitions: COMPLETE, FAIL, TRIM, RETRY_LATER, RETRY, RETRY_PRIORITIZED, PROMOTE,
     PROMOTE_PRIORITIZED, FETCH
 ]]
 --- @include "common"
 
 local id, token, now, outcome = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local key = job_key(id)
+
+-- The answer to a finish already applied under this token with this outcome, or nil.
+local function repeated()
+  if PLANTED['finish-not-idempotent'] then
+    return nil
+  end
+  local record = redis.call('HGET', key, 'fin:' .. token)
+  if not record or string.sub(record, 1, #outcome + 1) ~= outcome .. ':' then
+    return nil
+  end
+  if ARGV[11] ~= '1' then
+    return {0}
+  end
+  local fetched = string.sub(record, #outcome + 2)
+  if fetched == '' then
+    return {0, {0}}
+  end
+  local colon = string.find(fetched, ':', 1, true)
+  local length = tonumber(string.sub(fetched, 1, colon - 1))
+  local next_id = string.sub(fetched, colon + 1, colon + length)
+  local next_token = string.sub(fetched, colon + length + 1)
+  if redis.call('GET', lock_key(next_id)) ~= next_token then
+    return {0, {0}}
+  end
+  redis.call('SET', lock_key(next_id), next_token, 'PX', ARGV[13])
+  return {0, {1, next_id, cjson.encode(redis.call('HGETALL', job_key(next_id))), next_token}}
+end
+
 local code = check_owner(id, token)
 if code ~= 0 then
+  if code ~= -1 then
+    local answer = repeated()
+    if answer then
+      return answer
+    end
+  end
   return {code}
 end
 drop_lock(id)
-local key = job_key(id)
+redis.call('HSET', key, 'fin:' .. token, outcome .. ':')
 local attempts_made = redis.call('HINCRBY', key, 'atm', 1)
 if outcome == 'complete' then
   redis.call('HSET', key, 'returnvalue', ARGV[6], 'finishedOn', num(now))
@@ -76,6 +116,12 @@ if redis.call('LLEN', K.wait) == 0 and redis.call('ZCARD', K.prioritized) == 0
   emit('drained')
 end
 if ARGV[11] == '1' then
-  return {0, fetch(ARGV[12], ARGV[13], ARGV[14], ARGV[15], now)}
+  local fetched = fetch(ARGV[12], ARGV[13], ARGV[14], ARGV[15], now)
+  -- (retention may have deleted the finished job: HSET would make a stray hash)
+  if fetched[1] == 1 and redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'fin:' .. token,
+      outcome .. ':' .. #fetched[2] .. ':' .. fetched[2] .. ARGV[12])
+  end
+  return {0, fetched}
 end
 return {0}
