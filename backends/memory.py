@@ -562,6 +562,8 @@ class MemoryBackend:
                 if stall_limit_exceeded(stalled_counter, max_stalled_count) and (
                     "no-stall-limit" not in self.planted_bugs
                 ):
+                    # BullMQ 6 reports every stall it finds, the one over the limit too.
+                    self._emit(store, ("stalled", "jobId", job_id))
                     opts = decode_opts(fields.get("opts") or "{}")
                     self._finish_failed(
                         queue, store, job_id, STALLED_LIMIT_REASON, opts.remove_on_fail, now
