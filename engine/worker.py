@@ -32,6 +32,7 @@ from corral.engine.errors import (
     UnrecoverableError,
     lock_renewal_error_text,
 )
+from corral.engine.escapes import PROCESS_EXITS, escaped_failure
 from corral.engine.events import EventEmitter, Handler
 from corral.engine.job import (
     Duration,
@@ -259,6 +260,8 @@ class Worker:
         self._started = False
         self._closing = False
         self._force = False
+        # A KeyboardInterrupt or SystemExit a processor raised: run() re-raises it once closed.
+        self._exit: BaseException | None = None
         self._drained = False
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -329,6 +332,8 @@ class Worker:
         self._slots = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
         try:
             await asyncio.gather(*self._slots)
+            if self._exit is not None:
+                raise self._exit
         except asyncio.CancelledError:
             self._closing = self._force = True
             for slot in self._slots:
@@ -345,6 +350,11 @@ class Worker:
         ``force``, their processors are cancelled, their locks released and the jobs put back at
         the front of wait at once, with no stall counted.
         """
+        self._begin_close(force)
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    def _begin_close(self, force: bool) -> None:
         self._closing = True
         self._force = self._force or force
         for slot in list(self._idle_slots):
@@ -353,8 +363,6 @@ class Worker:
             for running in list(self._running.values()):
                 if not running.finishing:
                     running.slot.cancel()
-        if self._stopped is not None:
-            await self._stopped.wait()
 
     # ------------------------------------------------------------------ slots
 
@@ -483,6 +491,11 @@ class Worker:
                     )
                 except Exception as exc:
                     outcome, result, error = self._failure(job, exc)
+                except BaseException as exc:
+                    escaped = escaped_failure(exc, slot)
+                    if escaped is None:
+                        raise
+                    outcome, result, error = self._failure(job, escaped)
                 else:
                     opts_seen, null_outcome = self._null_outcome
                     if result is None and fields.get("opts") == opts_seen:
@@ -499,6 +512,14 @@ class Worker:
                 await self._release(running)
                 return None
             raise
+        except PROCESS_EXITS as exc:
+            # The processor asked the process to stop: close with force, this job included.
+            if self._exit is None:
+                self._exit = exc
+            running.finishing = True  # (its slot is this task: it releases, not cancels, it)
+            self._begin_close(True)
+            await self._release(running)
+            return None
         except Exception as exc:
             self._events.emit("error", exc, job)
             return None

@@ -549,3 +549,99 @@ async def test_finishing_without_the_lock_is_refused(
     stored = await stored_job(queue, job.id)
     assert (counters(stored), stored.return_value) == ((1, 1, 2), "second")
     check_invariants(backend)
+
+
+class _Custom(BaseException):
+    """A BaseException a processor's own code defines (not an Exception)."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "reason"),
+    [
+        (
+            asyncio.CancelledError(),
+            "the processor raised CancelledError, but nothing cancelled it",
+        ),
+        (_Custom("stop"), "the processor raised _Custom (stop), a BaseException, not an Exception"),
+    ],
+    ids=["stray-cancelled-error", "custom-base-exception"],
+)
+async def test_a_base_exception_from_the_processor_fails_the_attempt_and_the_worker_goes_on(
+    backend: Storage, clock: VirtualClock, raised: BaseException, reason: str
+):
+    queue = Queue(QUEUE, backend, clock=clock)
+    bad = await queue.add("bad", attempts=2)
+    good = await queue.add("good")
+
+    async def work(job: Job) -> str:
+        if job.name == "bad":
+            raise raised
+        return "ok"
+
+    rec = Recorder(clock)
+    worker, task = await start_worker(backend, work, clock, recorder=rec)
+    await rec.wait("completed")
+    await stop_worker(worker, task)
+    # Two failed attempts (the retry fails the same way), then the next job runs.
+    assert [(e.args[0].id, str(e.args[1])) for e in rec.of("failed")] == [(bad.id, reason)] * 2
+    assert rec.of("failed")[0].args[1].__cause__ is raised
+    assert rec.of("error") == []
+    assert await queue.get_job_state(bad.id) == "failed"
+    stored = await stored_job(queue, bad.id)
+    assert stored.failed_reason == reason
+    assert counters(stored) == (0, 2, 2)
+    assert type(raised).__name__ in stored.stacktrace[-1]  # the original's traceback is kept
+    assert await queue.get_job_state(good.id) == "completed"
+    check_invariants(backend)
+
+
+@pytest.mark.parametrize("exit_type", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "plain-def"])
+async def test_keyboard_interrupt_or_system_exit_closes_with_force_then_propagates(
+    backend: Storage, clock: VirtualClock, exit_type: type[BaseException], plain: bool
+):
+    queue = Queue(QUEUE, backend, clock=clock)
+    hang = await queue.add("hang")
+    stop = await queue.add("stop")
+    later = await queue.add("later")
+    release = threading.Event()
+
+    def stop_now(job: Job) -> None:
+        if job.name == "hang":
+            release.wait(5)  # a stuck thread, until the test lets it go
+        else:
+            raise exit_type("told to stop")
+
+    async def stop_soon(job: Job) -> None:
+        if job.name == "hang":
+            await asyncio.Event().wait()
+        await asyncio.sleep(1)
+        raise exit_type("told to stop")
+
+    rec = Recorder(clock)
+    worker = Worker(
+        QUEUE,
+        stop_now if plain else stop_soon,
+        backend,
+        clock=clock,
+        rng=random.Random(1),
+        concurrency=2,
+    )
+    rec.attach(worker)
+    try:
+        with pytest.raises(exit_type, match="told to stop"):
+            await worker.run()
+    finally:
+        release.set()
+    assert not worker.is_running
+    assert rec.names(ignore=frozenset({"locks_renewed"}))[-1] == "closed"
+    assert rec.of("failed") == []
+    assert rec.of("completed") == []
+    # Both jobs back at the front of wait, unlocked, with no attempt or stall counted.
+    waiting = [j.id for j in await queue.get_jobs("waiting", asc=True)]
+    assert waiting[:2] in ([hang.id, stop.id], [stop.id, hang.id])
+    assert waiting[2:] == [later.id]
+    for job in (hang, stop):
+        assert await backend.get_lock(QUEUE, job.id) is None
+        assert counters(await stored_job(queue, job.id)) == (0, 0, 1)
+    check_invariants(backend)
