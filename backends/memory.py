@@ -407,7 +407,10 @@ class MemoryBackend:
                 self._trim(queue, store, _COMPLETED, outcome.keep, now)
         elif isinstance(outcome, Fail):
             fields["stacktrace"] = outcome.stacktrace
-            attempts = decode_opts(fields.get("opts") or "{}").attempts
+            try:
+                attempts = decode_opts(fields.get("opts") or "{}").attempts
+            except (TypeError, ValueError):  # options another producer wrote: as Lua's tonumber
+                attempts = 0
             self._finish_failed(queue, store, job_id, outcome.reason, outcome.keep, now)
             if int(fields["atm"]) >= attempts:
                 self._emit(

@@ -42,6 +42,7 @@ from corral.engine.job import (
     encode_json,
     validate_queue_name,
 )
+from corral.engine.job_decoding import undecodable_reason
 from corral.engine.policy import BackoffStrategy, failure_outcome, lock_renewal_due
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
@@ -478,7 +479,7 @@ class Worker:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
             error: BaseException | None
-            deferred_failure = fields.get("defa")
+            deferred_failure = fields.get("defa") or undecodable_reason(job)
             if deferred_failure is not None:
                 outcome, result, error = self._failure(job, UnrecoverableError(deferred_failure))
             else:

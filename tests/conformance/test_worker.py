@@ -22,8 +22,10 @@ from helpers import (
     stop_worker,
     stored_job,
     wait_for,
+    write_job_field,
 )
 
+from corral.backends.redis import RedisBackend
 from corral.engine import (
     Job,
     JobCancelledError,
@@ -644,4 +646,69 @@ async def test_keyboard_interrupt_or_system_exit_closes_with_force_then_propagat
     for job in (hang, stop):
         assert await backend.get_lock(QUEUE, job.id) is None
         assert counters(await stored_job(queue, job.id)) == (0, 0, 1)
+    check_invariants(backend)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "problem"),
+    [
+        (
+            "data",
+            "{oops",
+            "data is not valid JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 2)",
+        ),
+        ("data", "", None),  # no data is not a problem
+        ("data", "\udcff\udcfe{}", "data is not valid UTF-8 (byte 0xff at character 0)"),
+        ("opts", "not json", "opts is not valid JSON (Expecting value: line 1 column 1)"),
+        ("opts", "[3]", "opts is a JSON list, not an object"),
+        (
+            "opts",
+            '{"attempts": "many"}',
+            "opts cannot be read (invalid literal for int() with base 10: 'many')",
+        ),
+        ("opts", '{"x": "caf\udce9"}', "opts is not valid UTF-8 (byte 0xe9 at character 10)"),
+    ],
+    ids=[
+        "bad-json-data",
+        "empty-data",
+        "bad-utf8-data",
+        "bad-json-opts",
+        "list-opts",
+        "unreadable-opts",
+        "bad-utf8-opts",
+    ],
+)
+async def test_a_job_whose_fields_cannot_be_decoded_fails_at_once_without_running(
+    backend: Storage, clock: VirtualClock, field: str, raw: str, problem: str | None
+):
+    if any("\udc80" <= char <= "\udcff" for char in raw) and isinstance(backend, RedisBackend):
+        # fakeredis's own cjson decodes strictly, so its scripts cannot send such a job at all
+        pytest.skip("fakeredis cannot send bytes that are not UTF-8 from a script")
+    queue = Queue(QUEUE, backend, clock=clock)
+    bad = await queue.add("bad", {"n": 1}, attempts=3, backoff=1_000)
+    await queue.add("good", {"n": 2})
+    await write_job_field(backend, QUEUE, bad.id, field, raw)
+    seen: list[tuple[str, Any]] = []
+
+    async def work(job: Job) -> None:
+        seen.append((job.name, job.data))
+
+    rec = Recorder(clock)
+    worker, task = await start_worker(backend, work, clock, recorder=rec)
+    await rec.wait("completed")
+    await stop_worker(worker, task)
+    stored = await stored_job(queue, bad.id)
+    if problem is None:
+        assert seen == [("bad", None), ("good", {"n": 2})]
+        assert await queue.get_job_state(bad.id) == "completed"
+        return
+    reason = f"job {bad.id} cannot be decoded: {problem}"
+    assert seen == [("good", {"n": 2})]  # the processor never saw the bad one
+    assert [(e.at, e.args[0].id, str(e.args[1])) for e in rec.of("failed")] == [(0, bad.id, reason)]
+    assert isinstance(rec.of("failed")[0].args[1], UnrecoverableError)
+    assert rec.of("error") == []
+    assert await queue.get_job_state(bad.id) == "failed"  # at once: attempts are not used
+    assert stored.failed_reason == reason
+    assert counters(stored) == (0, 1, 1)
     check_invariants(backend)
