@@ -413,6 +413,10 @@ class World:
             "lock_renewal_failed",
             lambda ids: self.record(name, "lock-lost", "", f"jobs={','.join(ids)}"),
         )
+        worker.on(
+            "loop_blocked",
+            lambda ms, ids: self.record(name, "loop-blocked", ",".join(ids), f"{ms}ms"),
+        )
         worker.on("error", lambda error, job: self._worker_error(name, error, job))
         process.worker = worker
         process.close = functools.partial(worker.close, force=True)

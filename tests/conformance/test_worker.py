@@ -36,7 +36,7 @@ from corral.engine import (
 )
 from corral.engine.errors import ResultCode
 from corral.engine.storage import Storage
-from corral.sim.loop import VirtualClock
+from corral.sim.loop import VirtualClock, VirtualTimeLoop
 
 
 async def test_concurrency_runs_at_most_n_jobs_at_once(backend: Storage, clock: VirtualClock):
@@ -711,4 +711,77 @@ async def test_a_job_whose_fields_cannot_be_decoded_fails_at_once_without_runnin
     assert await queue.get_job_state(bad.id) == "failed"  # at once: attempts are not used
     assert stored.failed_reason == reason
     assert counters(stored) == (0, 1, 1)
+    check_invariants(backend)
+
+
+def block_the_loop(seconds: float) -> None:
+    """What ``time.sleep(seconds)`` (or as much CPU work) in an ``async def`` processor does to
+    the event loop, in virtual time: the clock moves on while nothing else runs."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    loop._now += seconds
+
+
+async def blocks_for_6_s(job: Job) -> str:
+    """An ``async def`` processor that blocks its event loop (the classic mistake)."""
+    block_the_loop(6)
+    return "done"
+
+
+async def test_a_blocked_event_loop_is_reported_with_the_jobs_and_remedies(
+    backend: Storage, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+):
+    queue = Queue(QUEUE, backend, clock=clock)
+    job = await queue.add("j")
+    rec = Recorder(clock)
+    with caplog.at_level("WARNING", logger="corral.worker"):
+        worker, task = await start_worker(
+            backend, blocks_for_6_s, clock, lock_duration=2_000, recorder=rec
+        )
+        await rec.wait("loop_blocked")
+        await stop_worker(worker, task, force=True)
+    # The watch ticks every 2000 / 16 ms while jobs run: the first tick, due at 125, fires at
+    # 6000 (a block shows up to one tick shorter than it was).
+    (blocked,) = rec.of("loop_blocked")
+    assert (blocked.at, blocked.args) == (6_000, (5_875, [job.id]))
+    (warning,) = [r for r in caplog.records if "event loop was blocked" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    message = warning.getMessage()
+    assert "blocked for at least 5875 ms (lock_duration is 2000 ms)" in message
+    assert f"ran job(s) {job.id};" in message
+    assert "a plain `def`" in message
+    assert "sandboxed=True" in message
+    check_invariants(backend)
+
+
+async def test_a_worker_whose_loop_is_never_blocked_reports_nothing(
+    backend: Storage, clock: VirtualClock
+):
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(30)  # long, but the loop runs meanwhile
+
+    job, rec = await run_one_job(backend, clock, slow, {"lock_duration": 2_000})
+    assert job.return_value is None
+    assert rec.of("loop_blocked") == []
+    assert rec.of("error") == []
+
+
+@pytest.mark.virtual_ttl
+async def test_a_lock_lost_after_a_blocked_loop_says_so(backend: Storage, clock: VirtualClock):
+    queue = Queue(QUEUE, backend, clock=clock)
+    job = await queue.add("j")
+    rec = Recorder(clock)
+    worker, task = await start_worker(
+        backend, blocks_for_6_s, clock, lock_duration=2_000, recorder=rec
+    )
+    error = await rec.wait("error")
+    await stop_worker(worker, task)
+    assert isinstance(error.args[0], LockLostError)
+    # BullMQ's text first, then why: the lock (taken at 0) lapsed at 2000, mid-block.
+    assert str(error.args[0]) == (
+        f"Missing lock for job {job.id}. moveToFinished, "
+        "after the event loop was blocked for 5875 ms"
+    )
+    assert rec.names().index("loop_blocked") < rec.names().index("error")
+    assert await queue.get_job_state(job.id) == "active"  # left for the stalled check
     check_invariants(backend)
