@@ -5,7 +5,7 @@ processor can raise it all the same, and the worker must neither die of it nor l
 active under a lock nobody renews:
 
 * a ``CancelledError`` from the worker's own cancellation of the slot (a forced close) is the
-  worker's business and goes on up;
+  worker's business and goes on up, as does ``GeneratorExit`` (the coroutine is being closed);
 * ``KeyboardInterrupt`` and ``SystemExit`` ask the process to stop: the worker closes as a forced
   close does (locks released, jobs back in line) and ``Worker.run`` re-raises it;
 * any other (a ``CancelledError`` the worker did not cause, a custom ``BaseException``) fails the
@@ -21,6 +21,8 @@ from corral.engine.errors import CorralError
 
 #: What a processor raises to stop the whole process, not just its attempt.
 PROCESS_EXITS: Final = (KeyboardInterrupt, SystemExit)
+# ... and, besides, GeneratorExit: the coroutine itself is being closed, not failing.
+_NOT_OURS: Final = (*PROCESS_EXITS, GeneratorExit)
 
 
 class ProcessorEscapeError(CorralError):
@@ -34,7 +36,7 @@ def escaped_failure(error: BaseException, slot: asyncio.Task[Any]) -> ProcessorE
     """The error to fail the attempt with for ``error`` (not an ``Exception``), raised by a
     processor that ``slot`` ran; None if the worker must not swallow it (see the module docs).
     """
-    if isinstance(error, PROCESS_EXITS):
+    if isinstance(error, _NOT_OURS):
         return None
     kind = type(error).__name__
     if isinstance(error, asyncio.CancelledError):
