@@ -495,7 +495,7 @@ class Worker:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
             error: BaseException | None
-            deferred_failure = fields.get("defa") or undecodable_reason(job)
+            deferred_failure = fields.get("defa") or undecodable_reason(job, fields)
             if deferred_failure is not None:
                 outcome, result, error = self._failure(job, UnrecoverableError(deferred_failure))
             else:

@@ -4,6 +4,7 @@ closing. Times are virtual milliseconds since the test started (exact, see ``hel
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from typing import Any
@@ -659,6 +660,7 @@ async def test_keyboard_interrupt_or_system_exit_closes_with_force_then_propagat
             "line 1 column 2)",
         ),
         ("data", "", None),  # no data is not a problem
+        ("data", ' {"a": [1, "é"]} ', None),  # nor is whitespace around JSON, or non-ASCII
         ("data", "\udcff\udcfe{}", "data is not valid UTF-8 (byte 0xff at character 0)"),
         ("opts", "not json", "opts is not valid JSON (Expecting value: line 1 column 1)"),
         ("opts", "[3]", "opts is a JSON list, not an object"),
@@ -672,6 +674,7 @@ async def test_keyboard_interrupt_or_system_exit_closes_with_force_then_propagat
     ids=[
         "bad-json-data",
         "empty-data",
+        "spaced-data",
         "bad-utf8-data",
         "bad-json-opts",
         "list-opts",
@@ -700,7 +703,7 @@ async def test_a_job_whose_fields_cannot_be_decoded_fails_at_once_without_runnin
     await stop_worker(worker, task)
     stored = await stored_job(queue, bad.id)
     if problem is None:
-        assert seen == [("bad", None), ("good", {"n": 2})]
+        assert seen == [("bad", json.loads(raw) if raw else None), ("good", {"n": 2})]
         assert await queue.get_job_state(bad.id) == "completed"
         return
     reason = f"job {bad.id} cannot be decoded: {problem}"
