@@ -96,7 +96,7 @@ class LoopWatch:
 
 def warn_blocked(worker: str, lag_ms: int, lock_duration: int, job_ids: Sequence[str]) -> None:
     """Log why a blocked loop matters and what to do about it."""
-    jobs = ", ".join(job_ids) if job_ids else "none"
+    jobs = ", ".join(job_ids)
     logger.warning(
         "%s: the event loop was blocked for at least %d ms (lock_duration is %d ms) while it ran "
         "job(s) %s; their locks may lapse, and such jobs then run again as stalled. Keep "

@@ -686,6 +686,8 @@ class Worker:
 
     def _loop_blocked(self, lag_ms: int) -> None:
         running = list(self._running.values())
+        if not running:
+            return  # (the jobs it held back finished meanwhile: no lock is at risk any more)
         for run in running:
             run.blocked_ms = max(run.blocked_ms, lag_ms)
         job_ids = list(dict.fromkeys(run.job.id for run in running))
