@@ -412,7 +412,10 @@ class MemoryBackend:
                 self._trim(queue, store, _COMPLETED, outcome.keep, now)
         elif isinstance(outcome, Fail):
             fields["stacktrace"] = outcome.stacktrace
-            attempts = decode_opts(fields.get("opts") or "{}").attempts
+            try:
+                attempts = decode_opts(fields.get("opts") or "{}").attempts
+            except (TypeError, ValueError):  # options another producer wrote: as Lua's tonumber
+                attempts = 0
             self._finish_failed(queue, store, job_id, outcome.reason, outcome.keep, now)
             if int(fields["atm"]) >= attempts:
                 self._emit(
@@ -606,6 +609,8 @@ class MemoryBackend:
                 if stall_limit_exceeded(stalled_counter, max_stalled_count) and (
                     "no-stall-limit" not in self.planted_bugs
                 ):
+                    # BullMQ 6 reports every stall it finds, the one over the limit too.
+                    self._emit(store, ("stalled", "jobId", job_id))
                     opts = decode_opts(fields.get("opts") or "{}")
                     self._finish_failed(
                         queue, store, job_id, STALLED_LIMIT_REASON, opts.remove_on_fail, now

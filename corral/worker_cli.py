@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from corral.cli_common import add_redis_arguments, check_target, connect
 from corral.engine import CorralError, Job, UnrecoverableError, Worker
 from corral.engine.errors import lock_renewal_error_text
+from corral.engine.escapes import PROCESS_EXITS
 
 if TYPE_CHECKING:
     from corral.backends.redis import RedisBackend
@@ -262,6 +263,12 @@ async def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser, proc
             loop.add_signal_handler(signum, stopper.signal, signum)
         try:
             await worker.run()
+        except PROCESS_EXITS as exc:
+            # Raised by a processor: the worker has handed its jobs back; exit as Python would.
+            logger.error("the processor raised %r: the worker closed", exc)
+            if isinstance(exc, KeyboardInterrupt):
+                return 130
+            return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         except Exception:
             logger.exception("the worker failed")
             return 1

@@ -83,8 +83,11 @@ class StalledChecker:
         )
         for job_id in result.recovered:
             self._events.emit("stalled", job_id, "active")
-        if result.failed and self._events.has_listeners("failed"):
-            for job_id in result.failed:
+        # As BullMQ 6 does, a job over the stall limit is reported stalled too, before failed.
+        listening = self._events.has_listeners("failed")
+        for job_id in result.failed:
+            self._events.emit("stalled", job_id, "active")
+            if listening:
                 fields = await self.backend.get_job(self.queue_name, job_id)
                 job = None if fields is None else Job(self.queue_name, job_id, fields)
                 self._events.emit("failed", job, UnrecoverableError(STALLED_LIMIT_REASON))

@@ -33,6 +33,7 @@ from corral.engine.errors import (
     UnrecoverableError,
     lock_renewal_error_text,
 )
+from corral.engine.escapes import PROCESS_EXITS, escaped_failure
 from corral.engine.events import EventEmitter, Handler
 from corral.engine.finishing import RETRIED_FINISH_ERRORS, send_finish_again
 from corral.engine.job import (
@@ -42,6 +43,14 @@ from corral.engine.job import (
     duration_ms,
     encode_json,
     validate_queue_name,
+)
+from corral.engine.job_decoding import undecodable_reason
+from corral.engine.loop_watch import (
+    LoopWatch,
+    after_block,
+    lag_threshold_ms,
+    lock_lost_after_block,
+    warn_blocked,
 )
 from corral.engine.policy import (
     BackoffStrategy,
@@ -102,6 +111,7 @@ WORKER_EVENTS: Final = frozenset(
         "stalled",
         "locks_renewed",
         "lock_renewal_failed",
+        "loop_blocked",
         "drained",
         "error",
         "closed",
@@ -123,6 +133,8 @@ class _Running:
     # True while its outcome is being stored: a forced close lets that call end (cancelling it
     # mid-flight would lose the job it fetches in the same step) and gives that job back.
     finishing: bool = False
+    # The longest the event loop was blocked while it ran (ms; see loop_watch).
+    blocked_ms: int = 0
 
 
 class Worker:
@@ -263,10 +275,13 @@ class Worker:
         self._started = False
         self._closing = False
         self._force = False
+        # A KeyboardInterrupt or SystemExit a processor raised: run() re-raises it once closed.
+        self._exit: BaseException | None = None
         self._drained = False
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_turns: _LoopTurns | None = None
+        self._loop_watch: LoopWatch  # made when the worker starts (see run)
         self._loop_thread = 0
 
     def __repr__(self) -> str:
@@ -280,8 +295,9 @@ class Worker:
         Events and their arguments: ``active(job)``, ``completed(job, result)``,
         ``failed(job, error)`` (every failed attempt), ``progress(job, value)``,
         ``stalled(job_id, previous_state)``, ``locks_renewed(job_ids)``,
-        ``lock_renewal_failed(job_ids)``, ``drained()``, ``error(error, job_or_none)``,
-        ``closed()``.
+        ``lock_renewal_failed(job_ids)``, ``loop_blocked(ms, job_ids)`` (the event loop was
+        blocked long enough to endanger locks, while these jobs ran; also logged as a warning),
+        ``drained()``, ``error(error, job_or_none)``, ``closed()``.
         """
         return self._events.on(event, handler)
 
@@ -319,6 +335,9 @@ class Worker:
         self._started = True
         self._loop = asyncio.get_running_loop()
         self._loop_turns = _LoopTurns(self._loop)
+        self._loop_watch = LoopWatch(
+            self._loop, lag_threshold_ms(self.lock_duration), self._loop_blocked, self._running
+        )
         self._loop_thread = threading.get_ident()
         # One request for every fetch: the store mints each lock token, "<worker id>:<number>".
         self._fetch_request = FetchRequest(None, self.lock_duration, self.name, self.id + ":")
@@ -333,6 +352,8 @@ class Worker:
         self._slots = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
         try:
             await asyncio.gather(*self._slots)
+            if self._exit is not None:
+                raise self._exit
         except asyncio.CancelledError:
             self._closing = self._force = True
             for slot in self._slots:
@@ -349,6 +370,11 @@ class Worker:
         ``force``, their processors are cancelled, their locks released and the jobs put back at
         the front of wait at once, with no stall counted.
         """
+        self._begin_close(force)
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    def _begin_close(self, force: bool) -> None:
         self._closing = True
         self._force = self._force or force
         for slot in list(self._idle_slots):
@@ -357,8 +383,6 @@ class Worker:
             for running in list(self._running.values()):
                 if not running.finishing:
                     running.slot.cancel()
-        if self._stopped is not None:
-            await self._stopped.wait()
 
     # ------------------------------------------------------------------ slots
 
@@ -480,11 +504,12 @@ class Worker:
         )
         running = _Running(job, token, self.clock.now_ms(), slot)
         self._running[token] = running
+        self._loop_watch.arm()
         try:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
             error: BaseException | None
-            deferred_failure = fields.get("defa")
+            deferred_failure = fields.get("defa") or undecodable_reason(job, fields)
             if deferred_failure is not None:
                 outcome, result, error = self._failure(job, UnrecoverableError(deferred_failure))
             else:
@@ -497,12 +522,18 @@ class Worker:
                     )
                 except Exception as exc:
                     outcome, result, error = self._failure(job, exc)
+                except BaseException as exc:
+                    escaped = escaped_failure(exc, slot)
+                    if escaped is None:
+                        raise
+                    outcome, result, error = self._failure(job, escaped)
                 else:
                     opts_seen, null_outcome = self._null_outcome
                     if result is None and fields.get("opts") == opts_seen:
                         outcome, error = null_outcome, None  # the common no-op case
                     else:
                         outcome, result, error = self._success(job, result)
+            self._loop_watch.check()
             fetch = None if self._closing else self._fetch_request
             running.renew = False
             running.finishing = True
@@ -521,6 +552,14 @@ class Worker:
                 await self._release(running)
                 return None
             raise
+        except PROCESS_EXITS as exc:
+            # The processor asked the process to stop: close with force, this job included.
+            if self._exit is None:
+                self._exit = exc
+            running.finishing = True  # (its slot is this task: it releases, not cancels, it)
+            self._begin_close(True)
+            await self._release(running)
+            return None
         except Exception as exc:
             self._events.emit("error", exc, job)
             return None
@@ -532,7 +571,8 @@ class Worker:
             fetched_next = None
         else:
             command = OUTCOME_COMMANDS[type(outcome)]
-            self._events.emit("error", LockLostError(finish, job.id, command), job)
+            lost = LockLostError(finish, job.id, command)
+            self._events.emit("error", lock_lost_after_block(lost, running.blocked_ms), job)
             return None
         if isinstance(outcome, Complete):
             if self._on_completed:
@@ -695,13 +735,22 @@ class Worker:
         if failed:
             for running in failed:
                 running.renew = False
-                running.job.cancellation.cancel(lock_renewal_error_text(running.job.id))
-                self._events.emit(
-                    "error", CorralError(lock_renewal_error_text(running.job.id)), running.job
-                )
+                text = after_block(lock_renewal_error_text(running.job.id), running.blocked_ms)
+                running.job.cancellation.cancel(text)
+                self._events.emit("error", CorralError(text), running.job)
             self._events.emit("lock_renewal_failed", sorted({r.job.id for r in failed}))
         if renewed:
             self._events.emit("locks_renewed", renewed)
+
+    def _loop_blocked(self, lag_ms: int) -> None:
+        running = list(self._running.values())
+        if not running:
+            return  # (the jobs it held back finished meanwhile: no lock is at risk any more)
+        for run in running:
+            run.blocked_ms = max(run.blocked_ms, lag_ms)
+        job_ids = list(dict.fromkeys(run.job.id for run in running))
+        self._events.emit("loop_blocked", lag_ms, job_ids)
+        warn_blocked(repr(self), lag_ms, self.lock_duration, job_ids)
 
     async def _stalled_check_timer(self) -> None:
         while True:
@@ -724,6 +773,7 @@ class Worker:
         self._timers.clear()
         if self._loop_turns is not None:
             self._loop_turns.cancel()
+            self._loop_watch.cancel()
         if self._owns_executor and self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._runner is not None:

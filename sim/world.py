@@ -33,11 +33,12 @@ import gc
 import hashlib
 import heapq
 import itertools
+import logging
 import math
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from corral.backends.memory import MemoryBackend, TransitionListener
@@ -426,6 +427,10 @@ class World:
             "lock_renewal_failed",
             lambda ids: self.record(name, "lock-lost", "", f"jobs={','.join(ids)}"),
         )
+        worker.on(
+            "loop_blocked",
+            lambda ms, ids: self.record(name, "loop-blocked", ",".join(ids), f"{ms}ms"),
+        )
         worker.on("error", lambda error, job: self._worker_error(name, error, job))
         process.worker = worker
         process.close = functools.partial(worker.close, force=True)
@@ -554,12 +559,13 @@ class World:
 
     def run(self) -> RunResult:
         """Run both phases and return the result."""
-        if self.server_loop is None:
-            return self._run()
-        from corral.backends.redis.fake import virtual_fakeredis
+        with _quiet_loop_warnings():
+            if self.server_loop is None:
+                return self._run()
+            from corral.backends.redis.fake import virtual_fakeredis
 
-        with virtual_fakeredis(self.store_clock):
-            return self._run()
+            with virtual_fakeredis(self.store_clock):
+                return self._run()
 
     def _run(self) -> RunResult:
         started = time.perf_counter()
@@ -737,3 +743,16 @@ __all__ = [
     "World",
     "run",
 ]
+
+
+@contextlib.contextmanager
+def _quiet_loop_warnings() -> Iterator[None]:
+    """Silence the workers' blocked-loop warnings during a run: blocking loops is what the
+    simulator does on purpose, and the trace records each one (``loop-blocked``)."""
+    logger = logging.getLogger("corral.worker")
+    saved = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)

@@ -103,7 +103,9 @@ def _str(value: Any) -> str:
 def _json_pairs(encoded: str | bytes) -> dict[str, str]:
     """A hash sent by a script as the JSON array ``[field, value, ...]`` (one bulk string parses
     much faster than a nested reply); cjson writes an empty table as ``{}``."""
-    flat = json.loads(encoded)
+    flat = json.loads(
+        encoded.decode("utf-8", "surrogateescape") if isinstance(encoded, bytes) else encoded
+    )
     if not flat:
         return {}
     pairs = iter(flat)
@@ -284,6 +286,9 @@ class RedisBackend:
         ``RedisCluster.from_url``).
         """
         options.setdefault("decode_responses", True)
+        # Bytes another producer stored that are not UTF-8 must not make a whole reply (a
+        # fetched job) unreadable: they arrive as lone surrogates, and the worker fails that job.
+        options.setdefault("encoding_errors", "surrogateescape")
         client: Client = (
             RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
         )

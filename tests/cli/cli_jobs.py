@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from typing import Any
 
@@ -28,6 +29,16 @@ def blocking(job: Job) -> Any:
     """A plain-function processor stuck in its thread for a minute (it ignores cancellation)."""
     time.sleep(60)
     return None
+
+
+async def raises_cancelled(job: Job) -> Any:
+    """Raises a CancelledError that no cancellation caused (a library's internals leaking it)."""
+    raise asyncio.CancelledError
+
+
+async def raises_exit(job: Job) -> Any:
+    """Calls ``sys.exit(3)`` in the middle of a job."""
+    sys.exit(3)
 
 
 NOT_CALLABLE = 42

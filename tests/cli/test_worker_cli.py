@@ -248,6 +248,40 @@ def test_a_second_signal_forces_at_once(
 
 
 @pytest.mark.redis
+def test_a_processor_raising_cancelled_error_fails_its_job_and_the_worker_goes_on(
+    redis_url: str, key_prefix: str, workers: Callable[..., WorkerProcess]
+) -> None:
+    def add(queue: Queue) -> Any:
+        return queue.add("x")
+
+    first = on_queue(redis_url, key_prefix, add)
+    worker = workers("cli_jobs:raises_cancelled", *common(redis_url, key_prefix))
+    wait_until(lambda: state(redis_url, key_prefix, first.id) == "failed", "the first failure")
+    second = on_queue(redis_url, key_prefix, add)
+    wait_until(lambda: state(redis_url, key_prefix, second.id) == "failed", "the second one")
+    reason = "the processor raised CancelledError, but nothing cancelled it"
+    assert job(redis_url, key_prefix, first.id).failed_reason == reason
+    assert worker.process.poll() is None  # still serving
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert f"job {first.id} (x) failed" in worker.log
+    assert "Traceback" not in worker.log
+
+
+@pytest.mark.redis
+def test_a_processor_calling_sys_exit_hands_its_job_back_and_exits_with_its_code(
+    redis_url: str, key_prefix: str, workers: Callable[..., WorkerProcess]
+) -> None:
+    added = on_queue(redis_url, key_prefix, lambda queue: queue.add("x"))
+    worker = workers("cli_jobs:raises_exit", *common(redis_url, key_prefix))
+    assert worker.wait() == 3
+    assert "the processor raised SystemExit(3): the worker closed" in worker.log
+    assert "Traceback" not in worker.log
+    assert state(redis_url, key_prefix, added.id) == "waiting"
+    assert job(redis_url, key_prefix, added.id).attempts_made == 0
+
+
+@pytest.mark.redis
 def test_sandboxed_jobs_run_in_child_processes(
     redis_url: str, key_prefix: str, workers: Callable[..., WorkerProcess]
 ) -> None:

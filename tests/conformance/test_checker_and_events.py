@@ -83,7 +83,8 @@ async def test_checker_fails_a_job_over_the_limit_and_reports_it(
     assert len(failed) == 1
     assert failed[0].args[0].id == job.id
     assert str(failed[0].args[1]) == STALLED_LIMIT_REASON
-    assert rec.of("stalled") == []
+    assert [e.name for e in rec.events] == ["stalled", "failed"]  # BullMQ 6: both, in order
+    assert rec.of("stalled")[0].args == (job.id, "active")
     assert await queue.get_job_state(job.id) == "failed"
     check_invariants(backend)
 

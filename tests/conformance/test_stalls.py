@@ -194,9 +194,12 @@ async def test_worker_fails_a_job_that_stalls_too_often(
     # Each run: taken at T, marked at T + 2000, recovered or failed at T + 4000.
     fail_at = 4_000 * (max_stalled_count + 1)
     assert starts == [4_000 * n for n in range(max_stalled_count + 1)]
+    # Every stall is reported, the one over the limit too (just before its failure).
     assert [(e.at, e.args) for e in rec.of("stalled")] == [
-        (4_000 * n, (job.id, "active")) for n in range(1, max_stalled_count + 1)
+        (4_000 * n, (job.id, "active")) for n in range(1, max_stalled_count + 2)
     ]
+    names = rec.names()
+    assert names[names.index("failed") - 1] == "stalled"
     assert failed.at == fail_at
     assert failed.args[0].id == job.id
     assert isinstance(failed.args[1], UnrecoverableError)
@@ -206,6 +209,42 @@ async def test_worker_fails_a_job_that_stalls_too_often(
     assert stored.failed_reason == STALLED_LIMIT_REASON
     assert stored.finished_on == clock.epoch_ms + fail_at
     assert stored.stalled_counter == max_stalled_count + 1
+    check_invariants(backend)
+
+
+async def test_a_job_failed_for_stalling_is_reported_stalled_then_failed(
+    backend: Storage, clock: VirtualClock
+):
+    """BullMQ 6 emits ``stalled`` for every job a check finds, then fails the one over the
+    limit: locally (the worker that ran the check) and in the queue's event stream."""
+    queue = Queue(QUEUE, backend, clock=clock)
+    job = await queue.add("j", attempts=3)
+    # Short enough to run out in real time too (on a real server, TTLs are not virtual): the
+    # worker's checks then come until one finds the lock gone.
+    await dead_owner_takes(backend, clock, "dead:1", 20)
+    rec = Recorder(clock)
+    worker, task = await start_worker(
+        backend, forever, clock, stalled_interval=20, max_stalled_count=0, recorder=rec
+    )
+    failed = await rec.wait("failed")
+    await stop_worker(worker, task, force=True)
+    assert [(e.name, e.args[0]) for e in rec.events if e.name in ("stalled", "failed")] == [
+        ("stalled", job.id),
+        ("failed", failed.args[0]),
+    ]
+    assert rec.of("stalled")[0].args == (job.id, "active")
+    assert failed.args[0].id == job.id
+    assert str(failed.args[1]) == STALLED_LIMIT_REASON
+    log = [
+        (e.name, e.fields.get("prev"), e.fields.get("failedReason"))
+        for e in await backend.get_events(QUEUE)
+        if e.fields.get("jobId") == job.id
+    ]
+    assert log[-2:] == [
+        ("stalled", None, None),
+        ("failed", "active", STALLED_LIMIT_REASON),
+    ]
+    assert await queue.get_job_state(job.id) == "failed"
     check_invariants(backend)
 
 

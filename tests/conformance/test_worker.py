@@ -4,6 +4,7 @@ closing. Times are virtual milliseconds since the test started (exact, see ``hel
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from typing import Any
@@ -22,8 +23,10 @@ from helpers import (
     stop_worker,
     stored_job,
     wait_for,
+    write_job_field,
 )
 
+from corral.backends.redis import RedisBackend
 from corral.engine import (
     Job,
     JobCancelledError,
@@ -34,7 +37,7 @@ from corral.engine import (
 )
 from corral.engine.errors import ResultCode
 from corral.engine.storage import Storage
-from corral.sim.loop import VirtualClock
+from corral.sim.loop import VirtualClock, VirtualTimeLoop
 
 
 async def test_concurrency_runs_at_most_n_jobs_at_once(backend: Storage, clock: VirtualClock):
@@ -548,4 +551,252 @@ async def test_finishing_without_the_lock_is_refused(
     assert runs == [0, 3_000]
     stored = await stored_job(queue, job.id)
     assert (counters(stored), stored.return_value) == ((1, 1, 2), "second")
+    check_invariants(backend)
+
+
+class _Custom(BaseException):
+    """A BaseException a processor's own code defines (not an Exception)."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "reason"),
+    [
+        (
+            asyncio.CancelledError(),
+            "the processor raised CancelledError, but nothing cancelled it",
+        ),
+        (_Custom("stop"), "the processor raised _Custom (stop), a BaseException, not an Exception"),
+    ],
+    ids=["stray-cancelled-error", "custom-base-exception"],
+)
+async def test_a_base_exception_from_the_processor_fails_the_attempt_and_the_worker_goes_on(
+    backend: Storage, clock: VirtualClock, raised: BaseException, reason: str
+):
+    queue = Queue(QUEUE, backend, clock=clock)
+    bad = await queue.add("bad", attempts=2)
+    good = await queue.add("good")
+
+    async def work(job: Job) -> str:
+        if job.name == "bad":
+            raise raised
+        return "ok"
+
+    rec = Recorder(clock)
+    worker, task = await start_worker(backend, work, clock, recorder=rec)
+    await rec.wait("completed")
+    await stop_worker(worker, task)
+    # Two failed attempts (the retry fails the same way), then the next job runs.
+    assert [(e.args[0].id, str(e.args[1])) for e in rec.of("failed")] == [(bad.id, reason)] * 2
+    assert rec.of("failed")[0].args[1].__cause__ is raised
+    assert rec.of("error") == []
+    assert await queue.get_job_state(bad.id) == "failed"
+    stored = await stored_job(queue, bad.id)
+    assert stored.failed_reason == reason
+    assert counters(stored) == (0, 2, 2)
+    assert type(raised).__name__ in stored.stacktrace[-1]  # the original's traceback is kept
+    assert await queue.get_job_state(good.id) == "completed"
+    check_invariants(backend)
+
+
+@pytest.mark.parametrize("exit_type", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "plain-def"])
+async def test_keyboard_interrupt_or_system_exit_closes_with_force_then_propagates(
+    backend: Storage, clock: VirtualClock, exit_type: type[BaseException], plain: bool
+):
+    queue = Queue(QUEUE, backend, clock=clock)
+    hang = await queue.add("hang")
+    stop = await queue.add("stop")
+    later = await queue.add("later")
+    release = threading.Event()
+
+    def stop_now(job: Job) -> None:
+        if job.name == "hang":
+            release.wait(5)  # a stuck thread, until the test lets it go
+        else:
+            raise exit_type("told to stop")
+
+    async def stop_soon(job: Job) -> None:
+        if job.name == "hang":
+            await asyncio.Event().wait()
+        await asyncio.sleep(1)
+        raise exit_type("told to stop")
+
+    rec = Recorder(clock)
+    worker = Worker(
+        QUEUE,
+        stop_now if plain else stop_soon,
+        backend,
+        clock=clock,
+        rng=random.Random(1),
+        concurrency=2,
+    )
+    rec.attach(worker)
+    try:
+        with pytest.raises(exit_type, match="told to stop"):
+            await worker.run()
+    finally:
+        release.set()
+    assert not worker.is_running
+    assert rec.names(ignore=frozenset({"locks_renewed"}))[-1] == "closed"
+    assert rec.of("failed") == []
+    assert rec.of("completed") == []
+    # Both jobs back at the front of wait, unlocked, with no attempt or stall counted.
+    waiting = [j.id for j in await queue.get_jobs("waiting", asc=True)]
+    assert waiting[:2] in ([hang.id, stop.id], [stop.id, hang.id])
+    assert waiting[2:] == [later.id]
+    for job in (hang, stop):
+        assert await backend.get_lock(QUEUE, job.id) is None
+        assert counters(await stored_job(queue, job.id)) == (0, 0, 1)
+    check_invariants(backend)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "problem"),
+    [
+        (
+            "data",
+            "{oops",
+            "data is not valid JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 2)",
+        ),
+        ("data", "", None),  # no data is not a problem
+        ("data", ' {"a": [1, "é"]} ', None),  # nor is whitespace around JSON, or non-ASCII
+        ("data", "\udcff\udcfe{}", "data is not valid UTF-8 (byte 0xff at character 0)"),
+        ("opts", "not json", "opts is not valid JSON (Expecting value: line 1 column 1)"),
+        ("opts", "[3]", "opts is a JSON list, not an object"),
+        (
+            "opts",
+            '{"attempts": "many"}',
+            "opts cannot be read (invalid literal for int() with base 10: 'many')",
+        ),
+        ("opts", '{"x": "caf\udce9"}', "opts is not valid UTF-8 (byte 0xe9 at character 10)"),
+    ],
+    ids=[
+        "bad-json-data",
+        "empty-data",
+        "spaced-data",
+        "bad-utf8-data",
+        "bad-json-opts",
+        "list-opts",
+        "unreadable-opts",
+        "bad-utf8-opts",
+    ],
+)
+async def test_a_job_whose_fields_cannot_be_decoded_fails_at_once_without_running(
+    backend: Storage, clock: VirtualClock, field: str, raw: str, problem: str | None
+):
+    if any("\udc80" <= char <= "\udcff" for char in raw) and isinstance(backend, RedisBackend):
+        # fakeredis's own cjson decodes strictly, so its scripts cannot send such a job at all
+        pytest.skip("fakeredis cannot send bytes that are not UTF-8 from a script")
+    queue = Queue(QUEUE, backend, clock=clock)
+    bad = await queue.add("bad", {"n": 1}, attempts=3, backoff=1_000)
+    await queue.add("good", {"n": 2})
+    await write_job_field(backend, QUEUE, bad.id, field, raw)
+    seen: list[tuple[str, Any]] = []
+
+    async def work(job: Job) -> None:
+        seen.append((job.name, job.data))
+
+    rec = Recorder(clock)
+    worker, task = await start_worker(backend, work, clock, recorder=rec)
+    await rec.wait("completed")
+    await stop_worker(worker, task)
+    stored = await stored_job(queue, bad.id)
+    if problem is None:
+        assert seen == [("bad", json.loads(raw) if raw else None), ("good", {"n": 2})]
+        assert await queue.get_job_state(bad.id) == "completed"
+        return
+    reason = f"job {bad.id} cannot be decoded: {problem}"
+    assert seen == [("good", {"n": 2})]  # the processor never saw the bad one
+    assert [(e.at, e.args[0].id, str(e.args[1])) for e in rec.of("failed")] == [(0, bad.id, reason)]
+    assert isinstance(rec.of("failed")[0].args[1], UnrecoverableError)
+    assert rec.of("error") == []
+    assert await queue.get_job_state(bad.id) == "failed"  # at once: attempts are not used
+    assert stored.failed_reason == reason
+    assert counters(stored) == (0, 1, 1)
+    check_invariants(backend)
+
+
+def block_the_loop(seconds: float) -> None:
+    """What ``time.sleep(seconds)`` (or as much CPU work) in an ``async def`` processor does to
+    the event loop, in virtual time: the clock moves on while nothing else runs."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    loop._now += seconds
+
+
+async def blocks_for_6_s(job: Job) -> str:
+    """An ``async def`` processor that blocks its event loop (the classic mistake)."""
+    block_the_loop(6)
+    return "done"
+
+
+async def test_a_blocked_event_loop_is_reported_with_the_jobs_and_remedies(
+    backend: Storage, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+):
+    queue = Queue(QUEUE, backend, clock=clock)
+    job = await queue.add("j")
+    rec = Recorder(clock)
+    with caplog.at_level("WARNING", logger="corral.worker"):
+        worker, task = await start_worker(
+            backend, blocks_for_6_s, clock, lock_duration=2_000, recorder=rec
+        )
+        await rec.wait("loop_blocked")
+        await stop_worker(worker, task, force=True)
+    # The watch ticks every 2000 / 16 ms while jobs run: the first tick, due at 125, fires at
+    # 6000 (a block shows up to one tick shorter than it was).
+    (blocked,) = rec.of("loop_blocked")
+    assert (blocked.at, blocked.args) == (6_000, (5_875, [job.id]))
+    (warning,) = [r for r in caplog.records if "event loop was blocked" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    message = warning.getMessage()
+    assert "blocked for at least 5875 ms (lock_duration is 2000 ms)" in message
+    assert f"ran job(s) {job.id};" in message
+    assert "a plain `def`" in message
+    assert "sandboxed=True" in message
+    check_invariants(backend)
+
+
+async def test_a_worker_whose_loop_is_never_blocked_reports_nothing(
+    backend: Storage, clock: VirtualClock
+):
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(30)  # long, but the loop runs meanwhile
+
+    job, rec = await run_one_job(backend, clock, slow, {"lock_duration": 2_000})
+    assert job.return_value is None
+    assert rec.of("loop_blocked") == []
+    assert rec.of("error") == []
+
+
+async def blocks_then_waits(job: Job) -> str:
+    """Blocks its loop for 6 s, then lets the loop run for 1 s: the renewal tick comes first."""
+    block_the_loop(6)
+    await asyncio.sleep(1)
+    return "done"
+
+
+@pytest.mark.virtual_ttl
+@pytest.mark.parametrize(
+    ("processor", "lost"),
+    [
+        (blocks_for_6_s, "Missing lock for job 1. moveToFinished"),
+        (blocks_then_waits, "could not renew lock for job 1"),
+    ],
+    ids=["finish", "renewal"],
+)
+async def test_a_lock_lost_after_a_blocked_loop_says_so(
+    backend: Storage, clock: VirtualClock, processor: Any, lost: str
+):
+    queue = Queue(QUEUE, backend, clock=clock)
+    job = await queue.add("j")
+    assert job.id == "1"
+    rec = Recorder(clock)
+    worker, task = await start_worker(backend, processor, clock, lock_duration=2_000, recorder=rec)
+    error = await rec.wait("error")
+    await stop_worker(worker, task)
+    # BullMQ's text first, then why: the lock (taken at 0) lapsed at 2000, mid-block.
+    assert str(error.args[0]) == f"{lost}, after the event loop was blocked for 5875 ms"
+    assert rec.names().index("loop_blocked") < rec.names().index("error")
+    assert await queue.get_job_state(job.id) == "active"  # left for the stalled check
     check_invariants(backend)

@@ -53,6 +53,9 @@ DURATION = 60_000  # the safety phase: the heal comes at DURATION, and the run e
 SEED = 1
 
 
+BLOCKED_FOR = "after the event loop was blocked for"  # appended to a lost lock's error
+
+
 def check_at(n: int) -> float:
     """When a worker's n-th stalled check reaches the store (its 0th is at ``D``)."""
     return n * S + (2 * n + 1) * D
@@ -234,13 +237,15 @@ def test_block_longer_than_the_lock_gets_the_late_finish_rejected() -> None:
     late = find(result, "finish", process="w0")
     assert times(late) == ats(resume + D)
     assert "code=LOCK_MISMATCH" in late[0].detail
+    # The worker's loop watch ticks every L/16 while the job runs (from 2D): the first tick the
+    # block held back was due at 2D + 4·(L/16), and fired on resuming, before the finish.
+    lag = T0 + block - (2 * D + 4 * (L // 16))
+    blocked = find(result, "loop-blocked", process="w0")
+    assert [(e.t_ms, e.job, e.detail) for e in blocked] == [(at(resume), "1", f"{lag:.0f}ms")]
+    lost = f"Lock mismatch for job 1. Cmd moveToFinished from active, {BLOCKED_FOR} {lag:.0f} ms"
     errors = find(result, "error", process="w0")
-    assert [(e.t_ms, e.detail) for e in errors] == [
-        (at(resume + 2 * D), "Lock mismatch for job 1. Cmd moveToFinished from active"),
-    ]
-    assert errors_of(world, "w0") == [
-        (resume + 2 * D, "Lock mismatch for job 1. Cmd moveToFinished from active")
-    ]
+    assert [(e.t_ms, e.detail) for e in errors] == [(at(resume + 2 * D), lost)]
+    assert errors_of(world, "w0") == [(resume + 2 * D, lost)]
     assert find(result, "lock-lost") == []
     # w1's run starts at 2S + 8D, less than TICK before tick 5: it is renewed at ticks 6 and 7,
     # and finishes before tick 8.

@@ -5,8 +5,8 @@
 
   Phase 2 recovers the jobs marked by the previous check whose lock no longer exists, oldest
   activation first: stc + 1, then back to the front of wait (events "waiting", "stalled"), or
-  failed with "job stalled more than allowable limit" when stc > max_stalled_count (the job's
-  own removeOnFail applies). Phase 1 then marks every active job.
+  failed with "job stalled more than allowable limit" when stc > max_stalled_count (events
+  "stalled", "failed"; the job's own removeOnFail applies). Phase 1 then marks every active job.
 
   KEYS: wait active failed stalled stalled-check marker events meta
   ARGV:
@@ -42,6 +42,8 @@ for i = #active, 1, -1 do
     redis.call('LREM', K.active, 1, id)
     local stalled_count = redis.call('HINCRBY', job_key(id), 'stc', 1)
     if stalled_count > max_stalled and not PLANTED['no-stall-limit'] then
+      -- BullMQ 6 reports every stall it finds, the one over the limit too.
+      emit('stalled', 'jobId', id)
       local count, age_ms = keep_from(job_opts(id).removeOnFail)
       finish_failed(id, reason, count, age_ms, now)
       failed[#failed + 1] = id
