@@ -16,10 +16,10 @@ import difflib
 import functools
 import json
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from corral.engine.errors import InvalidArgumentError, JobCancelledError
+from corral.engine.errors import InvalidArgumentError, JobCancelledError, UnknownOptionError
 
 if TYPE_CHECKING:
     from corral.engine.storage import NewJob
@@ -42,6 +42,48 @@ JOB_OPTION_NAMES: Final = frozenset(
         "lifo",
     }
 )
+
+
+#: Custom job ids no queue accepts. A job's hash is ``<prefix>:<queue>:<id>``, and every key of
+#: the queue's own layout is ``<prefix>:<queue>:<suffix>``: a job with one of these ids would
+#: overwrite that key (or be read from it). The list holds every per-queue suffix of BullMQ
+#: 6.7 (bullmq-semantics.md §1.2, bullmq-features.md), including those of features corral does
+#: not have yet, the suffix corral's instrumented scripts add (``corral-transitions``), and
+#: ``logs`` and ``dependencies`` (BullMQ's job sub-key names). Both backends refuse them alike,
+#: so that a queue moves between backends unchanged; a test checks the Redis key schema
+#: (``backends/redis/keys.py``) against it.
+RESERVED_JOB_IDS: Final = frozenset(
+    {
+        "wait",
+        "paused",
+        "active",
+        "prioritized",
+        "pc",
+        "delayed",
+        "waiting-children",
+        "completed",
+        "failed",
+        "stalled",
+        "stalled-check",
+        "id",
+        "meta",
+        "events",
+        "marker",
+        "limiter",
+        "repeat",
+        "de",
+        "dn",
+        "metrics",
+        "logs",
+        "dependencies",
+        "corral-transitions",
+    }
+)
+
+#: Deepest nesting of lists and objects a stored JSON value may have. Python's JSON decoder
+#: recurses once per level and shares the interpreter's recursion limit (1000) with its
+#: caller, so a value much deeper than this could be stored and never read back.
+MAX_JSON_DEPTH: Final = 256
 
 
 def duration_ms(value: Duration, name: str, *, allow_zero: bool = True) -> int:
@@ -86,11 +128,38 @@ def encode_json(value: Any, what: str, *what_args: object) -> str:
     if value is False:
         return "false"
     try:
-        return _ENCODER.encode(value)
+        encoded = _ENCODER.encode(value)
+    except RecursionError:
+        problem = f"it is nested deeper than {MAX_JSON_DEPTH} levels"
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
             f"{what.format(*what_args)} cannot be encoded as JSON: {exc}"
         ) from exc
+    else:
+        # A depth of d takes at least 2·d characters and d brackets: most values skip the walk.
+        if (
+            len(encoded) <= 2 * MAX_JSON_DEPTH
+            or encoded.count("[") + encoded.count("{") <= MAX_JSON_DEPTH
+            or not _nested_deeper(value, MAX_JSON_DEPTH)
+        ):
+            return encoded
+        problem = f"it is nested deeper than {MAX_JSON_DEPTH} levels"
+    raise InvalidArgumentError(f"{what.format(*what_args)} cannot be encoded as JSON: {problem}")
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists, tuples and dicts more than ``limit`` levels deep (walked
+    without recursion: the point is values too deep for it)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        pending.extend(
+            (child, depth + 1) for child in children if isinstance(child, list | tuple | dict)
+        )
+    return False
 
 
 class _CounterSteps(dict[str | None, str]):
@@ -113,17 +182,39 @@ _COUNTER_STEPS: Final = _CounterSteps(_SMALL_COUNTS)
 next_count: Final[Callable[[str | None], str]] = _COUNTER_STEPS.__getitem__
 
 
+def check_utf8(text: str, what: str) -> None:
+    """Refuse a string that cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``):
+    Redis stores bytes, and such a string would fail only when sent, on one backend.
+
+    For the strings stored as they are (names, ids); JSON values are stored ASCII-escaped.
+    Callers on a hot path test ``text.isascii()`` first (ASCII is always UTF-8).
+
+    Raises:
+        InvalidArgumentError: naming ``what`` and the first character that cannot be encoded.
+    """
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            f"{what} {text!r} cannot be encoded as UTF-8: {exc.reason} at index {exc.start} "
+            f"({text[exc.start]!r})"
+        ) from None
+
+
 def validate_queue_name(name: object) -> str:
-    """Check a queue name: a non-empty string without ``:`` (it separates key parts)."""
+    """Check a queue name: a non-empty UTF-8 string without ``:`` (it separates key parts)."""
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"queue name must be a non-empty string, got {name!r}")
     if ":" in name:
         raise InvalidArgumentError(f"queue name {name!r} must not contain ':'")
+    if not name.isascii():
+        check_utf8(name, "queue name")
     return name
 
 
 def validate_job_id(job_id: object) -> str:
-    """Check a custom job id: a non-empty string, not an integer, without ``:``.
+    """Check a custom job id: a non-empty UTF-8 string, not an integer, without ``:``, and not
+    one of :data:`RESERVED_JOB_IDS`.
 
     Integer strings are reserved for the ids the queue's counter hands out.
     """
@@ -135,7 +226,47 @@ def validate_job_id(job_id: object) -> str:
         )
     if ":" in job_id:
         raise InvalidArgumentError(f"custom job id {job_id!r} must not contain ':'")
+    if job_id in RESERVED_JOB_IDS:
+        raise InvalidArgumentError(
+            f"custom job id {job_id!r} is reserved: it names a key of the queue's own layout "
+            f"(<prefix>:<queue>:{job_id}), which the job's hash would overwrite"
+        )
+    if not job_id.isascii():
+        check_utf8(job_id, "custom job id")
     return job_id
+
+
+def lookup_job_id(job_id: object) -> bool:
+    """Check the id given to a reader (``get_job``, ``remove``, ...): a non-empty string, as
+    ``add`` takes. Return False when no job can have it (one of :data:`RESERVED_JOB_IDS`, or
+    not UTF-8): the reader then answers "no such job" without asking the store, where the key
+    of a reserved name is a structure of the queue, never a job.
+
+    Raises:
+        InvalidArgumentError: if the id is not a non-empty string (``get_job(1)``).
+    """
+    if not isinstance(job_id, str) or not job_id:
+        hint = f" (job ids are strings: {str(job_id)!r})" if type(job_id) is int else ""
+        raise InvalidArgumentError(f"job id must be a non-empty string, got {job_id!r}{hint}")
+    if job_id in RESERVED_JOB_IDS:
+        return False
+    return job_id.isascii() or _is_utf8(job_id)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unknown_option_error(names: Iterable[str]) -> UnknownOptionError:
+    """The error for unknown job option names, suggesting the closest known one."""
+    name = sorted(names)[0]
+    close = difflib.get_close_matches(name, JOB_OPTION_NAMES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UnknownOptionError(f"unknown job option {name!r}{hint}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -263,10 +394,7 @@ class JobOptions:
         """
         unknown = set(options) - JOB_OPTION_NAMES
         if unknown:
-            name = sorted(unknown)[0]
-            close = difflib.get_close_matches(name, JOB_OPTION_NAMES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InvalidArgumentError(f"unknown job option {name!r}{hint}")
+            raise unknown_option_error(unknown)
         priority = options.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidArgumentError(f"priority must be an int, got {priority!r}")
@@ -647,6 +775,7 @@ def _json_or_none(raw: str | None, default: Any = None) -> Any:
         return default
     try:
         return json.loads(raw)
-    except ValueError:
-        # A field written by another producer that is not JSON: expose it as the raw string.
+    except (ValueError, RecursionError):
+        # A field written by another producer that is not JSON (or nested too deeply for
+        # Python's decoder): expose it as the raw string.
         return raw

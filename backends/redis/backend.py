@@ -37,6 +37,7 @@ from corral.engine.errors import (
     InvalidArgumentError,
     ResultCode,
 )
+from corral.engine.job import check_utf8
 from corral.engine.states import JobState
 from corral.engine.storage import (
     AddResult,
@@ -205,11 +206,14 @@ class RedisBackend:
     ):
         if not prefix:
             raise InvalidArgumentError("the Redis key prefix must not be empty")
+        check_utf8(prefix, "the Redis key prefix")
         self.client = client
         self.prefix = prefix
         self.url = _redacted(url) if url is not None else _describe(client)
         self.cluster = isinstance(client, RedisCluster)
         self._owns_client = False
+        #: Set by :meth:`close`; a Queue on a closed backend refuses to work.
+        self.closed = False
         self._commands = CommandQueue(client)
         self._scripts = Scripts(client, self._commands, instrumentation or Instrumentation())
         self._keys: dict[str, QueueKeys] = {}
@@ -495,7 +499,9 @@ class RedisBackend:
 
     async def close(self) -> None:
         """Send what is queued, then close the blocking connections, and the client if
-        :meth:`from_url` made it."""
+        :meth:`from_url` made it. Queues on a closed backend refuse to work (the client would
+        quietly connect again)."""
+        self.closed = True
         await self._commands.close()
         await self._blocking.aclose()
         if self._blocking_pool is not None:
