@@ -200,7 +200,8 @@ class Queue:
         return await self._add(new_jobs)
 
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
-        self._check_open()
+        if self._closed or getattr(self.backend, "closed", False):  # (_check_open, inlined)
+            self._check_open()
         added = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
         for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
