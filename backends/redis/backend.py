@@ -404,8 +404,14 @@ class RedisBackend:
 
     @_reaching
     async def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
-        """The job's hash fields, or None."""
-        raw = await self._commands.call("HGETALL", self.keys(queue).job(job_id))
+        """The job's hash fields, or None (also when the key holds no hash: an id such as
+        ``"7:lock"`` names another key, never a job, as on the memory backend)."""
+        try:
+            raw = await self._commands.call("HGETALL", self.keys(queue).job(job_id))
+        except redis_errors.ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            return None
         return {_str(k): _str(v) for k, v in raw.items()} if raw else None
 
     @_reaching

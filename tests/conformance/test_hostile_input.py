@@ -15,7 +15,7 @@ from helpers import QUEUE, Recorder, check_invariants, start_worker, stop_worker
 
 from corral.engine import InvalidArgumentError, Job, Queue
 from corral.engine.job import MAX_JSON_DEPTH, RESERVED_JOB_IDS
-from corral.engine.storage import Storage
+from corral.engine.storage import FetchRequest, Storage
 from corral.sim.loop import VirtualClock
 
 Q = QUEUE
@@ -78,6 +78,23 @@ async def test_readers_never_read_a_queue_structure_as_a_job(
     assert await queue.get_job_counts() == counts
     assert await queue.is_paused()
     assert (await queue.add("after")).id == "7"
+    check_invariants(queue.backend)
+
+
+async def test_an_id_naming_a_job_sub_key_reads_as_no_job(
+    queue: Queue, clock: VirtualClock
+) -> None:
+    await queue.add("x")
+    fetched = await queue.backend.fetch_next(Q, FetchRequest("t", 30_000), clock.now_ms())
+    assert fetched.job is not None  # job 1 is active: its lock key 1:lock exists
+    for reader, answer in [
+        (queue.get_job, None),
+        (queue.get_job_state, "unknown"),
+        (queue.is_job_stalled, False),
+        (queue.remove, False),
+    ]:
+        assert await reader("1:lock") == answer, reader
+    assert (await queue.backend.get_lock(Q, "1")) is not None
     check_invariants(queue.backend)
 
 
