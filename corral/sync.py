@@ -27,7 +27,7 @@ import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Never, Self, TypeVar
 
 from corral.engine.clock import Clock
 from corral.engine.errors import ClosedError
@@ -301,7 +301,7 @@ class SyncQueue:
         remove_on_complete: bool | int | Mapping[str, int] = False,
         remove_on_fail: bool | int | Mapping[str, int] = False,
         lifo: bool = False,
-        **unknown: Any,
+        **unknown: Never,
     ) -> Job:
         """Add one job and return it (see :meth:`Queue.add <corral.engine.queue.Queue.add>`).
 

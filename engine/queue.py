@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Never
 
 from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import (
@@ -130,7 +130,7 @@ class Queue:
         remove_on_complete: bool | int | Mapping[str, int] = False,
         remove_on_fail: bool | int | Mapping[str, int] = False,
         lifo: bool = False,
-        **unknown: Any,
+        **unknown: Never,
     ) -> Job:
         """Add one job and return it.
 
@@ -156,6 +156,7 @@ class Queue:
                 suggests the closest option name.
             ClosedError: if the queue or its backend was closed.
         """
+        # (``**unknown`` is typed Never so that type checkers still flag a misspelt option.)
         if unknown:
             raise unknown_option_error(unknown)
         options = {

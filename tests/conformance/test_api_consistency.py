@@ -103,7 +103,7 @@ async def test_get_jobs_with_several_hashes_gone_and_several_states(queue: Queue
 
 async def test_an_unknown_keyword_to_add_suggests_the_option(queue: Queue) -> None:
     with pytest.raises(UnknownOptionError) as info:
-        await queue.add("job", None, attemps=3)  # type: ignore[call-arg]
+        await queue.add("job", None, attemps=3)  # type: ignore[arg-type]
     assert str(info.value) == "unknown job option 'attemps' (did you mean 'attempts'?)"
     # The same error as add_bulk gives, and still the TypeError Python raised before.
     assert isinstance(info.value, InvalidArgumentError)

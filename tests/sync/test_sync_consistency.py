@@ -16,9 +16,9 @@ from corral.engine import ClosedError, InvalidArgumentError, UnknownOptionError
 def test_an_unknown_keyword_to_add_suggests_the_option() -> None:
     with SyncQueue("sync", MemoryBackend()) as queue:
         with pytest.raises(UnknownOptionError, match=r"'attemps' \(did you mean 'attempts'\?\)"):
-            queue.add("job", attemps=3)  # type: ignore[call-arg]
+            queue.add("job", attemps=3)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="attemps"):  # what Python raised before
-            queue.add("job", attemps=3)  # type: ignore[call-arg]
+            queue.add("job", attemps=3)  # type: ignore[arg-type]
         with pytest.raises(InvalidArgumentError, match="job id must be a non-empty string"):
             queue.get_job(1)  # type: ignore[arg-type]
         assert queue.get_job_counts("waiting") == {"waiting": 0}
