@@ -127,8 +127,14 @@ class CommandQueue:
             await self._pump()
             return
         while self._pending:
-            # redis-py packs a pipeline whole: one call it cannot pack would fail them all.
-            batch, _ = _pack_batch(self._client.get_encoder(), self._pending)
+            # redis-py packs a pipeline whole: one call it cannot pack would fail them all. Only
+            # a string can fail to pack (the API checks the rest), and only one not ASCII.
+            encoder = self._client.get_encoder()
+            batch = [
+                call
+                for call in self._pending
+                if _ascii_only(call[0]) or _pack_call(encoder, call) is not None
+            ]
             self._pending = []
             if not batch:
                 continue
@@ -520,16 +526,26 @@ def _pack_batch(encoder: Encoder, batch: _Batch) -> tuple[_Batch, bytes]:
         return batch, _pack(encoder, [args for args, _ in batch])
     except Exception:
         pass  # rare: pack the calls one by one to find those at fault
-    kept: _Batch = []
-    packed: list[bytes] = []
-    for call in batch:
-        try:
-            packed.append(_pack(encoder, [call[0]]))
-        except Exception as exc:
-            _settle(call[1], exc)
-        else:
-            kept.append(call)
-    return kept, b"".join(packed)
+    packed = [(call, _pack_call(encoder, call)) for call in batch]
+    return (
+        [call for call, data in packed if data is not None],
+        b"".join(data for _, data in packed if data is not None),
+    )
+
+
+def _pack_call(encoder: Encoder, call: tuple[tuple[Any, ...], asyncio.Future[Any]]) -> bytes | None:
+    """One call packed, or None when it cannot be: the call then fails with the error."""
+    try:
+        return _pack(encoder, [call[0]])
+    except Exception as exc:
+        _settle(call[1], exc)
+        return None
+
+
+def _ascii_only(args: tuple[Any, ...]) -> bool:
+    """Whether no argument is a string with a character beyond ASCII (a :class:`Head` counts
+    as packable: it is packed the same for every call)."""
+    return all(type(arg) is not str or arg.isascii() for arg in args)
 
 
 def _pack(encoder: Encoder, commands: list[tuple[Any, ...]]) -> bytes:
