@@ -69,6 +69,9 @@ class Queue:
         # for the garbage collector to track: a fifth of the cost of adding a job).
         self._progress_writer = self._write_progress
         self._closed = False
+        # A backend that can be closed for good says so with a ``closed`` attribute (the Redis
+        # backend; closing the memory backend releases nothing). Asked once: add checks it.
+        self._closable = hasattr(backend, "closed")
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r}{' closed' if self._closed else ''}>"
@@ -83,7 +86,7 @@ class Queue:
         closed Redis backend would otherwise quietly open new connections)."""
         if self._closed:
             raise ClosedError(f"queue {self.name!r} is closed")
-        if getattr(self.backend, "closed", False):
+        if self._closable and self.backend.closed:  # type: ignore[attr-defined]
             raise ClosedError(f"queue {self.name!r} cannot be used: {self.backend!r} is closed")
 
     # ------------------------------------------------------------------ adding
@@ -201,8 +204,8 @@ class Queue:
         return await self._add(new_jobs)
 
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
-        if self._closed or getattr(self.backend, "closed", False):  # (_check_open, inlined)
-            self._check_open()
+        if self._closed or (self._closable and self.backend.closed):  # type: ignore[attr-defined]
+            self._check_open()  # (its test, inlined: this runs once per add)
         added = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
         for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):

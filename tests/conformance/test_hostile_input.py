@@ -171,11 +171,17 @@ async def test_data_nested_too_deeply_is_refused(queue: Queue, depth: int) -> No
         await queue.add("deep", nested(depth))
     with pytest.raises(InvalidArgumentError, match="entry 1: data of job 'deep'"):
         await queue.add_bulk([{"name": "ok"}, {"name": "deep", "data": {"a": nested(depth)}}])
+    with pytest.raises(InvalidArgumentError, match=f"nested deeper than {MAX_JSON_DEPTH}"):
+        await queue.add("deep", {"text": ']}"\\' * 300, "deep": nested(depth - 1)})
     await assert_nothing_stored(queue)
 
 
 async def test_data_nested_to_the_limit_is_stored_and_read_back(queue: Queue) -> None:
-    value = {"wide": [nested(5)] * 200, "deep": nested(MAX_JSON_DEPTH - 1)}
+    value = {
+        "wide": [nested(5)] * 200,
+        "deep": nested(MAX_JSON_DEPTH - 1),  # in the object: MAX_JSON_DEPTH levels in all
+        "text": '[{"\\' * 300,  # brackets, quotes and backslashes in a string nest nothing
+    }
     job = await queue.add("deep", value)
     assert (await stored_job(queue, job.id)).data == value
 
