@@ -138,12 +138,8 @@ def encode_json(value: Any, what: str, *what_args: object) -> str:
             f"{what.format(*what_args)} cannot be encoded as JSON: {exc}"
         ) from exc
     else:
-        # A depth of d takes at least 2·d characters and d brackets: most values skip the walk.
-        if (
-            len(encoded) <= _MAX_SHALLOW_LENGTH
-            or encoded.count("[") + encoded.count("{") <= MAX_JSON_DEPTH
-            or not _nested_deeper(encoded, MAX_JSON_DEPTH)
-        ):
+        # A depth of d takes at least 2·d characters: most values skip the check.
+        if len(encoded) <= _MAX_SHALLOW_LENGTH or not _nested_deeper(encoded, MAX_JSON_DEPTH):
             return encoded
     raise InvalidArgumentError(
         f"{what.format(*what_args)} cannot be encoded as JSON: it is nested deeper than "
@@ -171,6 +167,8 @@ def _nested_deeper(encoded: str, limit: int) -> bool:
     # Adjacent quotes are an empty string or the boundary of two strings with no bracket
     # between them (merged then, harmlessly): dropping them leaves few strings to match.
     skeleton = encoded.encode("ascii").translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
+    if skeleton.count(b"[") <= limit:  # (counts the brackets in strings too: at least all)
+        return False
     if b'"' in skeleton:
         skeleton = _STRING.sub(b"", skeleton)
     for _ in range(limit):
