@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import difflib
 import functools
 import json
-import re
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from corral.engine.errors import InvalidArgumentError, JobCancelledError, UnknownOptionError
+from corral.engine.errors import InvalidArgumentError, JobCancelledError
+from corral.engine.inputs import (
+    MAX_JSON_DEPTH,
+    RESERVED_JOB_IDS,
+    check_utf8,
+    json_nested_deeper,
+    unknown_option_error,
+)
 
 if TYPE_CHECKING:
     from corral.engine.storage import NewJob
@@ -43,49 +48,6 @@ JOB_OPTION_NAMES: Final = frozenset(
         "lifo",
     }
 )
-
-
-#: Custom job ids no queue accepts. A job's hash is ``<prefix>:<queue>:<id>``, and every key of
-#: the queue's own layout is ``<prefix>:<queue>:<suffix>``: a job with one of these ids would
-#: overwrite that key (or be read from it). The list holds every per-queue suffix of BullMQ
-#: 6.7 (bullmq-semantics.md §1.2, bullmq-features.md), including those of features corral does
-#: not have yet, the suffix corral's instrumented scripts add (``corral-transitions``), and
-#: ``logs`` and ``dependencies`` (BullMQ's job sub-key names). Both backends refuse them alike,
-#: so that a queue moves between backends unchanged; a test checks the Redis key schema
-#: (``backends/redis/keys.py``) against it.
-RESERVED_JOB_IDS: Final = frozenset(
-    {
-        "wait",
-        "paused",
-        "active",
-        "prioritized",
-        "pc",
-        "delayed",
-        "waiting-children",
-        "completed",
-        "failed",
-        "stalled",
-        "stalled-check",
-        "id",
-        "meta",
-        "events",
-        "marker",
-        "limiter",
-        "repeat",
-        "de",
-        "dn",
-        "metrics",
-        "logs",
-        "dependencies",
-        "corral-transitions",
-    }
-)
-
-#: Deepest nesting of lists and objects a stored JSON value may have. Python's JSON decoder
-#: recurses once per level and shares the interpreter's recursion limit (1000) with its
-#: caller, so a value much deeper than this could be stored and never read back.
-MAX_JSON_DEPTH: Final = 256
-_MAX_SHALLOW_LENGTH: Final = 2 * MAX_JSON_DEPTH  # no longer JSON text can nest deeper
 
 
 def duration_ms(value: Duration, name: str, *, allow_zero: bool = True) -> int:
@@ -139,43 +101,12 @@ def encode_json(value: Any, what: str, *what_args: object) -> str:
         ) from exc
     else:
         # A depth of d takes at least 2·d characters: most values skip the check.
-        if len(encoded) <= _MAX_SHALLOW_LENGTH or not _nested_deeper(encoded, MAX_JSON_DEPTH):
+        if len(encoded) <= 2 * MAX_JSON_DEPTH or not json_nested_deeper(encoded, MAX_JSON_DEPTH):
             return encoded
     raise InvalidArgumentError(
         f"{what.format(*what_args)} cannot be encoded as JSON: it is nested deeper than "
         f"{MAX_JSON_DEPTH} levels"
     )
-
-
-#: For :func:`_nested_deeper`: brackets of both kinds become ``[]``, and all but brackets and
-#: quotes goes.
-_BRACKETS: Final = bytes.maketrans(b"{}", b"[]")
-_NOT_STRUCTURE: Final = bytes(set(range(256)) - set(b'[]{}"'))
-_STRING: Final = re.compile(rb'"[^"]*"')
-
-
-def _nested_deeper(encoded: str, limit: int) -> bool:
-    """Whether the JSON text ``encoded`` (ASCII, as the encoder writes it) nests arrays and
-    objects more than ``limit`` levels deep.
-
-    Works on the text's skeleton, its brackets outside strings, with C-speed string methods (a
-    walk of the value in Python took twice as long as encoding it): each pass that deletes the
-    innermost ``[]`` pairs takes one level off.
-    """
-    if "\\" in encoded:  # escaped quotes and backslashes must not delimit strings
-        encoded = encoded.replace("\\\\", "").replace('\\"', "")
-    # Adjacent quotes are an empty string or the boundary of two strings with no bracket
-    # between them (merged then, harmlessly): dropping them leaves few strings to match.
-    skeleton = encoded.encode("ascii").translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
-    if skeleton.count(b"[") <= limit:  # (counts the brackets in strings too: at least all)
-        return False
-    if b'"' in skeleton:
-        skeleton = _STRING.sub(b"", skeleton)
-    for _ in range(limit):
-        if not skeleton:
-            return False
-        skeleton = skeleton.replace(b"[]", b"")
-    return bool(skeleton)
 
 
 class _CounterSteps(dict[str | None, str]):
@@ -196,25 +127,6 @@ _COUNTER_STEPS: Final = _CounterSteps(_SMALL_COUNTS)
 #: ``next_count(raw)``: the stored value of a counter field after ``raw`` (absent or empty
 #: counts as 0). A bound C method, not a Python function: it runs several times per job.
 next_count: Final[Callable[[str | None], str]] = _COUNTER_STEPS.__getitem__
-
-
-def check_utf8(text: str, what: str) -> None:
-    """Refuse a string that cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``):
-    Redis stores bytes, and such a string would fail only when sent, on one backend.
-
-    For the strings stored as they are (names, ids); JSON values are stored ASCII-escaped.
-    Callers on a hot path test ``text.isascii()`` first (ASCII is always UTF-8).
-
-    Raises:
-        InvalidArgumentError: naming ``what`` and the first character that cannot be encoded.
-    """
-    try:
-        text.encode()
-    except UnicodeEncodeError as exc:
-        raise InvalidArgumentError(
-            f"{what} {text!r} cannot be encoded as UTF-8: {exc.reason} at index {exc.start} "
-            f"({text[exc.start]!r})"
-        ) from None
 
 
 def validate_queue_name(name: object) -> str:
@@ -250,39 +162,6 @@ def validate_job_id(job_id: object) -> str:
     if not job_id.isascii():
         check_utf8(job_id, "custom job id")
     return job_id
-
-
-def lookup_job_id(job_id: object) -> bool:
-    """Check the id given to a reader (``get_job``, ``remove``, ...): a non-empty string, as
-    ``add`` takes. Return False when no job can have it (one of :data:`RESERVED_JOB_IDS`, or
-    not UTF-8): the reader then answers "no such job" without asking the store, where the key
-    of a reserved name is a structure of the queue, never a job.
-
-    Raises:
-        InvalidArgumentError: if the id is not a non-empty string (``get_job(1)``).
-    """
-    if not isinstance(job_id, str) or not job_id:
-        hint = f" (job ids are strings: {str(job_id)!r})" if type(job_id) is int else ""
-        raise InvalidArgumentError(f"job id must be a non-empty string, got {job_id!r}{hint}")
-    if job_id in RESERVED_JOB_IDS:
-        return False
-    return job_id.isascii() or _is_utf8(job_id)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def unknown_option_error(names: Iterable[str]) -> UnknownOptionError:
-    """The error for unknown job option names, suggesting the closest known one."""
-    name = sorted(names)[0]
-    close = difflib.get_close_matches(name, JOB_OPTION_NAMES, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UnknownOptionError(f"unknown job option {name!r}{hint}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -410,7 +289,7 @@ class JobOptions:
         """
         unknown = set(options) - JOB_OPTION_NAMES
         if unknown:
-            raise unknown_option_error(unknown)
+            raise unknown_option_error(unknown, JOB_OPTION_NAMES)
         priority = options.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidArgumentError(f"priority must be an int, got {priority!r}")

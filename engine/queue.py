@@ -13,15 +13,14 @@ from corral.engine.errors import (
     ResultCode,
     removal_locked_text,
 )
+from corral.engine.inputs import check_utf8, lookup_job_id, unknown_option_error
 from corral.engine.job import (
+    JOB_OPTION_NAMES,
     Duration,
     Job,
     JobOptions,
-    check_utf8,
     duration_ms,
     encode_json,
-    lookup_job_id,
-    unknown_option_error,
     validate_queue_name,
 )
 from corral.engine.states import UNKNOWN, JobState
@@ -161,7 +160,7 @@ class Queue:
         """
         # (``**unknown`` is typed Never so that type checkers still flag a misspelt option.)
         if unknown:
-            raise unknown_option_error(unknown)
+            raise unknown_option_error(unknown, JOB_OPTION_NAMES)
         options = {
             "delay": delay,
             "priority": priority,

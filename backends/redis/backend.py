@@ -37,7 +37,7 @@ from corral.engine.errors import (
     InvalidArgumentError,
     ResultCode,
 )
-from corral.engine.job import check_utf8
+from corral.engine.inputs import check_utf8
 from corral.engine.states import JobState
 from corral.engine.storage import (
     AddResult,

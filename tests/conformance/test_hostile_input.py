@@ -14,7 +14,7 @@ import pytest
 from helpers import QUEUE, Recorder, check_invariants, start_worker, stop_worker, stored_job
 
 from corral.engine import InvalidArgumentError, Job, Queue
-from corral.engine.job import MAX_JSON_DEPTH, RESERVED_JOB_IDS
+from corral.engine.inputs import MAX_JSON_DEPTH, RESERVED_JOB_IDS
 from corral.engine.storage import FetchRequest, Storage
 from corral.sim.loop import VirtualClock
 

@@ -8,7 +8,7 @@ import re
 
 from corral.backends.redis.keys import KEY_TYPES, TRANSITION_LOG, QueueKeys
 from corral.backends.redis.scripts import SCRIPT_NAMES, load_source
-from corral.engine.job import RESERVED_JOB_IDS
+from corral.engine.inputs import RESERVED_JOB_IDS
 
 BASE = "bull:q:"
 
