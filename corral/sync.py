@@ -27,9 +27,10 @@ import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Never, Self, TypeVar
 
 from corral.engine.clock import Clock
+from corral.engine.errors import ClosedError
 from corral.engine.job import Duration, Job
 from corral.engine.queue import Queue
 from corral.engine.states import JobState
@@ -179,7 +180,8 @@ class SyncQueue:
     Calls run on an event loop in a background thread, one per backend (shared by all the
     SyncQueues on that backend, started by the first call). Closing the last SyncQueue on a
     backend also closes the backend (its connections live on that thread's loop) and stops the
-    thread. So give a SyncQueue a backend of its own, or one shared only with other SyncQueues:
+    thread; a Redis backend closed so stays closed (queues made on it later refuse to work). So
+    give a SyncQueue a backend of its own, or one shared only with other SyncQueues:
     a Redis backend cannot serve both a SyncQueue and async code on another loop (a
     :class:`~corral.backends.memory.MemoryBackend` can, since it is thread-safe and holds no
     connections; closing it does nothing).
@@ -270,7 +272,7 @@ class SyncQueue:
         with self._state:
             shared = self._shared
             if shared is None:
-                raise RuntimeError(f"SyncQueue {self.name!r} is closed")
+                raise ClosedError(f"SyncQueue {self.name!r} is closed")
             self._in_flight += 1
         try:
             return shared.call(make)
@@ -299,12 +301,14 @@ class SyncQueue:
         remove_on_complete: bool | int | Mapping[str, int] = False,
         remove_on_fail: bool | int | Mapping[str, int] = False,
         lifo: bool = False,
+        **unknown: Never,
     ) -> Job:
         """Add one job and return it (see :meth:`Queue.add <corral.engine.queue.Queue.add>`).
 
         Raises:
             InvalidArgumentError: on invalid options or data that JSON cannot encode; nothing
-                is stored then.
+                is stored then (an unknown option: ``UnknownOptionError``, which suggests the
+                closest name).
         """
 
         async def add() -> Job:
@@ -319,6 +323,7 @@ class SyncQueue:
                 remove_on_complete=remove_on_complete,
                 remove_on_fail=remove_on_fail,
                 lifo=lifo,
+                **unknown,
             )
             return await self._bound(job)
 
@@ -408,7 +413,8 @@ class SyncQueue:
         """Wait for this queue's calls in flight, then release it; idempotent.
 
         Closing the last SyncQueue on a backend closes the backend and stops the background
-        thread. Calls after closing raise ``RuntimeError``.
+        thread. Calls after closing raise :class:`~corral.engine.errors.ClosedError` (a
+        ``RuntimeError``), as do the calls of any queue on a Redis backend closed so.
 
         Raises:
             RuntimeError: if called from the background thread itself.

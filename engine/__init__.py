@@ -3,10 +3,12 @@
 from corral.engine.checker import StalledChecker
 from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import (
+    ClosedError,
     CorralError,
     InvalidArgumentError,
     JobCancelledError,
     LockLostError,
+    UnknownOptionError,
     UnrecoverableError,
 )
 from corral.engine.job import Backoff, Cancellation, Job, JobOptions, KeepJobs
@@ -20,6 +22,7 @@ __all__ = [
     "Backoff",
     "Cancellation",
     "Clock",
+    "ClosedError",
     "CorralError",
     "InvalidArgumentError",
     "Job",
@@ -35,6 +38,7 @@ __all__ = [
     "StalledChecker",
     "Storage",
     "SystemClock",
+    "UnknownOptionError",
     "UnrecoverableError",
     "Worker",
 ]

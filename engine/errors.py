@@ -13,6 +13,16 @@ class InvalidArgumentError(CorralError, ValueError):
     """A caller passed something corral cannot accept; nothing was stored."""
 
 
+class UnknownOptionError(InvalidArgumentError, TypeError):
+    """An option name that ``Queue.add`` (or an ``add_bulk`` entry) does not know; the message
+    suggests the closest known name. Also a ``TypeError``, which Python raises for an unknown
+    keyword argument, so code catching that keeps working."""
+
+
+class ClosedError(CorralError, RuntimeError):
+    """A queue was used after it (or the backend it stores its jobs in) was closed."""
+
+
 class UnrecoverableError(CorralError):
     """Raise from a processor to fail the job at once, whatever attempts remain."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import difflib
 import functools
 import json
 import threading
@@ -20,6 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from corral.engine.errors import InvalidArgumentError, JobCancelledError
+from corral.engine.inputs import (
+    MAX_JSON_DEPTH,
+    RESERVED_JOB_IDS,
+    check_utf8,
+    json_nested_deeper,
+    unknown_option_error,
+)
 
 if TYPE_CHECKING:
     from corral.engine.storage import NewJob
@@ -86,11 +92,21 @@ def encode_json(value: Any, what: str, *what_args: object) -> str:
     if value is False:
         return "false"
     try:
-        return _ENCODER.encode(value)
+        encoded = _ENCODER.encode(value)
+    except RecursionError:
+        pass  # too deep for the encoder itself
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(
             f"{what.format(*what_args)} cannot be encoded as JSON: {exc}"
         ) from exc
+    else:
+        # A depth of d takes at least 2·d characters: most values skip the check.
+        if len(encoded) <= 2 * MAX_JSON_DEPTH or not json_nested_deeper(encoded, MAX_JSON_DEPTH):
+            return encoded
+    raise InvalidArgumentError(
+        f"{what.format(*what_args)} cannot be encoded as JSON: it is nested deeper than "
+        f"{MAX_JSON_DEPTH} levels"
+    )
 
 
 class _CounterSteps(dict[str | None, str]):
@@ -114,16 +130,19 @@ next_count: Final[Callable[[str | None], str]] = _COUNTER_STEPS.__getitem__
 
 
 def validate_queue_name(name: object) -> str:
-    """Check a queue name: a non-empty string without ``:`` (it separates key parts)."""
+    """Check a queue name: a non-empty UTF-8 string without ``:`` (it separates key parts)."""
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"queue name must be a non-empty string, got {name!r}")
     if ":" in name:
         raise InvalidArgumentError(f"queue name {name!r} must not contain ':'")
+    if not name.isascii():
+        check_utf8(name, "queue name")
     return name
 
 
 def validate_job_id(job_id: object) -> str:
-    """Check a custom job id: a non-empty string, not an integer, without ``:``.
+    """Check a custom job id: a non-empty UTF-8 string, not an integer, without ``:``, and not
+    one of :data:`RESERVED_JOB_IDS`.
 
     Integer strings are reserved for the ids the queue's counter hands out.
     """
@@ -135,6 +154,13 @@ def validate_job_id(job_id: object) -> str:
         )
     if ":" in job_id:
         raise InvalidArgumentError(f"custom job id {job_id!r} must not contain ':'")
+    if job_id in RESERVED_JOB_IDS:
+        raise InvalidArgumentError(
+            f"custom job id {job_id!r} is reserved: it names a key of the queue's own layout "
+            f"(<prefix>:<queue>:{job_id}), which the job's hash would overwrite"
+        )
+    if not job_id.isascii():
+        check_utf8(job_id, "custom job id")
     return job_id
 
 
@@ -263,10 +289,7 @@ class JobOptions:
         """
         unknown = set(options) - JOB_OPTION_NAMES
         if unknown:
-            name = sorted(unknown)[0]
-            close = difflib.get_close_matches(name, JOB_OPTION_NAMES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InvalidArgumentError(f"unknown job option {name!r}{hint}")
+            raise unknown_option_error(unknown, JOB_OPTION_NAMES)
         priority = options.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidArgumentError(f"priority must be an int, got {priority!r}")
@@ -647,6 +670,7 @@ def _json_or_none(raw: str | None, default: Any = None) -> Any:
         return default
     try:
         return json.loads(raw)
-    except ValueError:
-        # A field written by another producer that is not JSON: expose it as the raw string.
+    except (ValueError, RecursionError):
+        # A field written by another producer that is not JSON (or nested too deeply for
+        # Python's decoder): expose it as the raw string.
         return raw

@@ -137,9 +137,16 @@ def fetch_backoff_ms(failed_fetches: int, refused_writes: int) -> int:
 
 
 def error_reason(error: BaseException) -> str:
-    """The ``failedReason`` for an error: its message, or its type name when it has none."""
+    """The ``failedReason`` for an error: its message, or its type name when it has none.
+
+    A message that UTF-8 cannot encode (a lone surrogate, as ``os.fsdecode`` makes of bad
+    bytes) has those characters escaped (``\\udc80``): Redis stores bytes, and the job's
+    finish must not fail for its reason's text.
+    """
     text = str(error)
-    return text if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
 
 
 #: An error raised in another process (a sandboxed processor) carries the stacktrace formatted

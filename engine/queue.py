@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Never
 
 from corral.engine.clock import Clock, SystemClock
-from corral.engine.errors import CorralError, InvalidArgumentError, ResultCode, removal_locked_text
+from corral.engine.errors import (
+    ClosedError,
+    CorralError,
+    InvalidArgumentError,
+    ResultCode,
+    removal_locked_text,
+)
+from corral.engine.inputs import check_utf8, lookup_job_id, unknown_option_error
 from corral.engine.job import (
+    JOB_OPTION_NAMES,
     Duration,
     Job,
     JobOptions,
@@ -59,15 +67,34 @@ class Queue:
         # One bound method shared by every Job this queue makes (a new one per Job is an object
         # for the garbage collector to track: a fifth of the cost of adding a job).
         self._progress_writer = self._write_progress
+        self._closed = False
+        # A backend that can be closed for good says so with a ``closed`` attribute (the Redis
+        # backend; closing the memory backend releases nothing). Asked once: add checks it.
+        self._closable = hasattr(backend, "closed")
 
     def __repr__(self) -> str:
-        return f"<Queue {self.name!r}>"
+        return f"<Queue {self.name!r}{' closed' if self._closed else ''}>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        """Refuse to work once this queue, or the backend it stores jobs in, was closed (a
+        closed Redis backend would otherwise quietly open new connections)."""
+        if self._closed:
+            raise ClosedError(f"queue {self.name!r} is closed")
+        if self._closable and self.backend.closed:  # type: ignore[attr-defined]
+            raise ClosedError(f"queue {self.name!r} cannot be used: {self.backend!r} is closed")
 
     # ------------------------------------------------------------------ adding
 
     def _new_job(self, name: str, data: Any, options: Mapping[str, Any] | None, now: int) -> NewJob:
         if not isinstance(name, str):
             raise InvalidArgumentError(f"job name must be a string, got {name!r}")
+        if not name.isascii():
+            check_utf8(name, "job name")
         if not options or _is_default(options):
             # (new_job()'s tuple, built in place: this runs once per job)
             return (
@@ -105,6 +132,7 @@ class Queue:
         remove_on_complete: bool | int | Mapping[str, int] = False,
         remove_on_fail: bool | int | Mapping[str, int] = False,
         lifo: bool = False,
+        **unknown: Never,
     ) -> Job:
         """Add one job and return it.
 
@@ -125,8 +153,14 @@ class Queue:
 
         Raises:
             InvalidArgumentError: on invalid options or data that JSON cannot encode; nothing
-                is stored then.
+                is stored then. An unknown option raises its subclass
+                :class:`~corral.engine.errors.UnknownOptionError` (also a ``TypeError``), which
+                suggests the closest option name.
+            ClosedError: if the queue or its backend was closed.
         """
+        # (``**unknown`` is typed Never so that type checkers still flag a misspelt option.)
+        if unknown:
+            raise unknown_option_error(unknown, JOB_OPTION_NAMES)
         options = {
             "delay": delay,
             "priority": priority,
@@ -164,11 +198,13 @@ class Queue:
                 raise InvalidArgumentError(f"add_bulk entry {index}: opts must be a mapping")
             try:
                 append(new_job(entry["name"], entry.get("data"), opts, now))
-            except InvalidArgumentError as exc:
-                raise InvalidArgumentError(f"add_bulk entry {index}: {exc}") from exc
+            except InvalidArgumentError as exc:  # (of its kind: UnknownOptionError stays one)
+                raise type(exc)(f"add_bulk entry {index}: {exc}") from exc
         return await self._add(new_jobs)
 
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
+        if self._closed or (self._closable and self.backend.closed):  # type: ignore[attr-defined]
+            self._check_open()  # (its test, inlined: this runs once per add)
         added = await self.backend.add_jobs(self.name, new_jobs)
         jobs = []
         for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
@@ -187,22 +223,35 @@ class Queue:
         return Job(self.name, job_id, fields, self._progress_writer)
 
     async def _write_progress(self, job_id: str, progress: str) -> None:
+        self._check_open()
         code = await self.backend.update_progress(self.name, job_id, progress)
         if code is not ResultCode.OK:
             raise CorralError(f"cannot update progress: job {job_id} does not exist")
 
     async def get_job(self, job_id: str) -> Job | None:
-        """The job with this id, or None."""
+        """The job with this id, or None.
+
+        Raises:
+            InvalidArgumentError: if ``job_id`` is not a non-empty string (ids are strings:
+                ``"1"``, not ``1``); the other readers below check it alike.
+        """
+        self._check_open()
+        if not lookup_job_id(job_id):
+            return None
         fields = await self.backend.get_job(self.name, job_id)
         return None if fields is None else self._job(job_id, fields)
 
     async def get_job_state(self, job_id: str) -> str:
         """One of waiting, prioritized, delayed, active, completed, failed, or unknown."""
+        self._check_open()
+        if not lookup_job_id(job_id):
+            return UNKNOWN
         state = await self.backend.get_state(self.name, job_id)
         return UNKNOWN if state is None else state.value
 
     async def get_job_counts(self, *states: str | JobState) -> dict[str, int]:
         """Number of jobs per state (all states when none are named)."""
+        self._check_open()
         counts = await self.backend.get_counts(self.name)
         wanted = [_parse_state(s) for s in states] or list(JobState)
         return {state.value: counts[state] for state in wanted}
@@ -217,29 +266,53 @@ class Queue:
     ) -> list[Job]:
         """Jobs in the given states; the range applies to each state, newest first by default.
 
-        Jobs removed between listing and reading are left out.
+        A job removed between listing and reading is left out and, when ``end`` is not
+        negative, the page filled from further in the state's list (as BullMQ 5.81 and later
+        do), so it is short only where the list ends.
         """
+        self._check_open()
         if states is None:
             wanted = list(JobState)
         elif isinstance(states, str):
             wanted = [_parse_state(states)]
         else:
             wanted = [_parse_state(s) for s in states]
-        jobs = []
+        jobs: list[Job] = []
         for state in wanted:
-            for job_id in await self.backend.get_job_ids(self.name, state, start, end, asc):
-                job = await self.get_job(job_id)
-                if job is not None:
-                    jobs.append(job)
+            await self._read_page(jobs, state, start, end, asc)
         return jobs
+
+    async def _read_page(
+        self, jobs: list[Job], state: JobState, start: int, end: int, asc: bool
+    ) -> None:
+        """Append the jobs at ``start..end`` of ``state``'s list (Redis range rules) to
+        ``jobs``; for each listed job found gone, read one more from past ``end`` (unless
+        ``end`` counts from the list's end: that range has no fixed size to fill)."""
+        seen: set[str] = set()  # the list may shift between reads: never return a job twice
+        while True:
+            missing = 0
+            for job_id in await self.backend.get_job_ids(self.name, state, start, end, asc):
+                fields = None if job_id in seen else await self.backend.get_job(self.name, job_id)
+                if fields is None:
+                    missing += 1
+                else:
+                    seen.add(job_id)
+                    jobs.append(self._job(job_id, fields))
+            if not missing or end < 0:  # complete, or a range relative to the list's end
+                return
+            start, end = end + 1, end + missing
 
     async def is_paused(self) -> bool:
         """Whether the queue is paused."""
+        self._check_open()
         return await self.backend.is_paused(self.name)
 
     async def is_job_stalled(self, job_id: str) -> bool:
         """True if the job is active but holds no lock: its worker lost it, and the next
         stalled check that finds it marked will recover it."""
+        self._check_open()
+        if not lookup_job_id(job_id):
+            return False
         if await self.backend.get_state(self.name, job_id) is not JobState.ACTIVE:
             return False
         return await self.backend.get_lock(self.name, job_id) is None
@@ -248,10 +321,12 @@ class Queue:
 
     async def pause(self) -> None:
         """Stop workers from taking jobs (adds still land in wait)."""
+        self._check_open()
         await self.backend.set_paused(self.name, True)
 
     async def resume(self) -> None:
         """Let workers take jobs again and wake them."""
+        self._check_open()
         await self.backend.set_paused(self.name, False)
 
     async def remove(self, job_id: str) -> bool:
@@ -260,6 +335,9 @@ class Queue:
         Raises:
             CorralError: if the job is locked by a worker (it is being processed).
         """
+        self._check_open()
+        if not lookup_job_id(job_id):
+            return False
         code = await self.backend.remove(self.name, job_id)
         if code is ResultCode.JOB_LOCKED:
             raise CorralError(removal_locked_text(job_id))
@@ -274,6 +352,7 @@ class Queue:
             ``.recovered`` (ids moved back to wait) and ``.failed`` (ids failed for stalling
             more than ``max_stalled_count`` times); ``.ran`` is False when throttled.
         """
+        self._check_open()
         if max_stalled_count < 0:
             raise InvalidArgumentError(f"max_stalled_count must be >= 0: {max_stalled_count}")
         return await self.backend.check_stalled(
@@ -284,7 +363,12 @@ class Queue:
         )
 
     async def close(self) -> None:
-        """Release the queue's resources (the backend stays open for others)."""
+        """Release the queue's resources (the backend stays open for others); idempotent.
+
+        Calls after closing raise :class:`~corral.engine.errors.ClosedError`, as do calls on a
+        queue whose backend was closed.
+        """
+        self._closed = True
 
 
 def _parse_state(state: str | JobState) -> JobState:

@@ -39,6 +39,7 @@ from corral.engine.errors import (
     InvalidArgumentError,
     ResultCode,
 )
+from corral.engine.inputs import check_utf8
 from corral.engine.states import JobState
 from corral.engine.storage import (
     AddResult,
@@ -242,11 +243,14 @@ class RedisBackend:
     ):
         if not prefix:
             raise InvalidArgumentError("the Redis key prefix must not be empty")
+        check_utf8(prefix, "the Redis key prefix")
         self.client = client
         self.prefix = prefix
         self.url = _redacted(url) if url is not None else _describe(client)
         self.cluster = isinstance(client, RedisCluster)
         self._owns_client = False
+        #: Set by :meth:`close`; a Queue on a closed backend refuses to work.
+        self.closed = False
         self._commands = CommandQueue(client)
         self._instrumentation = instrumentation or Instrumentation()
         # fakeredis neither compiles the scripts' shebang nor has maxmemory: nothing to read.
@@ -468,8 +472,14 @@ class RedisBackend:
 
     @_reaching
     async def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
-        """The job's hash fields, or None."""
-        raw = await self._commands.call("HGETALL", self.keys(queue).job(job_id))
+        """The job's hash fields, or None (also when the key holds no hash: an id such as
+        ``"7:lock"`` names another key, never a job, as on the memory backend)."""
+        try:
+            raw = await self._commands.call("HGETALL", self.keys(queue).job(job_id))
+        except redis_errors.ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            return None
         return {_str(k): _str(v) for k, v in raw.items()} if raw else None
 
     @_reaching
@@ -563,7 +573,9 @@ class RedisBackend:
 
     async def close(self) -> None:
         """Send what is queued, then close the blocking connections, and the client if
-        :meth:`from_url` made it."""
+        :meth:`from_url` made it. Queues on a closed backend refuse to work (the client would
+        quietly connect again)."""
+        self.closed = True
         await self._commands.close()
         await self._blocking.aclose()
         if self._blocking_pool is not None:

@@ -34,6 +34,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
+from redis._parsers.encoders import Encoder
 from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -126,7 +127,17 @@ class CommandQueue:
             await self._pump()
             return
         while self._pending:
-            batch, self._pending = self._pending, []
+            # redis-py packs a pipeline whole: one call it cannot pack would fail them all. Only
+            # a string can fail to pack (the API checks the rest), and only one not ASCII.
+            encoder = self._client.get_encoder()
+            batch = [
+                call
+                for call in self._pending
+                if _ascii_only(call[0]) or _pack_call(encoder, call) is not None
+            ]
+            self._pending = []
+            if not batch:
+                continue
             try:
                 results = await self._run([_expand(args) for args, _ in batch])
             except asyncio.CancelledError:
@@ -186,14 +197,15 @@ class CommandQueue:
                     try:
                         if link is None:
                             link = _Link(self, await self._get_connection())
-                        packed = _pack(link.connection, [args for args, _ in batch])
                     except asyncio.CancelledError:
                         _cancel(batch)
                         raise
                     except Exception as exc:  # nothing of this batch was written
                         _fail(batch, exc)
                         continue
-                    link.write(batch, packed)
+                    batch, packed = _pack_batch(link.connection.encoder, batch)
+                    if batch:
+                        link.write(batch, packed)
                     continue
                 if not queue and (link is None or not link.in_flight):
                     return
@@ -506,11 +518,40 @@ def _cancel(batch: _Batch) -> None:
         reply.cancel()
 
 
-def _pack(connection: Connection, commands: list[tuple[Any, ...]]) -> bytes:
+def _pack_batch(encoder: Encoder, batch: _Batch) -> tuple[_Batch, bytes]:
+    """The calls of ``batch`` that can be packed, and them packed (see :func:`_pack`). A call
+    that cannot be (an argument Redis cannot take, a string the encoding cannot encode) fails
+    alone with its error: the others of its batch go out as if it had not been made."""
+    try:
+        return batch, _pack(encoder, [args for args, _ in batch])
+    except Exception:
+        pass  # rare: pack the calls one by one to find those at fault
+    packed = [(call, _pack_call(encoder, call)) for call in batch]
+    return (
+        [call for call, data in packed if data is not None],
+        b"".join(data for _, data in packed if data is not None),
+    )
+
+
+def _pack_call(encoder: Encoder, call: tuple[tuple[Any, ...], asyncio.Future[Any]]) -> bytes | None:
+    """One call packed, or None when it cannot be: the call then fails with the error."""
+    try:
+        return _pack(encoder, [call[0]])
+    except Exception as exc:
+        _settle(call[1], exc)
+        return None
+
+
+def _ascii_only(args: tuple[Any, ...]) -> bool:
+    """Whether no argument is a string with a character beyond ASCII (a :class:`Head` counts
+    as packable: it is packed the same for every call)."""
+    return all(type(arg) is not str or arg.isascii() for arg in args)
+
+
+def _pack(encoder: Encoder, commands: list[tuple[Any, ...]]) -> bytes:
     """The commands in RESP, as redis-py's ``pack_command`` writes them (strings in the
-    connection's encoding); plain strings and ints are encoded here, anything else by the
-    connection's encoder (which also refuses what Redis cannot take)."""
-    encoder = connection.encoder
+    encoder's encoding); plain strings and ints are encoded here, anything else by the
+    encoder (which also refuses what Redis cannot take)."""
     encoding, errors = encoder.encoding, encoder.encoding_errors
     encode: Callable[[Any], bytes | memoryview] = encoder.encode  # untyped in redis-py
     out: list[bytes] = []
