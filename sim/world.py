@@ -429,7 +429,7 @@ class World:
         )
         worker.on(
             "loop_blocked",
-            lambda ms, ids: self.record(name, "loop-blocked", ",".join(ids), f"{ms}ms"),
+            lambda ms, ids: self.record(name, "loop-blocked", "", f"{ms}ms jobs={','.join(ids)}"),
         )
         worker.on("error", lambda error, job: self._worker_error(name, error, job))
         process.worker = worker
