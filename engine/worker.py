@@ -36,6 +36,7 @@ from corral.engine.errors import (
 from corral.engine.escapes import PROCESS_EXITS, escaped_failure
 from corral.engine.events import EventEmitter, Handler
 from corral.engine.finishing import RETRIED_FINISH_ERRORS, send_finish_again
+from corral.engine.inputs import check_utf8
 from corral.engine.job import (
     Duration,
     Job,
@@ -228,6 +229,10 @@ class Worker:
         self.skip_stalled_check = skip_stalled_check
         self.skip_lock_renewal = skip_lock_renewal
         self.drain_delay = duration_ms(drain_delay, "drain_delay", allow_zero=False)
+        if name is not None:
+            if not isinstance(name, str):
+                raise InvalidArgumentError(f"worker name must be a string, got {name!r}")
+            check_utf8(name, "worker name")
         self.name = name
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or system_random()

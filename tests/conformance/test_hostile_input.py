@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from helpers import QUEUE, Recorder, check_invariants, start_worker, stop_worker, stored_job
 
-from corral.engine import InvalidArgumentError, Job, Queue
+from corral.engine import InvalidArgumentError, Job, Queue, Worker
 from corral.engine.inputs import MAX_JSON_DEPTH, RESERVED_JOB_IDS
 from corral.engine.storage import FetchRequest, Storage
 from corral.sim.loop import VirtualClock
@@ -206,3 +206,11 @@ async def test_a_result_nested_too_deeply_fails_its_job_and_the_worker_goes_on(
     assert failed.attempts_made == 1  # not retried: the same result would fail again
     assert (await stored_job(queue, "2")).return_value == nested(3)
     check_invariants(queue.backend)
+
+
+def test_a_worker_name_utf8_cannot_encode_is_refused(backend: Storage) -> None:
+    # The name is stored as the jobs' ``pb`` field: on Redis it would fail every finish.
+    with pytest.raises(InvalidArgumentError, match=r"worker name .* UTF-8"):
+        Worker("q", lambda job: None, backend, name="w\ud800")
+    with pytest.raises(InvalidArgumentError, match="worker name must be a string"):
+        Worker("q", lambda job: None, backend, name=7)  # type: ignore[arg-type]
