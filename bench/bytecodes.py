@@ -35,12 +35,13 @@ def main() -> None:
 
     import test_memory_throughput as bench
 
+    import corral.engine.loop_turns as loop_turns
     import corral.engine.worker as worker_module
 
     # Tracing runs the interpreter ~100x slower: stretch the worker's time-based yield to
     # match, as instructions.py does for valgrind.
     worker_module._YIELD_AFTER_S *= 100  # type: ignore[misc]
-    worker_module._TURN_MARK_S *= 100  # type: ignore[misc]
+    loop_turns.TURN_MARK_S *= 100  # type: ignore[misc]
     bench.JOBS = args.jobs
 
     bytecodes: collections.Counter[str] = collections.Counter()

@@ -33,13 +33,14 @@ def run_scenario(name: str, jobs: int) -> None:
     """Run one scenario in this process (under valgrind when called with --run)."""
     import test_memory_throughput as bench
 
+    import corral.engine.loop_turns as loop_turns
     import corral.engine.worker as worker_module
 
     # valgrind runs the interpreter ~50x slower: stretch the worker's time-based yield to
     # match, or a slot would yield (and poll the selector) every few jobs, which it does not
     # do at native speed.
     worker_module._YIELD_AFTER_S *= 50  # type: ignore[misc]
-    worker_module._TURN_MARK_S *= 50  # type: ignore[misc]
+    loop_turns.TURN_MARK_S *= 50  # type: ignore[misc]
     bench.JOBS = jobs
 
     if name == "task":

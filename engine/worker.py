@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
-import inspect
 import json
 import random
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final
 
 from corral.engine.checker import StalledChecker
 from corral.engine.clock import Clock, SystemClock, system_random
@@ -31,24 +28,16 @@ from corral.engine.errors import (
     ResultCode,
     StoreRefusedError,
     UnrecoverableError,
-    lock_renewal_error_text,
 )
 from corral.engine.escapes import PROCESS_EXITS, escaped_failure
 from corral.engine.events import EventEmitter, Handler
 from corral.engine.finishing import RETRIED_FINISH_ERRORS, send_finish_again
-from corral.engine.inputs import check_utf8
-from corral.engine.job import (
-    Duration,
-    Job,
-    decode_opts,
-    duration_ms,
-    encode_json,
-    validate_queue_name,
-)
+from corral.engine.job import Duration, Job, decode_opts, encode_json
 from corral.engine.job_decoding import undecodable_reason
+from corral.engine.lock_renewal import LockRenewer
+from corral.engine.loop_turns import LoopTurns
 from corral.engine.loop_watch import (
     LoopWatch,
-    after_block,
     lag_threshold_ms,
     lock_lost_after_block,
     warn_blocked,
@@ -57,8 +46,8 @@ from corral.engine.policy import (
     BackoffStrategy,
     failure_outcome,
     fetch_backoff_ms,
-    lock_renewal_due,
 )
+from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
     Complete,
@@ -68,26 +57,10 @@ from corral.engine.storage import (
     Outcome,
     Storage,
 )
+from corral.engine.worker_config import worker_config
 
-Processor = Callable[[Job], Any]
-
-
-class ProcessorRunner(Protocol):
-    """Runs jobs' processors away from the worker's event loop (``corral.sandbox`` has one).
-
-    ``run`` returns the processor's result or raises its error; a cancelled ``run`` (a forced
-    close) must stop the processor. The worker calls ``close`` once when it stops, with
-    ``force=True`` after a forced close.
-    """
-
-    async def run(self, job: Job) -> Any:
-        """Run the processor on ``job``."""
-        ...
-
-    async def close(self, force: bool = False) -> None:
-        """Release the runner's resources (its processes)."""
-        ...
-
+# Processor and ProcessorRunner are re-exported: they lived here before corral.engine.running.
+__all__ = ["WORKER_EVENTS", "Processor", "ProcessorRunner", "Worker"]
 
 # A slot that keeps finding work without ever suspending yields to the loop after this many
 # jobs or this much loop time, whichever comes first; the time is read every few jobs only
@@ -95,10 +68,6 @@ class ProcessorRunner(Protocol):
 _YIELD_EVERY_JOBS: Final = 64
 _YIELD_AFTER_S: Final = 0.002
 _TIME_CHECK_MASK: Final = 3  # read the loop time every 4 jobs
-# How long after a slot asks the loop-turn marker fires (less than _YIELD_AFTER_S, so that a
-# loop that is turning has run it before a slot would yield for nothing).
-_TURN_MARK_S: Final = 0.001
-
 # Read for every job, looked up once (an Enum class attribute is slow on Python 3.11).
 _OK: Final = ResultCode.OK
 
@@ -118,24 +87,6 @@ WORKER_EVENTS: Final = frozenset(
         "closed",
     }
 )
-
-
-@dataclasses.dataclass(eq=False, slots=True)
-class _Running:
-    """A job this worker is running, tracked for lock renewal and cancellation."""
-
-    job: Job
-    token: str
-    last_renewed: int
-    slot: asyncio.Task[None]  # the slot running it (a forced close cancels it)
-    # False once the run is finishing (its lock is about to go) or a renewal found the lock
-    # gone (it never comes back): renewing it then could only fail.
-    renew: bool = True
-    # True while its outcome is being stored: a forced close lets that call end (cancelling it
-    # mid-flight would lose the job it fetches in the same step) and gives that job back.
-    finishing: bool = False
-    # The longest the event loop was blocked while it ran (ms; see loop_watch).
-    blocked_ms: int = 0
 
 
 class Worker:
@@ -192,62 +143,48 @@ class Worker:
         sandboxed: bool = False,
         processor_runner: ProcessorRunner | None = None,
     ) -> None:
-        self.queue_name = validate_queue_name(queue_name)
-        if sandboxed and processor_runner is not None:
-            raise InvalidArgumentError("give either sandboxed=True or a processor_runner, not both")
-        if sandboxed or isinstance(processor, str):
-            # The process pool does I/O, so it lives outside the engine, imported only if used.
-            from corral.sandbox import SandboxedRunner, import_processor
-
-            if sandboxed:
-                sandbox = SandboxedRunner(processor, concurrency=concurrency)
-                processor, processor_runner = sandbox.function, sandbox
-            elif isinstance(processor, str):
-                processor = import_processor(processor)
-        if not callable(processor):
-            raise InvalidArgumentError(f"processor must be callable, got {processor!r}")
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise InvalidArgumentError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if not isinstance(max_stalled_count, int) or max_stalled_count < 0:
-            raise InvalidArgumentError(f"max_stalled_count must be >= 0: {max_stalled_count!r}")
-        self.processor = processor
-        self.backend = backend
-        self.concurrency = concurrency
-        self.lock_duration = duration_ms(lock_duration, "lock_duration", allow_zero=False)
-        self.lock_renew_time = (
-            self.lock_duration // 2
-            if lock_renew_time is None
-            else duration_ms(lock_renew_time, "lock_renew_time", allow_zero=False)
+        config = worker_config(
+            queue_name,
+            processor,
+            concurrency=concurrency,
+            lock_duration=lock_duration,
+            lock_renew_time=lock_renew_time,
+            stalled_interval=stalled_interval,
+            max_stalled_count=max_stalled_count,
+            skip_stalled_check=skip_stalled_check,
+            skip_lock_renewal=skip_lock_renewal,
+            drain_delay=drain_delay,
+            name=name,
+            sandboxed=sandboxed,
+            processor_runner=processor_runner,
         )
-        if self.lock_renew_time > self.lock_duration:
-            raise InvalidArgumentError(
-                f"lock_renew_time ({self.lock_renew_time} ms) must not exceed lock_duration "
-                f"({self.lock_duration} ms), or locks expire between renewals"
-            )
-        self.stalled_interval = duration_ms(stalled_interval, "stalled_interval", allow_zero=False)
-        self.max_stalled_count = max_stalled_count
-        self.skip_stalled_check = skip_stalled_check
-        self.skip_lock_renewal = skip_lock_renewal
-        self.drain_delay = duration_ms(drain_delay, "drain_delay", allow_zero=False)
-        if name is not None:
-            if not isinstance(name, str):
-                raise InvalidArgumentError(f"worker name must be a string, got {name!r}")
-            check_utf8(name, "worker name")
-        self.name = name
+        # Plain attributes, not properties over the config: the per-job code reads some of them.
+        self.queue_name = config.queue_name
+        self.processor = config.processor
+        self.backend = backend
+        self.concurrency = config.concurrency
+        self.lock_duration = config.lock_duration
+        self.lock_renew_time = config.lock_renew_time
+        self.stalled_interval = config.stalled_interval
+        self.max_stalled_count = config.max_stalled_count
+        self.skip_stalled_check = config.skip_stalled_check
+        self.skip_lock_renewal = config.skip_lock_renewal
+        self.drain_delay = config.drain_delay
+        self.name = config.name
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or system_random()
         self.id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
         self._backoff_strategy = backoff_strategy
-        self._executor = executor
-        self._owns_executor = executor is None
-        self._async_processor = (
-            cast(Callable[[Job], Awaitable[Any]], processor)
-            if _is_async_callable(processor)
-            else None
+        self._calls = ProcessorCalls(
+            self.processor,
+            config.processor_runner,
+            executor,
+            threads=self.concurrency,
+            thread_name_prefix=f"corral-{self.queue_name}",
         )
-        self._runner = processor_runner
-        # The processor to await directly, when there is no runner to go through.
-        self._direct_processor = self._async_processor if processor_runner is None else None
+        # Called per job: an attribute each, read without going through _calls.
+        self._direct_processor = self._calls.direct
+        self._start_processor = self._calls.start
         # (the raw ``opts`` of the last job that returned None, its stored outcome): see _success
         self._null_outcome: tuple[str | None, Complete] = (
             "{}",
@@ -264,14 +201,24 @@ class Worker:
             self.queue_name,
             backend,
             stalled_interval=self.stalled_interval,
-            max_stalled_count=max_stalled_count,
+            max_stalled_count=self.max_stalled_count,
             clock=self.clock,
             events=self._events,
         )
         self._fetch_request: FetchRequest  # made when the worker starts (see run)
         self._fetch_errors = 0  # consecutive failed fetches or waits
         self._refused_writes = 0  # consecutive writes the store refused (fetch, renewal)
-        self._running: dict[str, _Running] = {}  # by lock token
+        self._running: dict[str, Running] = {}  # by lock token
+        self._renewer = LockRenewer(
+            self.queue_name,
+            backend,
+            self._running,
+            lock_duration=self.lock_duration,
+            lock_renew_time=self.lock_renew_time,
+            clock=self.clock,
+            events=self._events,
+            store_answered=self._store_answered,
+        )
         # Ordered (a dict, not a set) so that closing cancels slots in a reproducible order.
         self._idle_slots: dict[asyncio.Task[None], None] = {}
         self._block = asyncio.Lock()
@@ -285,7 +232,7 @@ class Worker:
         self._drained = False
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_turns: _LoopTurns | None = None
+        self._loop_turns: LoopTurns | None = None
         self._loop_watch: LoopWatch  # made when the worker starts (see run)
         self._loop_thread = 0
 
@@ -338,8 +285,8 @@ class Worker:
         if self._started:
             raise RuntimeError("this worker has already been started")
         self._started = True
-        self._loop = asyncio.get_running_loop()
-        self._loop_turns = _LoopTurns(self._loop)
+        self._loop = self._calls.loop = asyncio.get_running_loop()
+        self._loop_turns = LoopTurns(self._loop)
         self._loop_watch = LoopWatch(
             self._loop, lag_threshold_ms(self.lock_duration), self._loop_blocked, self._running
         )
@@ -353,7 +300,7 @@ class Worker:
         if not self.skip_stalled_check:
             self._timers.append(asyncio.create_task(self._stalled_check_timer()))
         if not self.skip_lock_renewal:
-            self._timers.append(asyncio.create_task(self._lock_renewal_timer()))
+            self._timers.append(asyncio.create_task(self._renewer.timer()))
         self._slots = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
         try:
             await asyncio.gather(*self._slots)
@@ -507,7 +454,7 @@ class Worker:
             self._loop,
             self._loop_thread,
         )
-        running = _Running(job, token, self.clock.now_ms(), slot)
+        running = Running(job, token, self.clock.now_ms(), slot)
         self._running[token] = running
         self._loop_watch.arm()
         try:
@@ -590,7 +537,7 @@ class Worker:
 
     async def _finish_again(
         self,
-        running: _Running,
+        running: Running,
         outcome: Outcome,
         fetch: FetchRequest | None,
         error: OSError | StoreRefusedError,
@@ -622,15 +569,6 @@ class Worker:
             self._refused_writes = 0  # a write went through
         return result
 
-    def _start_processor(self, job: Job) -> Awaitable[Any]:
-        """The processor's run on ``job``, to await (not a coroutine itself: one frame less
-        per job)."""
-        if self._runner is not None:
-            return self._runner.run(job)
-        if self._async_processor is not None:
-            return self._async_processor(job)
-        return self._in_thread(job)
-
     def _success(self, job: Job, result: Any) -> tuple[Outcome, Any, BaseException | None]:
         """The outcome to store for a processor that returned ``result``, the result and the
         error (a result JSON cannot encode fails the job)."""
@@ -658,16 +596,6 @@ class Worker:
         )
         return outcome, None, error
 
-    def _in_thread(self, job: Job) -> Awaitable[Any]:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix=f"corral-{self.queue_name}"
-            )
-        loop = self._loop
-        assert loop is not None
-        job.cancellation  # noqa: B018 - made here, on the loop, before a thread can race to make it
-        return loop.run_in_executor(self._executor, self.processor, job)
-
     async def _write_progress(self, job_id: str, progress: str) -> None:
         code = await self.backend.update_progress(self.queue_name, job_id, progress)
         if code is not ResultCode.OK:
@@ -677,7 +605,7 @@ class Worker:
                 if running.job.id == job_id:
                     self._events.emit("progress", running.job, json.loads(progress))
 
-    async def _release(self, running: _Running) -> None:
+    async def _release(self, running: Running) -> None:
         running.job.cancellation.cancel("worker closed with force")
         try:
             code = await self.backend.release(
@@ -691,61 +619,16 @@ class Worker:
 
     # ------------------------------------------------------------------ timers
 
-    async def _lock_renewal_timer(self) -> None:
-        # Each tick renews on its own task: a renewal whose reply is slow or lost must not hold
-        # back the next tick, or a single lost reply could let every lock lapse.
-        tick = self.lock_renew_time / 2000
-        in_flight: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                await asyncio.sleep(tick)
-                task = asyncio.create_task(self.renew_locks())
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-        finally:
-            for task in in_flight:
-                task.cancel()
-
     async def renew_locks(self) -> None:
         """Renew, in one storage call, every lock due for renewal (the timer calls this)."""
-        now = self.clock.now_ms()
-        due = [
-            running
-            for running in self._running.values()
-            if running.renew and lock_renewal_due(running.last_renewed, now, self.lock_renew_time)
-        ]
-        if not due:
-            return
-        for running in due:
-            running.last_renewed = now
-        try:
-            lost = set(
-                await self.backend.extend_locks(
-                    self.queue_name,
-                    [(running.job.id, running.token) for running in due],
-                    self.lock_duration,
-                )
-            )
-        except Exception as exc:
-            self._refused_writes += isinstance(exc, StoreRefusedError)
-            self._events.emit("error", exc, None)
-            return
-        self._refused_writes = 0
-        # Tokens, not ids, tell runs apart: a job that stalled and was taken again by another
-        # slot of this worker is tracked twice, and only its newest run still holds the lock.
-        # A run that started finishing, or was already found lost by an earlier (overlapping)
-        # renewal, is not reported again.
-        failed = [running for running in due if running.token in lost and running.renew]
-        renewed = [running.job.id for running in due if running.token not in lost]
-        if failed:
-            for running in failed:
-                running.renew = False
-                text = after_block(lock_renewal_error_text(running.job.id), running.blocked_ms)
-                running.job.cancellation.cancel(text)
-                self._events.emit("error", CorralError(text), running.job)
-            self._events.emit("lock_renewal_failed", sorted({r.job.id for r in failed}))
-        if renewed:
-            self._events.emit("locks_renewed", renewed)
+        await self._renewer.renew()
+
+    def _store_answered(self, error: Exception | None) -> None:
+        """Count the writes the store refuses in a row (a renewal's; see _back_off)."""
+        if error is None:
+            self._refused_writes = 0
+        else:
+            self._refused_writes += isinstance(error, StoreRefusedError)
 
     def _loop_blocked(self, lag_ms: int) -> None:
         running = list(self._running.values())
@@ -779,53 +662,11 @@ class Worker:
         if self._loop_turns is not None:
             self._loop_turns.cancel()
             self._loop_watch.cancel()
-        if self._owns_executor and self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._runner is not None:
-            try:
-                await self._runner.close(force=self._force)
-            except Exception as exc:
-                self._events.emit("error", exc, None)
+        try:
+            await self._calls.close(self._force)
+        except Exception as exc:
+            self._events.emit("error", exc, None)
         await self._events.drain()
         assert self._stopped is not None
         self._stopped.set()
         self._events.emit("closed")
-
-
-class _LoopTurns:
-    """Tells the slots of a worker whether the event loop has had a turn lately.
-
-    A marker timer, armed on demand, bumps ``generation`` when the loop runs it: a slot that
-    sees the generation change since it last looked knows that the loop ran its timers (and
-    so its other callbacks) meanwhile. A timer, unlike a callback made ready at once, never
-    makes the loop poll once more than it would anyway.
-    """
-
-    __slots__ = ("_handle", "_loop", "generation")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._handle: asyncio.TimerHandle | None = None
-        self.generation = 0
-
-    def mark(self) -> int:
-        """Arm the marker unless it is armed; return the current generation."""
-        if self._handle is None:
-            self._handle = self._loop.call_later(_TURN_MARK_S, self._fire)
-        return self.generation
-
-    def _fire(self) -> None:
-        self.generation += 1
-        self._handle = None
-
-    def cancel(self) -> None:
-        """Disarm the marker (the worker is done)."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-def _is_async_callable(function: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        getattr(function, "__call__", None)  # noqa: B004 - objects with an async __call__
-    )

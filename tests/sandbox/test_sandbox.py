@@ -111,7 +111,9 @@ def test_exception_keeps_the_child_traceback_is_retried_then_fails() -> None:
             assert "in _explode" in trace
             assert "in fail" in trace
             assert trace.endswith(f"ValueError: boom on attempt {number}")
-            assert "engine/worker.py" not in trace  # no parent-side frames
+            # No parent-side frames (the worker's, or the call that started the run).
+            assert "engine/worker.py" not in trace
+            assert "engine/running.py" not in trace
 
         # UnrecoverableError stays unrecoverable: one attempt of three.
         assert [type(e).__name__ for e in failures["give-up"]] == ["UnrecoverableError"]
