@@ -75,6 +75,8 @@ TransitionListener = Callable[
 # Enum members read for every job, looked up once: on Python 3.11 an attribute of an Enum class
 # goes through the metaclass's __getattr__ hook, which costs more than the rest of a move.
 _OK: Final = ResultCode.OK
+# The record of a finish that fetched no job, per outcome type (one lookup per finish).
+_PLAIN_FINISH_RECORDS: Final = {kind: finish_record(name) for kind, name in OUTCOME_KINDS.items()}
 _ADD: Final = Transition.ADD
 _FETCH: Final = Transition.FETCH
 _COMPLETE: Final = Transition.COMPLETE
@@ -515,18 +517,18 @@ class MemoryBackend:
                 if code is not _OK:
                     repeated = self._repeated_finish(store, job_id, token, outcome, fetch)
                     return code if repeated is None else repeated
-            kind = OUTCOME_KINDS[type(outcome)]
-            fields = store.jobs[job_id]
-            fields[finish_field(token)] = finish_record(kind)
+            record_field = finish_field(token)
+            store.jobs[job_id][record_field] = _PLAIN_FINISH_RECORDS[type(outcome)]
             self._apply(queue, store, job_id, outcome, now)
             if fetch is None or next_token is None:  # (None together: the second is for mypy)
                 return _OK
             fetched = self._fetch(queue, store, fetch, next_token, now)
             if fetched is None:
                 return _OK
-            if job_id in store.jobs:  # (retention may have deleted it)
-                record = finish_record(kind, (fetched.job_id, fetched.token))
-                store.jobs[job_id][finish_field(token)] = record
+            fields = store.jobs.get(job_id)
+            if fields is not None:  # (retention may have deleted it)
+                kind = OUTCOME_KINDS[type(outcome)]
+                fields[record_field] = finish_record(kind, (fetched.job_id, fetched.token))
             return fetched
 
     def _repeated_finish(

@@ -43,7 +43,16 @@ class LoopWatch:
         running: the worker's running jobs: the watch stays armed while there are any.
     """
 
-    __slots__ = ("_due", "_handle", "_loop", "_on_block", "_period", "_running", "threshold_ms")
+    __slots__ = (
+        "_due",
+        "_handle",
+        "_loop",
+        "_on_block",
+        "_period",
+        "_running",
+        "_threshold_s",
+        "threshold_ms",
+    )
 
     def __init__(
         self,
@@ -58,6 +67,7 @@ class LoopWatch:
         # period shorter than it was: a quarter of the threshold keeps that error small, and
         # ticks come only while jobs run.
         self._period = threshold_ms / 4000
+        self._threshold_s = threshold_ms / 1000  # (read per job by check())
         self._on_block = on_block
         self._running = running
         self._handle: asyncio.TimerHandle | None = None
@@ -74,7 +84,7 @@ class LoopWatch:
         when a processor returns, so that a block the processor caused is reported (and marked
         on its job) before the job is finished, even if finishing never yields to the loop."""
         handle = self._handle
-        if handle is not None and self._loop.time() - self._due > self.threshold_ms / 1000:
+        if handle is not None and self._loop.time() - self._due > self._threshold_s:
             handle.cancel()
             self._tick()
 
