@@ -148,6 +148,11 @@ class MemoryBackend:
             one that restarted takes the old one's, as a Redis client outlives its server.
     """
 
+    #: Every job field this store holds was written by corral's own API (it has no other
+    #: producer, unlike a Redis shared with Node services), so a worker need not check that a
+    #: job's ``data`` and ``opts`` decode before running it (see ``corral.engine.job_decoding``).
+    holds_only_encoded_fields: Final = True
+
     def __init__(
         self, clock: Clock | None = None, *, token_numbers: Iterator[int] | None = None
     ) -> None:

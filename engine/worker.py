@@ -184,6 +184,9 @@ class Worker:
         )
         # Called per job: an attribute each, read without going through _calls.
         self._direct_processor = self._calls.direct
+        # Fields another producer wrote may not decode; a store that holds only what corral's
+        # API encoded says so, and its jobs skip the check (a parse of every job's data).
+        self._check_decoding = not getattr(backend, "holds_only_encoded_fields", False)
         self._start_processor = self._calls.start
         # (the raw ``opts`` of the last job that returned None, its stored outcome): see _success
         self._null_outcome: tuple[str | None, Complete] = (
@@ -461,7 +464,9 @@ class Worker:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
             error: BaseException | None
-            deferred_failure = fields.get("defa") or undecodable_reason(job, fields)
+            deferred_failure = fields.get("defa")
+            if deferred_failure is None and self._check_decoding:
+                deferred_failure = undecodable_reason(job, fields)
             if deferred_failure is not None:
                 outcome, result, error = self._failure(job, UnrecoverableError(deferred_failure))
             else:

@@ -26,6 +26,7 @@ from helpers import (
     write_job_field,
 )
 
+from corral.backends.memory import MemoryBackend
 from corral.backends.redis import RedisBackend
 from corral.engine import (
     Job,
@@ -685,6 +686,10 @@ async def test_keyboard_interrupt_or_system_exit_closes_with_force_then_propagat
 async def test_a_job_whose_fields_cannot_be_decoded_fails_at_once_without_running(
     backend: Storage, clock: VirtualClock, field: str, raw: str, problem: str | None
 ):
+    if isinstance(backend, MemoryBackend):
+        # Nothing but the Queue API writes to it, and that encodes every field
+        # (test_bad_input.py): its workers skip the check (holds_only_encoded_fields).
+        pytest.skip("the memory backend has no producer other than corral's API")
     if any("\udc80" <= char <= "\udcff" for char in raw) and isinstance(backend, RedisBackend):
         # fakeredis's own cjson decodes strictly, so its scripts cannot send such a job at all
         pytest.skip("fakeredis cannot send bytes that are not UTF-8 from a script")
