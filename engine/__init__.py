@@ -8,9 +8,11 @@ from corral.engine.errors import (
     InvalidArgumentError,
     JobCancelledError,
     LockLostError,
+    StoreRefusedError,
     UnknownOptionError,
     UnrecoverableError,
 )
+from corral.engine.escapes import ProcessorEscapeError
 from corral.engine.job import Backoff, Cancellation, Job, JobOptions, KeepJobs
 from corral.engine.queue import Queue
 from corral.engine.queue_events import QueueEvent, QueueEvents
@@ -31,12 +33,14 @@ __all__ = [
     "JobState",
     "KeepJobs",
     "LockLostError",
+    "ProcessorEscapeError",
     "Queue",
     "QueueEvent",
     "QueueEvents",
     "StalledCheck",
     "StalledChecker",
     "Storage",
+    "StoreRefusedError",
     "SystemClock",
     "UnknownOptionError",
     "UnrecoverableError",
