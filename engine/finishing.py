@@ -38,7 +38,7 @@ async def send_finish_again(
     lock_expires_ms: Callable[[], int],
     keep_lock: Callable[[bool], None],
     closing: Callable[[], bool],
-    on_error: Callable[[BaseException], None],
+    on_error: Callable[[Exception], None],
 ) -> FinishResult | None:
     """Send a finish again (``send()``) whose call failed with ``error``.
 

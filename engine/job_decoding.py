@@ -10,6 +10,7 @@ the worker fails it at once instead, with a reason naming the field and the prob
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from json.scanner import make_scanner
@@ -21,9 +22,6 @@ _DEFAULT_OPTS = "{}"
 # The C scanner behind json.loads, without its Python layers (several times cheaper for the
 # small values of most jobs): it reads one value from the start of the text.
 _scan_once = make_scanner(cast(Any, json.JSONDecoder()))
-# The option strings known to be readable: most jobs of a queue share a handful, checked once.
-_readable_opts: set[str] = set()
-_READABLE_OPTS_LIMIT = 512
 
 
 def undecodable_reason(job: Job, fields: Mapping[str, str]) -> str | None:
@@ -33,13 +31,9 @@ def undecodable_reason(job: Job, fields: Mapping[str, str]) -> str | None:
     whose options cannot be read gets the default ones, so that failing it is possible.
     """
     opts = fields.get("opts")
-    if opts and opts not in _readable_opts:
+    if opts:
         problem = _opts_problem(opts)
-        if problem is None:
-            if len(_readable_opts) >= _READABLE_OPTS_LIMIT:
-                _readable_opts.clear()
-            _readable_opts.add(opts)
-        else:
+        if problem is not None:
             job._opts = decode_opts(_DEFAULT_OPTS)
             return f"job {job.id} cannot be decoded: {problem}"
     raw = fields.get("data")
@@ -62,6 +56,8 @@ def undecodable_reason(job: Job, fields: Mapping[str, str]) -> str | None:
     return None
 
 
+# Most jobs of a queue share a handful of option strings: each is checked once.
+@functools.lru_cache(maxsize=512)
 def _opts_problem(raw: str) -> str | None:
     try:
         opts = _decoded(raw, "opts")

@@ -393,12 +393,12 @@ class Worker:
                 try:
                     result = await self.backend.fetch_next(self.queue_name, request, now)
                 except Exception as exc:
-                    self._refused_writes += isinstance(exc, StoreRefusedError)
+                    self._store_answered(exc)
                     self._events.emit("error", exc, None)
                     if not await self._back_off(slot):
                         break
                     continue
-                self._refused_writes = 0
+                self._store_answered(None)
                 if result.job is not None:
                     self._drained = False
                     self._fetch_errors = 0
@@ -551,8 +551,8 @@ class Worker:
         :mod:`corral.engine.finishing`); None if the worker closed meanwhile."""
         job = running.job
 
-        def on_error(exc: BaseException) -> None:
-            self._refused_writes += isinstance(exc, StoreRefusedError)
+        def on_error(exc: Exception) -> None:
+            self._store_answered(exc)
             self._events.emit("error", exc, job)
 
         def keep_lock(renew: bool) -> None:
@@ -571,7 +571,7 @@ class Worker:
             on_error=on_error,
         )
         if result is not None:
-            self._refused_writes = 0  # a write went through
+            self._store_answered(None)
         return result
 
     def _success(self, job: Job, result: Any) -> tuple[Outcome, Any, BaseException | None]:
@@ -629,7 +629,8 @@ class Worker:
         await self._renewer.renew()
 
     def _store_answered(self, error: Exception | None) -> None:
-        """Count the writes the store refuses in a row (a renewal's; see _back_off)."""
+        """Count the writes the store refuses in a row (fetches, finishes, renewals; see
+        _back_off): ``error`` is how a call failed, None when the store took it."""
         if error is None:
             self._refused_writes = 0
         else:

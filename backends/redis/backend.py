@@ -32,7 +32,7 @@ from redis.asyncio.connection import SSLConnection
 from corral.backends.redis.keys import DEFAULT_PREFIX, QueueKeys
 from corral.backends.redis.pipeline import CommandQueue
 from corral.backends.redis.scripts import Instrumentation, Scripts
-from corral.backends.redis.server import ServerFacts, logger, read_server, refusal
+from corral.backends.redis.server import ServerFacts, as_text, logger, read_server, refusal
 from corral.engine.errors import (
     STALLED_LIMIT_REASON,
     CorralError,
@@ -97,10 +97,6 @@ def _px(ms: int) -> int:
     return max(ms - 1, 1)
 
 
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _json_pairs(encoded: str | bytes) -> dict[str, str]:
     """A hash sent by a script as the JSON array ``[field, value, ...]`` (one bulk string parses
     much faster than a nested reply); cjson writes an empty table as ``{}``."""
@@ -117,7 +113,7 @@ def _fetched(raw: Sequence[Any], token: str) -> Fetched | None:
     if raw[0] != 1:
         return None
     # A repeated finish returns the job its first run fetched, with that run's token.
-    return Fetched(_str(raw[1]), _json_pairs(raw[2]), _str(raw[3]) if len(raw) > 3 else token)
+    return Fetched(as_text(raw[1]), _json_pairs(raw[2]), as_text(raw[3]) if len(raw) > 3 else token)
 
 
 def _fetch_result(raw: Sequence[Any], token: str) -> FetchResult:
@@ -362,7 +358,9 @@ class RedisBackend:
                 job_id or "",
             ]
         raw = await self._scripts.run("add_jobs", self.keys(queue), args)
-        return AddResult([_str(job_id) for job_id in raw[::2]], [flag == 1 for flag in raw[1::2]])
+        return AddResult(
+            [as_text(job_id) for job_id in raw[::2]], [flag == 1 for flag in raw[1::2]]
+        )
 
     @_reaching
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
@@ -426,7 +424,7 @@ class RedisBackend:
         for job_id, token in locks:
             args += [job_id, token]
         raw = await self._scripts.run("extend_locks", self.keys(queue), args)
-        return [_str(token) for token in raw]
+        return [as_text(token) for token in raw]
 
     @_reaching
     async def release(self, queue: str, job_id: str, token: str, now: int) -> ResultCode:
@@ -445,8 +443,8 @@ class RedisBackend:
         )
         return StalledCheck(
             ran=raw[0] == 1,
-            recovered=[_str(job_id) for job_id in raw[1]],
-            failed=[_str(job_id) for job_id in raw[2]],
+            recovered=[as_text(job_id) for job_id in raw[1]],
+            failed=[as_text(job_id) for job_id in raw[2]],
         )
 
     @_reaching
@@ -480,13 +478,13 @@ class RedisBackend:
             if not str(exc).startswith("WRONGTYPE"):
                 raise
             return None
-        return {_str(k): _str(v) for k, v in raw.items()} if raw else None
+        return {as_text(k): as_text(v) for k, v in raw.items()} if raw else None
 
     @_reaching
     async def get_state(self, queue: str, job_id: str) -> JobState | None:
         """Where the job is, or None."""
         raw = await self._scripts.run("get_state", self.keys(queue), [job_id])
-        return None if raw is None else JobState(_str(raw))
+        return None if raw is None else JobState(as_text(raw))
 
     @_reaching
     async def get_counts(self, queue: str) -> dict[JobState, int]:
@@ -511,14 +509,14 @@ class RedisBackend:
         if state in (JobState.WAITING, JobState.ACTIVE):
             key = keys.wait if state is JobState.WAITING else keys.active
             if not asc:  # the left end of both lists is the newest
-                return [_str(i) for i in await self._commands.call("LRANGE", key, start, end)]
+                return [as_text(i) for i in await self._commands.call("LRANGE", key, start, end)]
             # Index i counted from the oldest end is index -(i + 1) from the left; Redis clamps
             # the mirrored range exactly as it would the original one.
             ids = await self._commands.call("LRANGE", key, -(end + 1), -(start + 1))
-            return [_str(i) for i in reversed(ids)]
+            return [as_text(i) for i in reversed(ids)]
         command = "ZRANGE" if asc else "ZREVRANGE"
         ids = await self._commands.call(command, keys.key(state.value), start, end)
-        return [_str(i) for i in ids]
+        return [as_text(i) for i in ids]
 
     @_reaching
     async def get_lock(self, queue: str, job_id: str) -> LockInfo | None:
@@ -526,7 +524,7 @@ class RedisBackend:
         raw = await self._scripts.run("get_lock", self.keys(queue), [job_id])
         if not raw:
             return None
-        token, pttl = _str(raw[0]), int(raw[1])
+        token, pttl = as_text(raw[0]), int(raw[1])
         return LockInfo(token, pttl + 1 if pttl >= 0 else pttl)
 
     @_reaching
@@ -554,7 +552,7 @@ class RedisBackend:
         newest = await self._commands.call(
             "XREVRANGE", self.keys(queue).events, "+", "-", "COUNT", 1
         )
-        return _str(newest[0][0]) if newest else "0-0"
+        return as_text(newest[0][0]) if newest else "0-0"
 
     @_reaching
     async def wait_for_events(
@@ -607,7 +605,7 @@ def _stream_events(entries: Any) -> list[StoredEvent]:
     """Decode stream entries ``[(id, {field: value})]``; the ``event`` field is the name."""
     events = []
     for entry_id, raw in entries:
-        fields = {_str(k): _str(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
         name = fields.pop("event", "")
-        events.append(StoredEvent(_str(entry_id), name, fields))
+        events.append(StoredEvent(as_text(entry_id), name, fields))
     return events

@@ -64,7 +64,8 @@ def eviction_warning(policy: str) -> str:
     )
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A reply value as text (redis-py gives bytes without ``decode_responses``)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -95,7 +96,7 @@ async def read_server(client: Redis | RedisCluster) -> ServerFacts:
     versions: list[tuple[int, int]] = []
     try:
         for info in _per_node(await client.info("server", **target), cluster):
-            version = _version(_text(info.get("redis_version", "")))
+            version = _version(as_text(info.get("redis_version", "")))
             if version is not None:
                 versions.append(version)
     except redis_errors.ResponseError:  # NOPERM, or INFO renamed away
@@ -103,13 +104,13 @@ async def read_server(client: Redis | RedisCluster) -> ServerFacts:
     policies: list[str] = []
     try:
         for config in _per_node(await client.config_get("maxmemory-policy", **target), cluster):
-            policies += [_text(value) for value in config.values()]
+            policies += [as_text(value) for value in config.values()]
     except redis_errors.ResponseError:
         # CONFIG is often refused (ACL, managed Redis); INFO memory shows the policy too.
         try:
             for info in _per_node(await client.info("memory", **target), cluster):
                 if "maxmemory_policy" in info:
-                    policies.append(_text(info["maxmemory_policy"]))
+                    policies.append(as_text(info["maxmemory_policy"]))
         except redis_errors.ResponseError:
             pass
     return ServerFacts(min(versions) if versions else None, tuple(policies))
