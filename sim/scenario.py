@@ -27,6 +27,10 @@ FAULT_KINDS: Final = {
     "store-restart": "the store restarts without persistence (opt-in: loses data)",
     "finish-lost": "each finish's request or reply is lost (a store outage seen by finishes)",
 }
+#: The faults that last a window of time on one process's link to the store (the others
+#: strike at an instant).
+WINDOW_FAULTS: Final = ("partition", "asymmetric", "latency", "finish-lost")
+
 DEFAULT_SWARM_KINDS: Final = (
     "crash",
     "block",

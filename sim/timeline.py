@@ -17,8 +17,8 @@ import pathlib
 import re
 from collections import defaultdict
 
+from corral.sim.scenario import WINDOW_FAULTS
 from corral.sim.timeline_story import (
-    WINDOW_FAULTS,
     FaultWindow,
     JobLane,
     Proc,

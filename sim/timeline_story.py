@@ -11,14 +11,19 @@ import html
 import re
 from collections.abc import Sequence
 
+from corral.sim.scenario import WINDOW_FAULTS
 from corral.sim.trace import TraceEvent
 
 _FAULT = re.compile(r"(\S+)@(\S+) t=(\d+)ms for (\d+)ms")
 _BLOCK = re.compile(r"(\w+) for (\d+)ms")
 _CODE = re.compile(r"code=(\w+)")
 _VIOLATION = re.compile(r"job (\S+): ")
-WINDOW_FAULTS = ("partition", "asymmetric", "latency")
-_FAULT_WORDS = {"partition": "partitioned", "asymmetric": "lost its replies", "latency": "slowed"}
+_FAULT_WORDS = {
+    "partition": "partitioned",
+    "asymmetric": "lost its replies",
+    "latency": "slowed",
+    "finish-lost": "lost its finishes",
+}
 
 #: Summary categories, most urgent first: (key, heading).
 CATEGORIES = (

@@ -49,6 +49,7 @@ MARKS: dict[str, Mark] = {
     "f-partition": Mark("rect", "#9c27b0", "partition (requests dropped)", _P, 0.5),
     "f-asymmetric": Mark("rect", "#ff6a00", "replies lost", _P, 0.5),
     "f-latency": Mark("rect", "#ffeb3b", "latency spike", _P, 0.6),
+    "f-finish-lost": Mark("rect", "#00897b", "finishes lost", _P, 0.5),
     "m-crash": Mark(
         "line",
         "#ff1a1a",

@@ -51,7 +51,7 @@ from corral.engine.worker import Worker
 from corral.sim.invariants import COVERAGE_GOALS, Oracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.network import Connection, SimulatedConnectionError
-from corral.sim.scenario import Fault, Scenario, draw_faults
+from corral.sim.scenario import WINDOW_FAULTS, Fault, Scenario, draw_faults
 from corral.sim.simloop import SimLoop
 from corral.sim.trace import RunResult, TraceEvent
 
@@ -514,7 +514,7 @@ class World:
         process = self._slots.get(slot)
         holder = process.name if process is not None and process.alive else "-"
         self.record("world", "fault", "", f"{fault.describe()} process={holder}")
-        if fault.kind in ("partition", "asymmetric", "latency", "finish-lost"):
+        if fault.kind in WINDOW_FAULTS:
             windows = self._windows.setdefault(fault.target, {})
             until = self.now + fault.duration_ms / 1000
             previous = windows.get(fault.kind, (0.0, 0.0))
