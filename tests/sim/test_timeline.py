@@ -326,6 +326,13 @@ def test_legend_explains_every_mark_drawn(scenario: Scenario) -> None:
     assert missing == set()
 
 
+def test_lost_finishes_are_shaded_as_windows_not_faults_without_effect() -> None:
+    page = _drawn(run(SCENARIOS["lost-finishes"], 1))
+    assert "f-finish-lost" in page.drawn
+    assert "m-fault" not in page.drawn  # (every worker was alive: no fault was without effect)
+    assert "f-finish-lost" in page.legend
+
+
 def _on_white(colour: str, opacity: float) -> tuple[float, ...]:
     rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
     return tuple(255 - (255 - c) * opacity for c in rgb)
