@@ -21,7 +21,7 @@ def test_corral_subpackages_import_from_the_repository_root() -> None:
     assert done.returncode == 0, done.stderr
     files = [Path(line).resolve() for line in done.stdout.split()]
     assert files == [
-        ROOT / "backends" / "memory.py",
+        ROOT / "backends" / "memory" / "__init__.py",
         ROOT / "engine" / "queue.py",
         ROOT / "sim" / "campaign.py",
     ]

@@ -44,7 +44,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import corral.backends.memory as memory
+import corral.backends.memory.job_flow as memory_job_flow
 from corral.backends.memory import MemoryBackend
 from corral.backends.redis.fake import virtual_fakeredis
 from corral.engine.errors import ResultCode
@@ -441,7 +441,7 @@ def _stall_check_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _stall_limit_not_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stall limit fails a job at ``stc == max_stalled_count`` instead of above it."""
-    monkeypatch.setattr(memory, "stall_limit_exceeded", lambda stc, limit: stc >= limit)
+    monkeypatch.setattr(memory_job_flow, "stall_limit_exceeded", lambda stc, limit: stc >= limit)
 
 
 @pytest.mark.parametrize(

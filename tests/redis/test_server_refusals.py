@@ -253,7 +253,7 @@ def test_scripts_load_without_their_shebang_on_redis_6(
 ) -> None:
     """Redis 6.2 cannot compile ``#!lua``: a backend that finds an older server loads the
     scripts without it (here a Redis 7 made to look like 6.2)."""
-    import corral.backends.redis.backend as backend_module
+    import corral.backends.redis.core as backend_module
     from corral.backends.redis.scripts import load_source
     from corral.backends.redis.server import ServerFacts
 

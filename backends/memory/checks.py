@@ -14,7 +14,7 @@ from corral.backends.field_rules import assert_job_fields
 from corral.engine.states import JobState
 
 if TYPE_CHECKING:
-    from corral.backends.memory import QueueStore
+    from corral.backends.memory.store import QueueStore
 
 
 def check_queue(name: str, store: QueueStore) -> None:

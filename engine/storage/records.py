@@ -1,27 +1,13 @@
-"""The Storage protocol: the atomic operations every backend provides.
-
-Backends implement *operations*, not policies (like an httpx transport under its client). Each
-operation is one atomic compare-and-move on one queue: it checks its preconditions (the job
-exists, the lock token matches, the job is where the caller expects) and returns a typed result.
-Expected races — a lock that expired, a job that was removed, a job no longer active — are
-results (:class:`~corral.engine.errors.ResultCode`), which the engine turns into BullMQ's errors;
-only bugs and transport failures raise. Decisions that have to be made atomically inside the store
-(the stalled sweep, promotion of due delayed jobs, retention trimming) take their policy as
-parameters.
-
-Times passed as ``now`` are the caller's clock in milliseconds, as in BullMQ. Lock and throttle
-TTLs are the store's own (Redis ``PX``; the memory backend keeps expiries against its own clock).
-"""
+"""The values the Storage operations take and return (see :mod:`corral.engine.storage`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import Final, Protocol, TypeAlias
+from collections.abc import Iterator
+from typing import Final, TypeAlias
 
 from corral.engine.errors import InvalidArgumentError, ResultCode
 from corral.engine.job import KeepJobs
-from corral.engine.states import JobState
 
 # The result types are plain (not frozen) slotted dataclasses because they are built on every
 # job's hot path, where frozen dataclasses cost several times more to construct. Treat them as
@@ -260,126 +246,3 @@ class StoredEvent:
     id: str
     name: str
     fields: dict[str, str]
-
-
-class Storage(Protocol):
-    """Atomic operations on the queues of one store. Every backend implements all of them."""
-
-    async def add_jobs(self, queue: str, jobs: Sequence[NewJob]) -> AddResult:
-        """Store new jobs (all-or-nothing), in order: ``ADD``, ``ADD_PRIORITIZED`` or
-        ``ADD_DELAYED``. An existing custom id is left untouched and reported not created."""
-        ...
-
-    async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
-        """Promote due delayed jobs, then take the next job (wait first, then prioritized) and
-        lock it with ``request``'s token, or one the store mints (see :class:`FetchRequest`),
-        for ``request.lock_duration`` ms (``FETCH``): sets ``processedOn``, ``ats`` + 1,
-        ``pb``. Returns nothing while the queue is paused."""
-        ...
-
-    async def finish(
-        self,
-        queue: str,
-        job_id: str,
-        token: str,
-        outcome: Outcome,
-        now: int,
-        fetch: FetchRequest | None = None,
-    ) -> FinishResult:
-        """Apply an attempt's outcome to an active job whose lock ``token`` holds: release the
-        lock, ``atm`` + 1, move it (``COMPLETE``/``FAIL``/``RETRY_LATER``/``RETRY``), apply
-        retention. On a lock or state mismatch nothing changes and the code says why. With
-        ``fetch`` the next job is fetched in the same atomic step and returned in place of
-        ``OK`` (see :data:`FinishResult`)."""
-        ...
-
-    async def extend_locks(
-        self, queue: str, locks: Sequence[tuple[str, str]], lock_duration: int
-    ) -> list[str]:
-        """Re-arm each ``(job_id, token)`` lock that still holds that token and unmark it as
-        stalled; return the *tokens* whose lock was gone or taken (a worker can hold two tokens
-        for one job id: a lost run and a new one). An expired lock is never re-made."""
-        ...
-
-    async def release(self, queue: str, job_id: str, token: str, now: int) -> ResultCode:
-        """Give an active job back (``RELEASE``): drop its lock and put it at the front of wait,
-        without counting a stall or an attempt."""
-        ...
-
-    async def check_stalled(
-        self, queue: str, *, max_stalled_count: int, stalled_interval: int, now: int
-    ) -> StalledCheck:
-        """One two-phase stalled check, throttled by the ``stalled-check`` key (PX
-        ``stalled_interval``): recover the jobs marked last time whose lock is gone
-        (``RECOVER_STALLED``, or ``FAIL`` when ``stc > max_stalled_count``), then mark every
-        active job."""
-        ...
-
-    async def update_progress(self, queue: str, job_id: str, progress: str) -> ResultCode:
-        """Store a job's progress (JSON) and log a ``progress`` event."""
-        ...
-
-    async def remove(self, queue: str, job_id: str) -> ResultCode:
-        """Delete a job that holds no lock, from whatever state it is in (``REMOVE``)."""
-        ...
-
-    async def set_paused(self, queue: str, paused: bool) -> None:
-        """Pause or resume fetching from the queue."""
-        ...
-
-    async def is_paused(self, queue: str) -> bool:
-        """Whether the queue is paused."""
-        ...
-
-    async def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
-        """The job's hash fields, or None."""
-        ...
-
-    async def get_state(self, queue: str, job_id: str) -> JobState | None:
-        """Where the job is, or None if it does not exist."""
-        ...
-
-    async def get_counts(self, queue: str) -> dict[JobState, int]:
-        """The number of jobs in each state."""
-        ...
-
-    async def get_job_ids(
-        self, queue: str, state: JobState, start: int, end: int, asc: bool
-    ) -> list[str]:
-        """A range of the ids in one state (Redis range semantics: ``end`` inclusive, negative
-        indexes count from the end). Descending order (``asc=False``) is newest first."""
-        ...
-
-    async def get_lock(self, queue: str, job_id: str) -> LockInfo | None:
-        """The job's current lock, or None if it holds none."""
-        ...
-
-    async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
-        """Whether the last stalled check marked the job (it is in the ``stalled`` set)."""
-        ...
-
-    async def get_events(
-        self, queue: str, after: str | None = None, count: int = 1000
-    ) -> list[StoredEvent]:
-        """Events logged after id ``after`` (from the start when None), oldest first."""
-        ...
-
-    async def last_event_id(self, queue: str) -> str:
-        """The id of the newest logged event, or ``"0-0"`` when the log is empty."""
-        ...
-
-    async def wait_for_events(
-        self, queue: str, after: str, timeout_ms: int, count: int = 1000
-    ) -> list[StoredEvent]:
-        """Events logged after id ``after``, waiting up to ``timeout_ms`` for the first one
-        (Redis ``XREAD BLOCK``); an empty list after the timeout."""
-        ...
-
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
-        """Wait until the queue's marker is set (jobs ready, resumed, a delayed job added) and
-        consume it; return False after ``timeout_ms`` without one."""
-        ...
-
-    async def close(self) -> None:
-        """Release the backend's connections (the memory backend keeps its data)."""
-        ...

@@ -1,0 +1,241 @@
+"""The memory backend's common ground: the store's state and the helpers every concern uses."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
+
+from corral.backends.memory.store import (
+    PROMOTE_LIMIT,
+    TRIM_LIMIT,
+    OperationLock,
+    QueueStore,
+    delayed_score,
+    priority_score,
+    resolve_waiter,
+)
+from corral.engine.clock import Clock, SystemClock
+from corral.engine.errors import ResultCode
+from corral.engine.job import KeepJobs
+from corral.engine.states import MOVES_BY_VALUE, JobState, Transition, invalid_transition
+
+#: Bugs the simulator can plant to prove that it catches them; never active unless asked for.
+PLANTABLE_BUGS: Final = {
+    "skip-token-check": "finishing a job ignores the lock token",
+    "renew-without-owner": "lock renewal ignores the lock token",
+    "lose-stalled-mark": "the stalled check never re-marks active jobs",
+    "no-stall-limit": "max_stalled_count is ignored",
+    "finish-not-idempotent": "a finish sent again after its reply was lost is refused",
+}
+
+#: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.
+TransitionListener = Callable[
+    [str, str, Transition, JobState | None, JobState | None, Mapping[str, str]], None
+]
+
+
+# Enum members read for every job, looked up once: on Python 3.11 an attribute of an Enum class
+# goes through the metaclass's __getattr__ hook, which costs more than the rest of a move.
+_OK: Final = ResultCode.OK
+
+
+class MemoryCore:
+    """What every operation of the memory backend stands on: the queues, the operation lock, and
+    the moves, signals and events every concern makes (always called with the lock held)."""
+
+    #: Every job field this store holds was written by corral's own API (it has no other
+    #: producer, unlike a Redis shared with Node services), so a worker need not check that a
+    #: job's ``data`` and ``opts`` decode before running it (see ``corral.engine.job_decoding``).
+    holds_only_encoded_fields: Final = True
+
+    def __init__(
+        self, clock: Clock | None = None, *, token_numbers: Iterator[int] | None = None
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._queues: dict[str, QueueStore] = {}
+        self._mutex = OperationLock(self, self._serve_waiters)
+        #: Called on every state change; the simulator records transitions through it.
+        self.transition_listener: TransitionListener | None = None
+        #: Deliberate bugs for the simulator's self-test (see PLANTABLE_BUGS); empty otherwise.
+        self.planted_bugs: frozenset[str] = frozenset()
+        self._token_numbers = itertools.count(1) if token_numbers is None else token_numbers
+
+    def _store(self, queue: str) -> QueueStore:
+        store = self._queues.get(queue)
+        if store is None:
+            store = self._queues[queue] = QueueStore()
+        return store
+
+    # ----------------------------------------------------------------- helpers (lock held)
+
+    def _move(
+        self, queue: str, store: QueueStore, job_id: str, transition: Transition
+    ) -> JobState | None:
+        """Record a transition of ``job_id`` in the state index after checking it against the
+        table; the caller has already moved the id between structures."""
+        source = store.states.get(job_id)
+        try:  # next_state(), inlined: this runs for every move of every job
+            target = MOVES_BY_VALUE[transition._value_][source]
+        except KeyError:
+            raise invalid_transition(source, transition) from None
+        if target is None:
+            store.states.pop(job_id, None)
+        else:
+            store.states[job_id] = target
+        if self.transition_listener is not None:
+            self.transition_listener(
+                queue, job_id, transition, source, target, store.jobs.get(job_id, {})
+            )
+        return target
+
+    def _emit(self, store: QueueStore, entry: tuple[str, ...], *more: tuple[str, ...]) -> None:
+        """Log events, each given as its name followed by alternating field names and values,
+        as XADD takes them (the log is written several times per job and seldom read: a tuple
+        costs a fraction of a dict, which is only built when the event is read). One call logs
+        all the events of one step, in order."""
+        ms = self._mutex.now
+        if ms > store.last_event_ms:
+            store.last_event_ms = ms
+            seq = 0
+        else:  # the same millisecond (or a clock that stepped back): the next sequence numbers
+            ms = store.last_event_ms
+            seq = store.last_event_seq + 1
+        # One flat tuple per entry: it outlives many collections, and a nested one would be a
+        # second object for the garbage collector to traverse.
+        events = store.events
+        events.append((ms, seq) + entry)  # noqa: RUF005 - unpacking builds a list on 3.11
+        for later in more:
+            seq += 1
+            events.append((ms, seq) + later)  # noqa: RUF005
+        store.last_event_seq = seq
+        while store.event_waiters:  # every listener wants every event
+            waiter = store.event_waiters.popleft()
+            if not waiter.done():
+                resolve_waiter(waiter)
+
+    def _signal(self, store: QueueStore, member: str = "0", score: int = 0) -> None:
+        """Set the marker. Blocked waiters are served when the operation ends."""
+        current = store.marker.get(member)
+        if current is None or score < current:
+            store.marker[member] = score
+        if store.waiters:
+            self._mutex.marked.append(store)
+
+    def _serve_waiters(self, marked: list[QueueStore]) -> None:
+        """At the end of each operation: give each marker member to one blocked waiter, longest
+        waiting first, as Redis serves the clients blocked in BZPOPMIN after each command or
+        script (several signals within one operation set one member and wake one waiter)."""
+        while marked:
+            store = marked.pop()
+            while store.marker and store.waiters:
+                waiter = store.waiters.popleft()
+                if not waiter.done():
+                    self._consume_marker(store)
+                    resolve_waiter(waiter)
+
+    @staticmethod
+    def _consume_marker(store: QueueStore) -> bool:
+        if not store.marker:
+            return False
+        store.marker.pop(min(store.marker, key=store.marker.__getitem__))
+        return True
+
+    def _lock_of(self, store: QueueStore, job_id: str) -> tuple[str, int] | None:
+        """The job's unexpired lock; an expired one is deleted on sight, as Redis would."""
+        lock = store.locks.get(job_id)
+        if lock is not None and lock[1] <= self._mutex.now:
+            del store.locks[job_id]
+            return None
+        return lock
+
+    def _check_owner(self, store: QueueStore, job_id: str, token: str) -> ResultCode:
+        if job_id not in store.jobs:
+            return ResultCode.MISSING_JOB
+        lock = self._lock_of(store, job_id)
+        if "skip-token-check" in self.planted_bugs and job_id in store.active:
+            return _OK
+        if lock is None:
+            return ResultCode.MISSING_LOCK
+        if lock[0] != token:
+            return ResultCode.LOCK_MISMATCH
+        if job_id not in store.active:
+            return ResultCode.NOT_IN_STATE
+        return _OK
+
+    def _take_from_active(self, store: QueueStore, job_id: str) -> None:
+        del store.active[job_id]
+        store.locks.pop(job_id, None)
+        store.stalled.pop(job_id, None)
+
+    def _push_wait(self, store: QueueStore, job_id: str, *, front: bool) -> None:
+        # The right end is served next, so "front of the line" is an append on the right.
+        if front:
+            store.wait.append(job_id)
+        else:
+            store.wait.appendleft(job_id)
+        if not store.paused:
+            self._signal(store)
+
+    def _push_prioritized(self, store: QueueStore, job_id: str, priority: int) -> None:
+        store.priority_counter += 1
+        store.prioritized.add(job_id, priority_score(priority, store.priority_counter))
+        if not store.paused:
+            self._signal(store)
+
+    def _push_delayed(self, store: QueueStore, job_id: str, due_ms: int) -> None:
+        low = delayed_score(due_ms, 0)
+        highest = store.delayed.max_score_between(low, low + 4095)
+        sequence = 0 if highest is None else min(highest - low + 1, 4095)
+        store.delayed.add(job_id, low + sequence)
+        if not store.paused:
+            self._signal(store, "1", due_ms)
+
+    def _promote_due(self, queue: str, store: QueueStore, now: int) -> None:
+        for job_id in store.delayed.pop_up_to(delayed_score(now + 1, 0) - 1, PROMOTE_LIMIT):
+            fields = store.jobs[job_id]
+            fields["delay"] = "0"
+            priority = int(fields.get("priority") or 0)
+            if priority:
+                self._move(queue, store, job_id, Transition.PROMOTE_PRIORITIZED)
+                self._push_prioritized(store, job_id, priority)
+            else:
+                self._move(queue, store, job_id, Transition.PROMOTE)
+                self._push_wait(store, job_id, front=False)
+            self._emit(store, ("waiting", "jobId", job_id, "prev", "delayed"))
+
+    def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
+        self._move(queue, store, job_id, how)
+        del store.jobs[job_id]
+        store.locks.pop(job_id, None)
+        store.stalled.pop(job_id, None)
+
+    def _trim(
+        self, queue: str, store: QueueStore, state: JobState, keep: KeepJobs, now: int
+    ) -> None:
+        if keep.keeps_all:
+            return
+        finished = store.zset(state)
+        doomed: list[str] = []
+        if keep.age_ms is not None:
+            doomed = finished.pop_up_to(now - keep.age_ms, TRIM_LIMIT)
+        if keep.count is not None:
+            excess = min(len(finished) - keep.count, TRIM_LIMIT - len(doomed))
+            if excess > 0:
+                doomed.extend(finished.range(0, excess - 1))
+                for job_id in doomed[-excess:]:
+                    finished.remove(job_id)
+        for job_id in doomed:
+            self._delete_job(queue, store, job_id, Transition.TRIM)
+
+    def _finish_failed(
+        self, queue: str, store: QueueStore, job_id: str, reason: str, keep: KeepJobs, now: int
+    ) -> None:
+        fields = store.jobs[job_id]
+        fields["failedReason"] = reason
+        fields["finishedOn"] = str(now)
+        fields.pop("defa", None)
+        self._move(queue, store, job_id, Transition.FAIL)
+        store.failed.add(job_id, now)
+        self._emit(store, ("failed", "jobId", job_id, "failedReason", reason, "prev", "active"))
+        self._trim(queue, store, JobState.FAILED, keep, now)
