@@ -25,6 +25,12 @@ Rule 2: "stalled" is not a state. It is a mark (the ``stalled`` set) on an activ
 checker saw expire; recovering it is the ``RECOVER_STALLED`` transition back to waiting. Likewise
 locks, attempt counters and retention are fields and side effects of transitions, not states.
 
+Rule 3: an operator call (retry, promote, clean, drain, remove, change_priority, ...) never moves
+a job that holds a lock: a running job belongs to its worker until the worker finishes it or its
+lock lapses. Each call refuses the states BullMQ refuses with BullMQ's code and text (``retry``
+only from completed or failed, ``promote`` and ``change_delay`` only from delayed); obliterate
+with ``force`` is the one exception, and the worker then finds its job gone when it finishes.
+
 Which of several transitions applies (retry now or later, promote to wait or to prioritized) is a
 policy decision made by the engine (:mod:`corral.engine.policy`) or a fact of the job (its
 priority); the table only says what each choice does.
@@ -80,6 +86,15 @@ class Transition(enum.Enum):
     RELEASE = "release"  # a closing worker gave the job back (lock released, no stall counted)
     REMOVE = "remove"  # Queue.remove on a job that holds no lock
     TRIM = "trim"  # retention removed a finished job
+    # Operator calls (BullMQ's names in the comments; none moves a job that holds a lock):
+    REPROCESS = "reprocess"  # Job.retry / Queue.retry_jobs: a finished job back to wait
+    REPROCESS_PRIORITIZED = "reprocess_prioritized"  # Job.retry of a job with priority > 0
+    CHANGE_PRIORITY = "change_priority"  # Job.change_priority to > 0 (re-scored)
+    CHANGE_PRIORITY_TO_WAIT = "change_priority_to_wait"  # Job.change_priority to 0
+    CHANGE_DELAY = "change_delay"  # Job.change_delay: a new due time, counted from now
+    CLEAN = "clean"  # Queue.clean: jobs older than the grace period (active: lockless only)
+    DRAIN = "drain"  # Queue.drain: every job not yet started (delayed ones when asked)
+    OBLITERATE = "obliterate"  # Queue.obliterate: everything (active only with force)
 
 
 _S = JobState
@@ -104,6 +119,16 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         # An active job may be removed only when its lock is gone (checked by the backend).
         Transition.REMOVE: dict.fromkeys(_S),
         Transition.TRIM: {_S.COMPLETED: None, _S.FAILED: None},
+        Transition.REPROCESS: {_S.COMPLETED: _S.WAITING, _S.FAILED: _S.WAITING},
+        Transition.REPROCESS_PRIORITIZED: {_S.COMPLETED: _S.PRIORITIZED, _S.FAILED: _S.PRIORITIZED},
+        # Only waiting and prioritized jobs move; elsewhere only the priority field changes.
+        Transition.CHANGE_PRIORITY: {_S.WAITING: _S.PRIORITIZED, _S.PRIORITIZED: _S.PRIORITIZED},
+        Transition.CHANGE_PRIORITY_TO_WAIT: {_S.WAITING: _S.WAITING, _S.PRIORITIZED: _S.WAITING},
+        Transition.CHANGE_DELAY: {_S.DELAYED: _S.DELAYED},
+        # An active job is cleaned only when its lock is gone, obliterated only with force.
+        Transition.CLEAN: dict.fromkeys(_S),
+        Transition.DRAIN: {_S.WAITING: None, _S.PRIORITIZED: None, _S.DELAYED: None},
+        Transition.OBLITERATE: dict.fromkeys(_S),
     }
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from corral.engine.states import JobState
@@ -40,4 +41,18 @@ class ReaderStorage(Protocol):
 
     async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
         """Whether the last stalled check marked the job (it is in the ``stalled`` set)."""
+        ...
+
+    async def get_job_logs(
+        self, queue: str, job_id: str, start: int, end: int, asc: bool
+    ) -> tuple[list[str], int]:
+        """A range of the job's log rows (Redis range semantics, oldest first when ``asc``;
+        ``asc=False`` ranges from the newest) and the number of rows in all."""
+        ...
+
+    async def get_counts_per_priority(
+        self, queue: str, priorities: Sequence[int]
+    ) -> dict[int, int]:
+        """How many jobs wait at each priority: 0 counts the wait list, ``p`` > 0 the
+        prioritized jobs of priority ``p`` (BullMQ's ``getCountsPerPriority``)."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Iterator
 from typing import Final, TypeAlias
 
@@ -246,3 +247,12 @@ class StoredEvent:
     id: str
     name: str
     fields: dict[str, str]
+
+
+class ObliterateResult(enum.IntEnum):
+    """What one ``obliterate`` call did (BullMQ's ``obliterate`` script codes)."""
+
+    DONE = 0  # nothing of the queue is left
+    MORE = 1  # the count was used up: call again
+    NOT_PAUSED = -1  # refused: "Cannot obliterate non-paused queue"
+    ACTIVE_JOBS = -2  # refused: "Cannot obliterate queue with active jobs"
