@@ -203,11 +203,11 @@ async def test_wait_until_finished_returns_the_result_or_raises_the_failure(
         assert fetched.job.job_id == job_id
         assert await backend.finish(Q, job_id, "t" + job_id, outcome, clock.now_ms()) == 0
     assert await waiting_ok == {"v": 1}
-    with pytest.raises(JobFailedError, match="^it broke$"):
+    with pytest.raises(JobFailedError, match=r"^it broke$"):
         await waiting_bad
     # Already finished: answered from the stored job.
     assert await ok.wait_until_finished(events) == {"v": 1}
-    with pytest.raises(JobFailedError, match="^it broke$"):
+    with pytest.raises(JobFailedError, match=r"^it broke$"):
         await bad.wait_until_finished(events)
     await events.close()
     await task
