@@ -18,6 +18,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from corral.engine.deduplication import Deduplication
 from corral.engine.errors import InvalidArgumentError, JobCancelledError
 from corral.engine.inputs import (
     MAX_JSON_DEPTH,
@@ -46,6 +47,7 @@ JOB_OPTION_NAMES: Final = frozenset(
         "remove_on_complete",
         "remove_on_fail",
         "lifo",
+        "deduplication",
     }
 )
 
@@ -279,6 +281,7 @@ class JobOptions:
     remove_on_complete: KeepJobs = KeepJobs()
     remove_on_fail: KeepJobs = KeepJobs()
     lifo: bool = False
+    deduplication: Deduplication | None = None
 
     @classmethod
     def build(cls, options: Mapping[str, Any]) -> JobOptions:
@@ -315,6 +318,7 @@ class JobOptions:
             ),
             remove_on_fail=KeepJobs.parse(options.get("remove_on_fail", False), "remove_on_fail"),
             lifo=lifo,
+            deduplication=Deduplication.parse(options.get("deduplication")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -332,6 +336,8 @@ class JobOptions:
             encoded["removeOnFail"] = self.remove_on_fail.to_json()
         if self.lifo:
             encoded["lifo"] = True
+        if self.deduplication is not None:
+            encoded["de"] = self.deduplication.to_json()
         return encoded
 
     @classmethod
@@ -347,6 +353,7 @@ class JobOptions:
             remove_on_complete=_keep_from_json(raw.get("removeOnComplete")),
             remove_on_fail=_keep_from_json(raw.get("removeOnFail")),
             lifo=bool(raw.get("lifo", False)),
+            deduplication=Deduplication.from_json(raw.get("de")),
         )
 
 

@@ -80,6 +80,8 @@ class Transition(enum.Enum):
     RELEASE = "release"  # a closing worker gave the job back (lock released, no stall counted)
     REMOVE = "remove"  # Queue.remove on a job that holds no lock
     TRIM = "trim"  # retention removed a finished job
+    DEBOUNCE = "debounce"  # an add with deduplication.replace removed the delayed owner
+    RESCHEDULE = "reschedule"  # an add with deduplication.reschedule moved the delayed owner
 
 
 _S = JobState
@@ -104,6 +106,8 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         # An active job may be removed only when its lock is gone (checked by the backend).
         Transition.REMOVE: dict.fromkeys(_S),
         Transition.TRIM: {_S.COMPLETED: None, _S.FAILED: None},
+        Transition.DEBOUNCE: {_S.DELAYED: None},
+        Transition.RESCHEDULE: {_S.DELAYED: _S.DELAYED},
     }
 )
 

@@ -3,12 +3,12 @@ none moves a job that holds a lock."""
 
 from __future__ import annotations
 
-from corral.backends.memory.core import MemoryCore
+from corral.backends.memory.dedup import DedupOps
 from corral.engine.errors import ResultCode
 from corral.engine.states import JobState, Transition
 
 
-class JobOps(MemoryCore):
+class JobOps(DedupOps):
     """Calls an operator makes on one job."""
 
     async def remove(self, queue: str, job_id: str) -> ResultCode:
@@ -25,6 +25,9 @@ class JobOps(MemoryCore):
                 del store.active[job_id]
             else:
                 store.zset(state).remove(job_id)
+            dedup_id = store.jobs[job_id].get("deid")
             self._delete_job(queue, store, job_id, Transition.REMOVE)
+            if dedup_id is not None:
+                self._dedup_removed(store, dedup_id, job_id)
             self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
             return ResultCode.OK

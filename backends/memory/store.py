@@ -66,6 +66,10 @@ class QueueStore:
     event_waiters: collections.deque[asyncio.Future[bool]] = dataclasses.field(
         default_factory=collections.deque
     )
+    # Deduplication: ``de:<id>`` as id -> (owner job id, expiry by the store clock or None),
+    # ``dn:<id>`` as id -> the parked job's hash (name, data, opts, jid).
+    dedup: dict[str, tuple[str, int | None]] = dataclasses.field(default_factory=dict)
+    dedup_next: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def zset(self, state: JobState) -> ZSet:
         return {

@@ -258,3 +258,30 @@ local function keep_from(spec)
   end
   return '', ''
 end
+
+-- Store a new job's hash and place it (ADD, ADD_PRIORITIZED or ADD_DELAYED), with its events.
+-- `deid` (or nil) is its deduplication id, stored as BullMQ's job field of that name.
+local function store_new_job(id, name, data, opts, timestamp, delay, priority, lifo, deid)
+  local key = job_key(id)
+  redis.call('HSET', key, 'name', name, 'data', data, 'opts', opts, 'timestamp', timestamp,
+    'delay', num(delay), 'priority', num(priority))
+  if deid then
+    redis.call('HSET', key, 'deid', deid)
+  end
+  emit('added', 'jobId', id, 'name', name)
+  if delay > 0 then
+    local due = tonumber(timestamp) + delay
+    moved(id, 'ADD_DELAYED', nil)
+    push_delayed(id, due)
+    emit('delayed', 'jobId', id, 'delay', num(due))
+  else
+    if priority > 0 then
+      moved(id, 'ADD_PRIORITIZED', nil)
+      push_prioritized(id, priority)
+    else
+      moved(id, 'ADD', nil)
+      push_wait(id, lifo)
+    end
+    emit('waiting', 'jobId', id)
+  end
+end
