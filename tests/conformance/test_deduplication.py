@@ -338,3 +338,23 @@ async def test_dedup_queries_check_the_id(queue: Queue) -> None:
             await queue.get_deduplication_job_id(bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidArgumentError, match="deduplication id must be a non-empty"):
             await queue.remove_deduplication_key(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.virtual_ttl
+async def test_failing_for_stalls_releases_the_key_and_stores_the_parked_job(
+    queue: Queue, backend: Storage
+) -> None:
+    now = queue.clock.now_ms()
+    option = {"id": "s", "keep_last_if_active": True}
+    await queue.add("a", deduplication=option)
+    result = await backend.fetch_next(Q, FetchRequest("dead", 1000), now)  # its owner dies
+    assert result.job is not None
+    await queue.add("a", {"v": "parked"}, deduplication=option)
+    assert (await queue.check_stalled(0, 1000)).failed == []  # marks job 1
+    await asyncio.sleep(1.0)  # the lock and the throttle expire
+    assert (await queue.check_stalled(0, 1000)).failed == ["1"]
+    assert await queue.get_job_state("1") == "failed"
+    [parked] = await queue.get_jobs("waiting")
+    assert parked.data == {"v": "parked"}
+    assert await queue.get_deduplication_job_id("s") == parked.id
+    check_invariants(backend)

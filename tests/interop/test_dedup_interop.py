@@ -6,6 +6,7 @@ test_bullmq_interop.py (whose World and run this module reuses)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 from node_bullmq import require_node
@@ -102,30 +103,44 @@ def test_a_dedup_id_set_by_corral_is_honoured_by_node(
     run(body, redis_url, key_prefix, node)
 
 
-def test_keep_last_if_active_parked_by_corral_is_stored_by_a_node_worker(
+async def park_two(world: World, owner_id: str, add: Callable[[int], Awaitable[str]]) -> None:
+    """Take the owner (corral holds its lock), then add twice with its dedup id while it is
+    active: both adds are parked and return the owner."""
+    fetched = await world.backend.fetch_next(QUEUE, FetchRequest("tok", 60_000), 0)
+    assert fetched.job is not None
+    assert fetched.job.job_id == owner_id
+    assert [await add(v) for v in (1, 2)] == [owner_id, owner_id]
+
+
+async def finish_owner(world: World, owner_id: str) -> Job:
+    """Complete the owner; return the job stored from ``dn:<id>`` (the last add's data)."""
+    assert await world.backend.finish(QUEUE, owner_id, "tok", Complete('"ok"'), 0) == 0
+    [next_job] = await world.queue.get_jobs("waiting")
+    assert next_job.data == {"v": 2}
+    assert next_job.fields["deid"] == "k"
+    return next_job
+
+
+def test_keep_last_if_active_parked_by_corral_is_run_by_a_node_worker(
     redis_url: str, key_prefix: str, node: str
 ) -> None:
     async def body(world: World) -> None:
         option = {"id": "k", "keep_last_if_active": True}
         owner = await world.queue.add("c", {"v": 0}, deduplication=option)
-        fetched = await world.backend.fetch_next(QUEUE, FetchRequest("tok", 60_000), 0)
-        assert fetched.job is not None
-        assert fetched.job.job_id == owner.id
-        for v in (1, 2):
-            assert (await world.queue.add("c", {"v": v}, deduplication=option)).id == owner.id
+
+        async def add(v: int) -> str:
+            return (await world.queue.add("c", {"v": v}, deduplication=option)).id
+
+        await park_two(world, owner.id, add)
         parked = await world.backend.client.hgetall(world.backend.keys(QUEUE).base + "dn:k")
         assert {key: parked[key] for key in ("name", "data")} == {"name": "c", "data": '{"v":2}'}
         assert json.loads(parked["opts"])["de"] == {"id": "k", "keepLastIfActive": True}
-        # Node's worker cannot finish corral's locked job; corral finishes it, then Node runs
-        # the job corral stored from dn:k.
-        await world.backend.finish(QUEUE, owner.id, "tok", Complete('"ok"'), 0)
-        [next_job] = await world.queue.get_jobs("waiting")
-        assert next_job.data == {"v": 2}
+        next_job = await finish_owner(world, owner.id)
         worker = await world.node.start("worker", count=1, name="node-worker")
         await worker.finish()
         [seen] = [r["job"] for r in worker.events("processing")]
         assert (seen["id"], seen["data"]) == (next_job.id, {"v": 2})
-        assert await world.queue.get_deduplication_job_id("k") is None
+        assert await world.queue.get_deduplication_job_id("k") is None  # Node released it
 
     run(body, redis_url, key_prefix, node)
 
@@ -138,17 +153,14 @@ def test_keep_last_if_active_parked_by_node_is_stored_by_corral(
         [owner] = await world.node.add(
             [{"name": "n", "data": {"v": 0}, "opts": {"deduplication": option}}]
         )
-        fetched = await world.backend.fetch_next(QUEUE, FetchRequest("tok", 60_000), 0)
-        assert fetched.job is not None
-        assert fetched.job.job_id == owner
-        ids = await world.node.add(
-            [{"name": "n", "data": {"v": v}, "opts": {"deduplication": option}} for v in (1, 2)]
-        )
-        assert ids == [owner, owner]
-        await world.backend.finish(QUEUE, owner, "tok", Complete('"ok"'), 0)
-        [next_job] = await world.queue.get_jobs("waiting")
-        assert next_job.data == {"v": 2}
-        assert next_job.fields["deid"] == "k"
+
+        async def add(v: int) -> str:
+            opts = {"deduplication": option}
+            [job_id] = await world.node.add([{"name": "n", "data": {"v": v}, "opts": opts}])
+            return job_id
+
+        await park_two(world, owner, add)
+        next_job = await finish_owner(world, owner)
         assert await world.queue.get_deduplication_job_id("k") == next_job.id
         seen: list[Job] = []
 
@@ -159,5 +171,6 @@ def test_keep_last_if_active_parked_by_node_is_stored_by_corral(
         worker = Worker(QUEUE, processor, world.backend, drain_delay=500)
         await world.run_worker(worker, lambda: len(seen) == 1, "the parked job")
         assert seen[0].id == next_job.id
+        assert await world.queue.get_deduplication_job_id("k") is None
 
     run(body, redis_url, key_prefix, node)

@@ -224,17 +224,21 @@ local function finish_failed(id, reason, count, age_ms, now)
   trim(K.failed, count, age_ms, now)
 end
 
--- The decoded `opts` field of a job, or an empty table if it is not a JSON object.
-local function job_opts(id)
-  local raw = redis.call('HGET', job_key(id), 'opts')
+-- The decoded JSON text `raw`, or an empty table if it is not a JSON object (or nil).
+local function decode_object(raw)
   if not raw then
     return {}
   end
-  local ok, opts = pcall(cjson.decode, raw)
-  if ok and type(opts) == 'table' then
-    return opts
+  local ok, decoded = pcall(cjson.decode, raw)
+  if ok and type(decoded) == 'table' then
+    return decoded
   end
   return {}
+end
+
+-- The decoded `opts` field of a job, or an empty table if it is not a JSON object.
+local function job_opts(id)
+  return decode_object(redis.call('HGET', job_key(id), 'opts'))
 end
 
 -- BullMQ's removeOnFail / removeOnComplete as (count, age_ms), '' meaning "no limit":

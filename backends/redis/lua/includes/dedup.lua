@@ -48,14 +48,6 @@ local function dedup_option(opts)
   return option
 end
 
-local function decode_opts(opts_json)
-  local ok, opts = pcall(cjson.decode, opts_json)
-  if ok and type(opts) == 'table' then
-    return opts
-  end
-  return {}
-end
-
 local function emit_deduplicated(job_id, dedup_id, other_id)
   emit('deduplicated', 'jobId', job_id, 'deduplicationId', dedup_id, 'deduplicatedJobId', other_id)
 end
@@ -67,7 +59,7 @@ local function deduplicate(id, opts_json, timestamp, delay, custom_id, name, dat
   if not string.find(opts_json, '"de":', 1, true) then
     return nil, nil
   end
-  local option = dedup_option(decode_opts(opts_json))
+  local option = dedup_option(decode_object(opts_json))
   if not option then
     return nil, nil
   end
@@ -153,7 +145,7 @@ local function dedup_finished(deid, id, now)
   if redis.call('EXISTS', job_key(next_id)) == 1 then
     return
   end
-  local opts = decode_opts(parked.opts)
+  local opts = decode_object(parked.opts)
   local option = dedup_option(opts)
   claim_dedup(key, next_id, option and option.key_ttl)
   store_new_job(next_id, parked.name, parked.data, parked.opts, now,
