@@ -16,6 +16,9 @@ from typing import Final
 
 from corral.engine.errors import InvalidArgumentError, UnknownOptionError
 
+#: BullMQ's text when the removed ``debounce`` job option is used.
+DEBOUNCE_REMOVED: Final = "Debounce option has been removed. Use deduplication option instead"
+
 #: Custom job ids no queue accepts. A job's hash is ``<prefix>:<queue>:<id>``, and every key of
 #: the queue's own layout is ``<prefix>:<queue>:<suffix>``: a job with one of these ids would
 #: overwrite that key (or be read from it). The list holds every per-queue suffix of BullMQ
@@ -104,7 +107,10 @@ def _is_utf8(text: str) -> bool:
 
 def unknown_option_error(names: Iterable[str], known: Iterable[str]) -> UnknownOptionError:
     """The error for unknown option ``names``, suggesting the closest of the ``known`` ones."""
-    name = sorted(names)[0]
+    names = sorted(names)
+    if "debounce" in names:  # removed in BullMQ 6: its own text, as BullMQ throws it
+        return UnknownOptionError(DEBOUNCE_REMOVED)
+    name = names[0]
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return UnknownOptionError(f"unknown job option {name!r}{hint}")

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from corral.engine.deduplication import Deduplication
 from corral.engine.errors import InvalidArgumentError, JobCancelledError
 from corral.engine.inputs import (
     MAX_JSON_DEPTH,
@@ -48,6 +49,7 @@ JOB_OPTION_NAMES: Final = frozenset(
         "remove_on_fail",
         "lifo",
         "keep_logs",
+        "deduplication",
     }
 )
 
@@ -283,6 +285,7 @@ class JobOptions:
     lifo: bool = False
     #: How many log rows ``job.log`` keeps (the newest); None keeps all (BullMQ's ``keepLogs``).
     keep_logs: int | None = None
+    deduplication: Deduplication | None = None
 
     @classmethod
     def build(cls, options: Mapping[str, Any]) -> JobOptions:
@@ -325,6 +328,7 @@ class JobOptions:
             remove_on_fail=KeepJobs.parse(options.get("remove_on_fail", False), "remove_on_fail"),
             lifo=lifo,
             keep_logs=keep_logs,
+            deduplication=Deduplication.parse(options.get("deduplication")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -344,6 +348,8 @@ class JobOptions:
             encoded["lifo"] = True
         if self.keep_logs is not None:
             encoded["kl"] = self.keep_logs  # BullMQ's optsAsJSON name for keepLogs
+        if self.deduplication is not None:
+            encoded["de"] = self.deduplication.to_json()
         return encoded
 
     @classmethod
@@ -360,6 +366,7 @@ class JobOptions:
             remove_on_fail=_keep_from_json(raw.get("removeOnFail")),
             lifo=bool(raw.get("lifo", False)),
             keep_logs=_keep_logs_from_json(raw.get("kl")),
+            deduplication=Deduplication.from_json(raw.get("de")),
         )
 
 

@@ -48,6 +48,7 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "remove_on_fail": False,
     "lifo": False,
     "keep_logs": None,
+    "deduplication": None,
 }
 _DEFAULT_JOB_OPTIONS = JobOptions()
 _DEFAULT_OPTS_JSON = encode_json(_DEFAULT_JOB_OPTIONS.to_json(), "job options")
@@ -157,6 +158,7 @@ class Queue:
         remove_on_fail: bool | int | Mapping[str, int] = False,
         lifo: bool = False,
         keep_logs: int | None = None,
+        deduplication: Mapping[str, Any] | None = None,
         **unknown: Never,
     ) -> Job:
         """Add one job and return it.
@@ -176,6 +178,10 @@ class Queue:
             remove_on_fail: the same for failed jobs.
             lifo: put the job at the front of the wait list.
             keep_logs: how many rows ``job.log`` keeps (the newest); None keeps them all.
+            deduplication: ``{"id": ..., "ttl": ms, "extend": bool, "replace": bool,
+                "reschedule": bool, "keep_last_if_active": bool}``: while another job holds
+                the id, the add is dropped and returns that job (see docs/deduplication.md
+                and :mod:`corral.engine.deduplication`).
 
         Raises:
             InvalidArgumentError: on invalid options or data that JSON cannot encode; nothing
@@ -197,6 +203,7 @@ class Queue:
             "remove_on_fail": remove_on_fail,
             "lifo": lifo,
             "keep_logs": keep_logs,
+            "deduplication": deduplication,
         }
         return (await self._add([self._new_job(name, data, options, self.clock.now_ms())]))[0]
 
@@ -241,6 +248,10 @@ class Queue:
                 jobs.append(job)
             else:
                 existing = await self.get_job(job_id)
+                if existing is None and '"de":' in new[2]:
+                    # Deduplicated on a key that outlives its owner (throttle): as BullMQ,
+                    # the owner's id with the caller's payload.
+                    existing = Job._added(self.name, job_id, new, self._progress_writer)
                 if existing is None:  # removed in between: report what was asked for
                     raise CorralError(f"job {job_id} vanished while being added")
                 jobs.append(existing)
@@ -417,6 +428,17 @@ class Queue:
             raise CorralError(removal_locked_text(job_id))
         return code is ResultCode.OK
 
+    async def get_deduplication_job_id(self, dedup_id: str) -> str | None:
+        """The id of the job that holds the deduplication id now (``de:<id>``), or None."""
+        self._check_open()
+        return await self.backend.get_deduplication_job_id(self.name, _dedup_id(dedup_id))
+
+    async def remove_deduplication_key(self, dedup_id: str) -> int:
+        """Release a deduplication id whoever holds it, so that the next add with it is stored
+        (1 if a key was deleted, else 0). Deduplication is off for that id until then."""
+        self._check_open()
+        return await self.backend.remove_deduplication_key(self.name, _dedup_id(dedup_id))
+
     async def check_stalled(
         self, max_stalled_count: int = 1, stalled_interval: Duration = 30_000
     ) -> StalledCheck:
@@ -443,6 +465,15 @@ class Queue:
         queue whose backend was closed.
         """
         self._closed = True
+
+
+def _dedup_id(dedup_id: object) -> str:
+    """Check a deduplication id given to a query: a non-empty UTF-8 string."""
+    if not isinstance(dedup_id, str) or not dedup_id:
+        raise InvalidArgumentError(f"deduplication id must be a non-empty string, got {dedup_id!r}")
+    if not dedup_id.isascii():
+        check_utf8(dedup_id, "deduplication id")
+    return dedup_id
 
 
 def _parse_state(state: str | JobState) -> JobState:

@@ -95,6 +95,8 @@ class Transition(enum.Enum):
     CLEAN = "clean"  # Queue.clean: jobs older than the grace period (active: lockless only)
     DRAIN = "drain"  # Queue.drain: every job not yet started (delayed ones when asked)
     OBLITERATE = "obliterate"  # Queue.obliterate: everything (active only with force)
+    DEBOUNCE = "debounce"  # an add with deduplication.replace removed the delayed owner
+    RESCHEDULE = "reschedule"  # an add with deduplication.reschedule moved the delayed owner
 
 
 _S = JobState
@@ -129,6 +131,8 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         Transition.CLEAN: dict.fromkeys(_S),
         Transition.DRAIN: {_S.WAITING: None, _S.PRIORITIZED: None, _S.DELAYED: None},
         Transition.OBLITERATE: dict.fromkeys(_S),
+        Transition.DEBOUNCE: {_S.DELAYED: None},
+        Transition.RESCHEDULE: {_S.DELAYED: _S.DELAYED},
     }
 )
 

@@ -37,6 +37,7 @@ from typing import Any
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.states import JobState, Transition, allowed_moves
 from corral.engine.storage import (
+    AddResult,
     Fetched,
     FetchRequest,
     FinishResult,
@@ -44,6 +45,7 @@ from corral.engine.storage import (
     next_job,
     result_code,
 )
+from corral.sim.dedup_watch import DedupWatch
 
 COVERAGE_GOALS = {
     "stall_while_owner_alive": "a job recovered from a stall while its old owner was still alive",
@@ -101,6 +103,8 @@ class Oracle:
         # Every lock token a fetch was given, across store restarts: a token handed out twice
         # could let a stale owner's finish pass for the new owner's.
         self._tokens_given: set[str] = set()
+        #: Deduplication's promises (see corral.sim.dedup_watch).
+        self.dedup = DedupWatch(self._violate)
 
     # ------------------------------------------------------------------ what the store does
 
@@ -122,6 +126,7 @@ class Oracle:
                 f"but the job was last seen {track.state}"
             )
         track.state = target
+        self.dedup.on_transition(job_id, source, target, fields)
         if target is None or target.is_terminal:
             self._open.discard(job_id)
         else:
@@ -172,6 +177,15 @@ class Oracle:
                 self.coverage["forced_close_requeue"] += 1
         elif op == "check_stalled":
             self._checked(result, now)
+        elif op == "add_jobs":
+            self._added(args[1], result)
+
+    def _added(self, jobs: list[Any], result: AddResult) -> None:
+        def state_of(job_id: str) -> JobState | None:
+            track = self.jobs.get(job_id)
+            return None if track is None else track.state
+
+        self.dedup.on_add(jobs, result, state_of)
 
     def _owner_check(self, what: str, job_id: str, token: str, track: _Track, now: int) -> None:
         if track.token != token:
@@ -353,6 +367,7 @@ class Oracle:
                 self.lost_to_store_restart += 1
         self.jobs = {}
         self._open = set()
+        self.dedup = DedupWatch(self._violate)
 
     def unfinished(self) -> list[str]:
         """Jobs that exist and are not completed or failed."""

@@ -144,5 +144,11 @@ class Connection:
         )
         return cast(bool, result)
 
+    async def get_deduplication_job_id(self, queue: str, dedup_id: str) -> str | None:
+        return cast("str | None", await self._call("get_deduplication_job_id", queue, dedup_id))
+
+    async def remove_deduplication_key(self, queue: str, dedup_id: str) -> int:
+        return cast(int, await self._call("remove_deduplication_key", queue, dedup_id))
+
     async def close(self) -> None:
         """Nothing to close: connections live as long as their process."""

@@ -108,6 +108,26 @@ class WorkShape:
 
 
 @dataclasses.dataclass(frozen=True)
+class DedupSpec:
+    """Deduplicated adds: a ``fraction`` of the jobs carry one of ``ids`` dedup ids, each id
+    with one mode by its number: simple, debounce (``replace`` with a ``delay_ms`` delay) or
+    ``keep_last_if_active``."""
+
+    ids: int = 12
+    fraction: float = 0.8
+    delay_ms: int = 3_000
+
+    def option(self, k: int) -> tuple[dict[str, object], int]:
+        """The ``deduplication`` option of dedup id number ``k``, and the add's delay."""
+        mode = k % 3
+        if mode == 0:
+            return {"id": f"s{k}"}, 0
+        if mode == 1:
+            return {"id": f"b{k}", "replace": True}, self.delay_ms
+        return {"id": f"k{k}", "keep_last_if_active": True}, 0
+
+
+@dataclasses.dataclass(frozen=True)
 class FaultMix:
     """A swarm: each seed enables a random non-empty subset of ``kinds`` at random rates."""
 
@@ -135,6 +155,8 @@ class Scenario:
     #: The faults cannot take a lock away (no crash, every outage shorter than the lock): a
     #: processor running again on an attempt, or a stall recovery, is then a violation.
     expect_no_reruns: bool = False
+    #: Deduplicated adds (None: no job carries a dedup id).
+    dedup: DedupSpec | None = None
 
     def with_changes(self, **changes: object) -> Scenario:
         """A copy with some fields replaced."""
@@ -273,6 +295,21 @@ LOST_FINISHES: Final = Scenario(
     expect_no_reruns=True,
 )
 
+DEDUP: Final = Scenario(
+    name="dedup",
+    description=(
+        "producers adding jobs with dedup ids (simple, debounce, keep_last_if_active) under "
+        "swarm faults: one live job per id, debounce keeps the last data, at most one active "
+        "and one parked job per keep_last_if_active id"
+    ),
+    workers=4,
+    settings=WorkerSettings(lock_duration=10_000, stalled_interval=10_000),
+    jobs=JobSpec(count=300, arrival_ms=120_000, delayed_fraction=0.0),
+    duration_ms=180_000,
+    dedup=DedupSpec(),
+)
+
 SCENARIOS: Final = {
-    s.name: s for s in (STANDARD, STALL_RECIPES, ZERO_STALLS, CALM, CHECKER_ONLY, LOST_FINISHES)
+    s.name: s
+    for s in (STANDARD, STALL_RECIPES, ZERO_STALLS, CALM, CHECKER_ONLY, LOST_FINISHES, DEDUP)
 }

@@ -476,6 +476,7 @@ class World:
 
     async def _produce(self, queue: Queue) -> None:
         spec = self.scenario.jobs
+        dedup_spec = self.scenario.dedup
         rng = self._rng("jobs")
         for n in range(spec.count):
             due = spec.arrival_ms * n / max(1, spec.count) / 1000
@@ -483,6 +484,9 @@ class World:
                 await asyncio.sleep(due - self.now)
             priority = rng.randint(1, 10) if rng.random() < spec.priority_fraction else 0
             delay = rng.randint(1, spec.max_delay_ms) if rng.random() < spec.delayed_fraction else 0
+            dedup = None
+            if dedup_spec is not None and rng.random() < dedup_spec.fraction:
+                dedup, delay = dedup_spec.option(rng.randrange(dedup_spec.ids))
             try:
                 await queue.add(
                     "work",
@@ -491,6 +495,7 @@ class World:
                     delay=delay,
                     attempts=spec.attempts,
                     backoff={"type": "exponential", "delay": spec.backoff_ms},
+                    deduplication=dedup,
                 )
             except SimulatedConnectionError:
                 self.record("producer", "add-failed", "", f"n={n}")

@@ -19,6 +19,7 @@ from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import ResultCode
 from corral.engine.job import KeepJobs
 from corral.engine.states import MOVES_BY_VALUE, JobState, Transition, invalid_transition
+from corral.engine.storage.records import NewJob, hash_fields
 
 #: Bugs the simulator can plant to prove that it catches them; never active unless asked for.
 PLANTABLE_BUGS: Final = {
@@ -27,6 +28,7 @@ PLANTABLE_BUGS: Final = {
     "lose-stalled-mark": "the stalled check never re-marks active jobs",
     "no-stall-limit": "max_stalled_count is ignored",
     "finish-not-idempotent": "a finish sent again after its reply was lost is refused",
+    "dedup-ignores-owner": "an add claims a deduplication id without checking its holder",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.
@@ -38,6 +40,9 @@ TransitionListener = Callable[
 # Enum members read for every job, looked up once: on Python 3.11 an attribute of an Enum class
 # goes through the metaclass's __getattr__ hook, which costs more than the rest of a move.
 _OK: Final = ResultCode.OK
+_ADD: Final = Transition.ADD
+_ADD_PRIORITIZED: Final = Transition.ADD_PRIORITIZED
+_ADD_DELAYED: Final = Transition.ADD_DELAYED
 
 
 class MemoryCore:
@@ -203,6 +208,36 @@ class MemoryCore:
                 self._move(queue, store, job_id, Transition.PROMOTE)
                 self._push_wait(store, job_id, front=False)
             self._emit(store, ("waiting", "jobId", job_id, "prev", "delayed"))
+
+    def _enqueue_new(
+        self, queue: str, store: QueueStore, job: NewJob, job_id: str, dedup_id: str | None
+    ) -> bool:
+        """Store a new job and place it (``ADD``, ``ADD_PRIORITIZED`` or ``ADD_DELAYED``) with
+        its events; True if it is ready to fetch. The caller signals ready jobs (once per
+        batch: a wait push here does not)."""
+        name, _, _, timestamp, delay, priority, lifo, _ = job
+        fields = store.jobs[job_id] = hash_fields(job)
+        if dedup_id is not None:
+            fields["deid"] = dedup_id
+        added = ("added", "jobId", job_id, "name", name)
+        if delay > 0:
+            self._move(queue, store, job_id, _ADD_DELAYED)
+            due = timestamp + delay
+            self._push_delayed(store, job_id, due)
+            self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(due)))
+            return False
+        if priority:
+            self._move(queue, store, job_id, _ADD_PRIORITIZED)
+            self._push_prioritized(store, job_id, priority)
+        else:
+            self._move(queue, store, job_id, _ADD)
+            # (_push_wait without its signal, which is sent once for the batch)
+            if lifo:
+                store.wait.append(job_id)
+            else:
+                store.wait.appendleft(job_id)
+        self._emit(store, added, ("waiting", "jobId", job_id))
+        return True
 
     def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
         self._move(queue, store, job_id, how)

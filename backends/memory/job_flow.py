@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from corral.backends.memory.core import MemoryCore
+from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.job import decode_opts, next_count
@@ -27,7 +27,6 @@ from corral.engine.storage import (
     StalledCheck,
     finish_field,
     finish_record,
-    hash_fields,
     parse_finish_record,
 )
 
@@ -35,13 +34,12 @@ from corral.engine.storage import (
 _OK: Final = ResultCode.OK
 # The record of a finish that fetched no job, per outcome type (one lookup per finish).
 _PLAIN_FINISH_RECORDS: Final = {kind: finish_record(name) for kind, name in OUTCOME_KINDS.items()}
-_ADD: Final = Transition.ADD
 _FETCH: Final = Transition.FETCH
 _COMPLETE: Final = Transition.COMPLETE
 _COMPLETED: Final = JobState.COMPLETED
 
 
-class JobFlowOps(MemoryCore):
+class JobFlowOps(DedupOps):
     """The job flow's operations and their helpers."""
 
     def _fetch(
@@ -98,6 +96,7 @@ class JobFlowOps(MemoryCore):
         store.locks.pop(job_id, None)
         store.stalled.pop(job_id, None)
         fields["atm"] = next_count(fields.get("atm"))
+        dedup_id = fields.get("deid")  # (read first: retention may delete the job)
         if isinstance(outcome, Complete):
             fields["returnvalue"] = outcome.return_value
             fields["finishedOn"] = str(now)
@@ -117,6 +116,8 @@ class JobFlowOps(MemoryCore):
             )
             if not outcome.keep.keeps_all:
                 self._trim(queue, store, _COMPLETED, outcome.keep, now)
+            if dedup_id is not None:
+                self._dedup_finished(queue, store, dedup_id, job_id, now)
         elif isinstance(outcome, Fail):
             fields["stacktrace"] = outcome.stacktrace
             try:
@@ -128,6 +129,8 @@ class JobFlowOps(MemoryCore):
                 self._emit(
                     store, ("retries-exhausted", "jobId", job_id, "attemptsMade", fields["atm"])
                 )
+            if dedup_id is not None:
+                self._dedup_finished(queue, store, dedup_id, job_id, now)
         else:
             fields["failedReason"] = outcome.reason
             fields["stacktrace"] = outcome.stacktrace
@@ -150,7 +153,7 @@ class JobFlowOps(MemoryCore):
             ready = False  # a job became ready to fetch: waiters are signalled once, at the end
             try:
                 for job in jobs:
-                    name, _, _, timestamp, delay, priority, lifo, custom_id = job
+                    custom_id = job[7]
                     store.id_counter += 1
                     job_id = custom_id or str(store.id_counter)
                     if job_id in store.jobs:
@@ -158,26 +161,14 @@ class JobFlowOps(MemoryCore):
                         job_ids.append(job_id)
                         created.append(False)
                         continue
-                    store.jobs[job_id] = hash_fields(job)
-                    added = ("added", "jobId", job_id, "name", name)
-                    if delay > 0:
-                        self._move(queue, store, job_id, Transition.ADD_DELAYED)
-                        due = timestamp + delay
-                        self._push_delayed(store, job_id, due)
-                        self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(due)))
-                    else:
-                        if priority:
-                            self._move(queue, store, job_id, Transition.ADD_PRIORITIZED)
-                            self._push_prioritized(store, job_id, priority)
-                        else:
-                            self._move(queue, store, job_id, _ADD)
-                            # (_push_wait without its signal, which is sent once for the batch)
-                            if lifo:
-                                store.wait.append(job_id)
-                            else:
-                                store.wait.appendleft(job_id)
-                        ready = True
-                        self._emit(store, added, ("waiting", "jobId", job_id))
+                    dedup_id = None
+                    if '"de":' in job[2]:  # (deduplication: see backends/memory/dedup.py)
+                        owner, dedup_id = self._deduplicate(queue, store, job, job_id)
+                        if owner is not None:
+                            job_ids.append(owner)
+                            created.append(False)
+                            continue
+                    ready = self._enqueue_new(queue, store, job, job_id, dedup_id) or ready
                     job_ids.append(job_id)
                     created.append(True)
             finally:  # the jobs stored before an error are ready all the same
@@ -317,9 +308,12 @@ class JobFlowOps(MemoryCore):
                     # BullMQ 6 reports every stall it finds, the one over the limit too.
                     self._emit(store, ("stalled", "jobId", job_id))
                     opts = decode_opts(fields.get("opts") or "{}")
+                    dedup_id = fields.get("deid")
                     self._finish_failed(
                         queue, store, job_id, STALLED_LIMIT_REASON, opts.remove_on_fail, now
                     )
+                    if dedup_id is not None:
+                        self._dedup_finished(queue, store, dedup_id, job_id, now)
                     failed.append(job_id)
                 else:
                     self._move(queue, store, job_id, Transition.RECOVER_STALLED)

@@ -3,7 +3,7 @@ none moves a job that holds a lock."""
 
 from __future__ import annotations
 
-from corral.backends.memory.core import MemoryCore
+from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import ResultCode
 from corral.engine.job import decode_opts
@@ -13,7 +13,7 @@ from corral.engine.states import JobState, Transition
 _OUTCOME_FIELD = {JobState.COMPLETED: "returnvalue", JobState.FAILED: "failedReason"}
 
 
-class JobOps(MemoryCore):
+class JobOps(DedupOps):
     """Calls an operator makes on one job."""
 
     async def remove(self, queue: str, job_id: str) -> ResultCode:
@@ -30,7 +30,10 @@ class JobOps(MemoryCore):
                 del store.active[job_id]
             else:
                 store.zset(state).remove(job_id)
+            dedup_id = store.jobs[job_id].get("deid")
             self._delete_job(queue, store, job_id, Transition.REMOVE)
+            if dedup_id is not None:
+                self._dedup_removed(store, dedup_id, job_id)
             self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
             return ResultCode.OK
 

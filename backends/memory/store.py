@@ -68,6 +68,10 @@ class QueueStore:
     )
     # Each job's log rows (BullMQ's ``<job>:logs`` list), oldest first; deleted with the job.
     logs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # Deduplication: ``de:<id>`` as id -> (owner job id, expiry by the store clock or None),
+    # ``dn:<id>`` as id -> the parked job's hash (name, data, opts, jid).
+    dedup: dict[str, tuple[str, int | None]] = dataclasses.field(default_factory=dict)
+    dedup_next: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def zset(self, state: JobState) -> ZSet:
         return {

@@ -120,7 +120,8 @@ if full then
     local suffix = string.sub(key, #base + 1)
     local kind = redis.call('TYPE', key)['ok']
     if kind == 'hash' and suffix ~= 'meta' and string.find(suffix, '^metrics:') == nil
-        and string.find(suffix, '^repeat:') == nil and string.find(suffix, ':processed$') == nil
+        and string.find(suffix, '^repeat:') == nil and string.find(suffix, '^dn:') == nil
+        and string.find(suffix, ':processed$') == nil
         and string.find(suffix, ':failed$') == nil then
       consider(suffix)
       hashes[suffix] = true

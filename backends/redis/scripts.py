@@ -106,6 +106,7 @@ PLANTABLE_BUGS: Final = frozenset(
         "lose-stalled-mark",
         "no-stall-limit",
         "finish-not-idempotent",
+        "dedup-ignores-owner",
     }
 )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from corral.engine.storage.dedup import DedupStorage
 from corral.engine.storage.job_flow import JobFlowStorage
 from corral.engine.storage.notifications import NotificationStorage
 from corral.engine.storage.operator import OperatorStorage
@@ -50,7 +51,9 @@ from corral.engine.storage.records import (
 )
 
 
-class Storage(JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, Protocol):
+class Storage(
+    JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, DedupStorage, Protocol
+):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
     flow, readers, notifications, operator calls). Every backend implements all of them."""
 
@@ -65,6 +68,7 @@ __all__ = [
     "OUTCOME_KINDS",
     "AddResult",
     "Complete",
+    "DedupStorage",
     "Fail",
     "FetchRequest",
     "FetchResult",

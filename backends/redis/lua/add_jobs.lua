@@ -2,7 +2,7 @@
 --[[
   add_jobs: store new jobs, in order, all in one atomic step.
 
-  KEYS: wait prioritized delayed id pc marker events meta
+  KEYS: wait prioritized delayed id pc marker events meta active
   ARGV:
     1     base: "<prefix>:<queue>:"
     then 8 per job:
@@ -15,10 +15,12 @@
     +7    lifo: "1" to put the job at the front of wait
     +8    custom job id, or "" for the next value of the id counter
   Returns: {id, created (1/0), id, created, ...}, one pair per job. An existing id is left
-    untouched (created 0, event "duplicated").
-  Transitions: ADD, ADD_PRIORITIZED, ADD_DELAYED
+    untouched (created 0, event "duplicated"). A job deduplicated (its opts' `de`) is not
+    stored: its pair is the id of the job holding the dedup id, created 0 (includes/dedup.lua).
+  Transitions: ADD, ADD_PRIORITIZED, ADD_DELAYED, DEBOUNCE, RESCHEDULE
 ]]
 --- @include "common"
+--- @include "dedup"
 
 local result = {}
 for i = 2, #ARGV, 8 do
@@ -30,32 +32,20 @@ for i = 2, #ARGV, 8 do
   if id == '' then
     id = tostring(counter)
   end
-  local key = job_key(id)
-  if redis.call('EXISTS', key) == 1 then
+  if redis.call('EXISTS', job_key(id)) == 1 then
     emit('duplicated', 'jobId', id)
     result[#result + 1] = id
     result[#result + 1] = 0
   else
-    redis.call('HSET', key, 'name', name, 'data', data, 'opts', opts, 'timestamp', timestamp,
-      'delay', ARGV[i + 4], 'priority', ARGV[i + 5])
-    emit('added', 'jobId', id, 'name', name)
-    if delay > 0 then
-      local due = tonumber(timestamp) + delay
-      moved(id, 'ADD_DELAYED', nil)
-      push_delayed(id, due)
-      emit('delayed', 'jobId', id, 'delay', num(due))
+    local owner, deid = deduplicate(id, opts, timestamp, delay, ARGV[i + 7], name, data)
+    if owner then  -- deduplicated: the add returns the job holding the dedup id
+      result[#result + 1] = owner
+      result[#result + 1] = 0
     else
-      if priority > 0 then
-        moved(id, 'ADD_PRIORITIZED', nil)
-        push_prioritized(id, priority)
-      else
-        moved(id, 'ADD', nil)
-        push_wait(id, ARGV[i + 6] == '1')
-      end
-      emit('waiting', 'jobId', id)
+      store_new_job(id, name, data, opts, timestamp, delay, priority, ARGV[i + 6] == '1', deid)
+      result[#result + 1] = id
+      result[#result + 1] = 1
     end
-    result[#result + 1] = id
-    result[#result + 1] = 1
   end
 end
 return result

@@ -8,7 +8,7 @@
   failed with "job stalled more than allowable limit" when stc > max_stalled_count (events
   "stalled", "failed"; the job's own removeOnFail applies). Phase 1 then marks every active job.
 
-  KEYS: wait active failed stalled stalled-check marker events meta
+  KEYS: wait active failed stalled stalled-check marker events meta delayed prioritized pc id
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  max_stalled_count
@@ -16,9 +16,11 @@
     4  now (ms)
     5  the failure reason for jobs over the limit
   Returns: {ran (1/0), {recovered ids}, {failed ids}}
-  Transitions: RECOVER_STALLED, FAIL, TRIM
+  Transitions: RECOVER_STALLED, FAIL, TRIM, ADD, ADD_PRIORITIZED, ADD_DELAYED (a job parked
+    by deduplication's keep_last_if_active is stored when its owner fails)
 ]]
 --- @include "common"
+--- @include "dedup"
 
 if redis.call('EXISTS', K.stalled_check) == 1 then
   return {0, {}, {}}
@@ -45,7 +47,11 @@ for i = #active, 1, -1 do
       -- BullMQ 6 reports every stall it finds, the one over the limit too.
       emit('stalled', 'jobId', id)
       local count, age_ms = keep_from(job_opts(id).removeOnFail)
+      local deid = redis.call('HGET', job_key(id), 'deid')
       finish_failed(id, reason, count, age_ms, now)
+      if deid then
+        dedup_finished(deid, id, now)
+      end
       failed[#failed + 1] = id
     else
       moved(id, 'RECOVER_STALLED', 'active')

@@ -3,7 +3,7 @@
   finish: apply an attempt's outcome to an active job whose lock holds the token, and
   optionally fetch the next job in the same step (BullMQ's fetch-next).
 
-  KEYS: wait active prioritized delayed completed failed stalled pc marker events meta
+  KEYS: wait active prioritized delayed completed failed stalled pc marker events meta id
   ARGV:
     1   base: "<prefix>:<queue>:"
     2   job id
@@ -29,9 +29,11 @@
     {0, {1, id, hash, token}}: the job the first one fetched, while that job still holds the
     lock it got (re-armed for ARGV[13] ms, as a fresh fetch's).
   Transitions: COMPLETE, FAIL, TRIM, RETRY_LATER, RETRY, RETRY_PRIORITIZED, PROMOTE,
-    PROMOTE_PRIORITIZED, FETCH
+    PROMOTE_PRIORITIZED, FETCH, ADD, ADD_PRIORITIZED, ADD_DELAYED (a job parked by
+    deduplication's keep_last_if_active is stored when its owner finishes)
 ]]
 --- @include "common"
+--- @include "dedup"
 
 local id, token, now, outcome = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local key = job_key(id)
@@ -76,12 +78,16 @@ end
 drop_lock(id)
 redis.call('HSET', key, 'fin:' .. token, outcome .. ':')
 local attempts_made = redis.call('HINCRBY', key, 'atm', 1)
+local deid = redis.call('HGET', key, 'deid')  -- (read first: retention may delete the job)
 if outcome == 'complete' then
   redis.call('HSET', key, 'returnvalue', ARGV[6], 'finishedOn', num(now))
   moved(id, 'COMPLETE', 'active')
   redis.call('ZADD', K.completed, num(now), id)
   emit('completed', 'jobId', id, 'returnvalue', ARGV[6], 'prev', 'active')
   trim(K.completed, ARGV[8], ARGV[9], now)
+  if deid then
+    dedup_finished(deid, id, now)
+  end
 elseif outcome == 'fail' then
   redis.call('HSET', key, 'stacktrace', ARGV[7])
   -- Read before finish_failed: its retention may delete the job.
@@ -89,6 +95,9 @@ elseif outcome == 'fail' then
   finish_failed(id, ARGV[6], ARGV[8], ARGV[9], now)
   if attempts_made >= attempts then
     emit('retries-exhausted', 'jobId', id, 'attemptsMade', attempts_made)
+  end
+  if deid then
+    dedup_finished(deid, id, now)
   end
 else
   redis.call('HSET', key, 'failedReason', ARGV[6], 'stacktrace', ARGV[7])

@@ -12,6 +12,7 @@
   Transitions: REMOVE
 ]]
 --- @include "common"
+--- @include "dedup"
 --- @include "state"
 
 local id = ARGV[2]
@@ -29,8 +30,12 @@ elseif state == 'active' then
 else
   redis.call('ZREM', K[state], id)
 end
+local deid = redis.call('HGET', job_key(id), 'deid')
 moved(id, 'REMOVE', state)
 redis.call('DEL', job_key(id), lock_key(id), logs_key(id))
+if deid then
+  dedup_removed(deid, id)
+end
 redis.call('SREM', K.stalled, id)
 emit('removed', 'jobId', id, 'prev', state)
 return 0

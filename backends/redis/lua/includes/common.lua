@@ -240,17 +240,21 @@ local function finish_failed(id, reason, count, age_ms, now)
   trim(K.failed, count, age_ms, now)
 end
 
--- The decoded `opts` field of a job, or an empty table if it is not a JSON object.
-local function job_opts(id)
-  local raw = redis.call('HGET', job_key(id), 'opts')
+-- The decoded JSON text `raw`, or an empty table if it is not a JSON object (or nil).
+local function decode_object(raw)
   if not raw then
     return {}
   end
-  local ok, opts = pcall(cjson.decode, raw)
-  if ok and type(opts) == 'table' then
-    return opts
+  local ok, decoded = pcall(cjson.decode, raw)
+  if ok and type(decoded) == 'table' then
+    return decoded
   end
   return {}
+end
+
+-- The decoded `opts` field of a job, or an empty table if it is not a JSON object.
+local function job_opts(id)
+  return decode_object(redis.call('HGET', job_key(id), 'opts'))
 end
 
 -- BullMQ's removeOnFail / removeOnComplete as (count, age_ms), '' meaning "no limit":
@@ -273,4 +277,31 @@ local function keep_from(spec)
     return count, age_ms
   end
   return '', ''
+end
+
+-- Store a new job's hash and place it (ADD, ADD_PRIORITIZED or ADD_DELAYED), with its events.
+-- `deid` (or nil) is its deduplication id, stored as BullMQ's job field of that name.
+local function store_new_job(id, name, data, opts, timestamp, delay, priority, lifo, deid)
+  local key = job_key(id)
+  redis.call('HSET', key, 'name', name, 'data', data, 'opts', opts, 'timestamp', timestamp,
+    'delay', num(delay), 'priority', num(priority))
+  if deid then
+    redis.call('HSET', key, 'deid', deid)
+  end
+  emit('added', 'jobId', id, 'name', name)
+  if delay > 0 then
+    local due = tonumber(timestamp) + delay
+    moved(id, 'ADD_DELAYED', nil)
+    push_delayed(id, due)
+    emit('delayed', 'jobId', id, 'delay', num(due))
+  else
+    if priority > 0 then
+      moved(id, 'ADD_PRIORITIZED', nil)
+      push_prioritized(id, priority)
+    else
+      moved(id, 'ADD', nil)
+      push_wait(id, lifo)
+    end
+    emit('waiting', 'jobId', id)
+  end
 end
