@@ -23,6 +23,7 @@ from corral.engine.job import (
     encode_json,
     validate_queue_name,
 )
+from corral.engine.queue_operations import QueueOperations
 from corral.engine.states import UNKNOWN, JobState
 from corral.engine.storage import NewJob, StalledCheck, Storage, new_job
 
@@ -51,7 +52,7 @@ def _is_default(options: Mapping[str, Any]) -> bool:
     )
 
 
-class Queue:
+class Queue(QueueOperations):
     """Adds jobs to a queue and inspects or administers it.
 
     Args:
