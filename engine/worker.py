@@ -17,7 +17,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Final
 
 from corral.engine.checker import StalledChecker
@@ -490,16 +490,7 @@ class Worker:
 
     async def _park(self, slot: asyncio.Task[None]) -> bool:
         """Wait while the worker is paused; False once it is closing."""
-        self._idle_slots[slot] = None  # so that close() wakes it
-        try:
-            await self._pause.park(slot)
-        except asyncio.CancelledError:
-            if self._closing:
-                return False
-            raise
-        finally:
-            self._idle_slots.pop(slot, None)
-        return not self._closing
+        return await self._idle(slot, self._pause.park(slot))
 
     async def _back_off(self, slot: asyncio.Task[None]) -> bool:
         """Wait after a failed fetch or wait, or while the store refuses writes (see
@@ -507,9 +498,14 @@ class Worker:
         meanwhile."""
         self._fetch_errors += 1
         delay_ms = fetch_backoff_ms(self._fetch_errors, self._refused_writes)
+        return await self._idle(slot, asyncio.sleep(delay_ms / 1000))
+
+    async def _idle(self, slot: asyncio.Task[None], wait: Awaitable[None]) -> bool:
+        """Await ``wait`` as an idle slot (which close() wakes); False if the worker began
+        closing meanwhile."""
         self._idle_slots[slot] = None
         try:
-            await asyncio.sleep(delay_ms / 1000)
+            await wait
         except asyncio.CancelledError:
             if self._closing:
                 return False
