@@ -275,7 +275,8 @@ class Worker:
         ``stalled(job_id, previous_state)``, ``locks_renewed(job_ids)``,
         ``lock_renewal_failed(job_ids)``, ``loop_blocked(ms, job_ids)`` (the event loop was
         blocked long enough to endanger locks, while these jobs ran; also logged as a warning),
-        ``drained()``, ``error(error, job_or_none)``, ``closed()``.
+        ``drained()``, ``error(error, job_or_none)``, ``paused()`` and ``resumed()`` (this
+        worker's :meth:`pause` and :meth:`resume`), ``closed()``.
         """
         return self._events.on(event, handler)
 
@@ -310,14 +311,16 @@ class Worker:
         """Stop taking jobs, on this worker only (BullMQ's ``Worker.pause``; nothing is written
         to the store: :meth:`Queue.pause <corral.engine.queue.Queue.pause>` pauses every
         worker). Running jobs go on, their locks renewed; unless ``do_not_wait``, wait until
-        they have finished. The stalled checker rests meanwhile. Emits ``paused``."""
+        they have finished (or :meth:`resume` was called). The stalled checker rests meanwhile.
+        Emits ``paused`` (unless resumed before it returns)."""
         if self._pause.paused:
             return
         waiting = [slot for slot in self._idle_slots if slot in self._waiting_for_work]
         self._pause.pause(waiting, len(self._slots))
         if not do_not_wait:
             await self._pause.until_all_parked(self._stopped)
-        self._events.emit("paused")
+        if self._pause.paused:  # not resumed while it waited
+            self._events.emit("paused")
 
     def resume(self) -> None:
         """Take jobs again after :meth:`pause`. Emits ``resumed``."""
