@@ -66,6 +66,12 @@ SCRIPT_NAMES: Final = (
     "change_delay",
     "add_log",
     "get_job_logs",
+    "move_jobs_to_wait",
+    "clean",
+    "drain",
+    "obliterate",
+    "trim_events",
+    "get_counts_per_priority",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
