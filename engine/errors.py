@@ -103,3 +103,13 @@ def lock_renewal_error_text(job_id: str) -> str:
 def removal_locked_text(job_id: str) -> str:
     """BullMQ's text for removing a job whose lock is held."""
     return f"Job {job_id} could not be removed because it is locked by another worker"
+
+
+class RateLimitError(CorralError):
+    """Raise from a processor after ``queue.rate_limit(ms)`` (e.g. on an HTTP 429): the job
+    goes back to the front of wait without using an attempt, and the worker waits out the
+    limit. Its message is BullMQ's marker ``bullmq:rateLimitExceeded``, which is what workers
+    match on (any exception with that message counts, as in Node)."""
+
+    def __init__(self, message: str = "bullmq:rateLimitExceeded") -> None:
+        super().__init__(message)

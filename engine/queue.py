@@ -23,6 +23,7 @@ from corral.engine.job import (
     encode_json,
     validate_queue_name,
 )
+from corral.engine.queue_limits import QueueLimits
 from corral.engine.states import UNKNOWN, JobState
 from corral.engine.storage import NewJob, StalledCheck, Storage, new_job
 
@@ -51,7 +52,7 @@ def _is_default(options: Mapping[str, Any]) -> bool:
     )
 
 
-class Queue:
+class Queue(QueueLimits):
     """Adds jobs to a queue and inspects or administers it.
 
     Args:

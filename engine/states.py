@@ -80,6 +80,8 @@ class Transition(enum.Enum):
     RELEASE = "release"  # a closing worker gave the job back (lock released, no stall counted)
     REMOVE = "remove"  # Queue.remove on a job that holds no lock
     TRIM = "trim"  # retention removed a finished job
+    RATE_LIMITED = "rate_limited"  # RateLimitError: back to the front of wait, no attempt used
+    RATE_LIMITED_PRIORITIZED = "rate_limited_prioritized"  # the same, ahead of its priority
 
 
 _S = JobState
@@ -104,6 +106,8 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         # An active job may be removed only when its lock is gone (checked by the backend).
         Transition.REMOVE: dict.fromkeys(_S),
         Transition.TRIM: {_S.COMPLETED: None, _S.FAILED: None},
+        Transition.RATE_LIMITED: {_S.ACTIVE: _S.WAITING},
+        Transition.RATE_LIMITED_PRIORITIZED: {_S.ACTIVE: _S.PRIORITIZED},
     }
 )
 

@@ -19,12 +19,13 @@ from collections.abc import Iterable, Mapping
 from corral.backends.memory.checks import check_fields, check_queue, check_sizes, is_placed
 from corral.backends.memory.job_flow import JobFlowOps
 from corral.backends.memory.job_ops import JobOps
+from corral.backends.memory.limits import LimitOps
 from corral.backends.memory.notifications import NotificationOps
 from corral.backends.memory.queue_ops import QueueOps
 from corral.backends.memory.readers import ReaderOps
 
 
-class MemoryBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
+class MemoryBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, LimitOps):
     """In-process storage for any number of queues.
 
     Args:

@@ -27,6 +27,7 @@ PLANTABLE_BUGS: Final = {
     "lose-stalled-mark": "the stalled check never re-marks active jobs",
     "no-stall-limit": "max_stalled_count is ignored",
     "finish-not-idempotent": "a finish sent again after its reply was lost is refused",
+    "no-shared-limiter": "activations are never counted in the queue's rate-limit window",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.

@@ -66,6 +66,12 @@ class QueueStore:
     event_waiters: collections.deque[asyncio.Future[bool]] = dataclasses.field(
         default_factory=collections.deque
     )
+    # Rate limits and global concurrency (corral.backends.memory.limits): the ``meta`` fields
+    # max/duration/concurrency, and the ``limiter`` window counter (0: no key) with its expiry
+    # by the store clock (None: no TTL).
+    limit_meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    limiter_count: int = 0
+    limiter_expires: int | None = None
 
     def zset(self, state: JobState) -> ZSet:
         return {

@@ -29,6 +29,7 @@ from corral.backends.redis.core import (
 from corral.backends.redis.job_flow import JobFlowOps
 from corral.backends.redis.job_ops import JobOps
 from corral.backends.redis.keys import DEFAULT_PREFIX
+from corral.backends.redis.limits import LimitOps
 from corral.backends.redis.notifications import NotificationOps
 from corral.backends.redis.queue_ops import QueueOps
 from corral.backends.redis.readers import ReaderOps
@@ -36,7 +37,7 @@ from corral.backends.redis.readers import ReaderOps
 __all__ = ["RedisAuthenticationError", "RedisBackend", "RedisUnavailableError"]
 
 
-class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
+class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, LimitOps):
     """Storage on a Redis server (6.2 or later), shared with Node BullMQ.
 
     Args:

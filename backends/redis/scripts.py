@@ -59,6 +59,8 @@ SCRIPT_NAMES: Final = (
     "get_state",
     "get_counts",
     "get_lock",
+    "limit_settings",
+    "move_to_wait",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
@@ -99,6 +101,7 @@ PLANTABLE_BUGS: Final = frozenset(
         "lose-stalled-mark",
         "no-stall-limit",
         "finish-not-idempotent",
+        "no-shared-limiter",
     }
 )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from corral.engine.storage.job_flow import JobFlowStorage
+from corral.engine.storage.limits import LimitStorage
 from corral.engine.storage.notifications import NotificationStorage
 from corral.engine.storage.operator import OperatorStorage
 from corral.engine.storage.readers import ReaderStorage
@@ -49,7 +50,9 @@ from corral.engine.storage.records import (
 )
 
 
-class Storage(JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, Protocol):
+class Storage(
+    JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, LimitStorage, Protocol
+):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
     flow, readers, notifications, operator calls). Every backend implements all of them."""
 
@@ -70,6 +73,7 @@ __all__ = [
     "Fetched",
     "FinishResult",
     "JobFlowStorage",
+    "LimitStorage",
     "LockInfo",
     "NewJob",
     "NotificationStorage",
