@@ -50,6 +50,8 @@ class LimitOps(MemoryCore):
         return store.limiter_count, left
 
     def _maxed(self, store: QueueStore) -> bool:
+        if "ignore-global-concurrency" in self.planted_bugs:
+            return False
         concurrency = store.limit_meta.get("concurrency")
         return concurrency is not None and is_maxed(concurrency, len(store.active))
 

