@@ -38,12 +38,21 @@ async def give_back(
         events.emit("error", LockLostError(code, job.id, MOVE_TO_WAIT_COMMAND), job)
 
 
+#: Redis times a blocked command out on its own clock tick (``hz`` 10: up to 100 ms late), which
+#: would stretch every rate-limit window by that much: a rate-limited slot blocks on the marker
+#: until this long before the limit ends, then sleeps the rest on its own loop's timer.
+BLOCK_SLACK_MS = 100
+
+
 def idle_timeout_ms(
     result: FetchResult, drain_delay: int, maximum_rate_limit_delay: int, now: int
-) -> int:
-    """How long an idle slot waits for the marker after a fetch that brought no job."""
+) -> tuple[int, int]:
+    """How long an idle slot waits for the marker after a fetch that brought no job, and then
+    how long it sleeps if none came (only for a rate limit: see :data:`BLOCK_SLACK_MS`)."""
     if result.rate_limit_ms:
-        return rate_limit_sleep_ms(result.rate_limit_ms, maximum_rate_limit_delay)
+        total = rate_limit_sleep_ms(result.rate_limit_ms, maximum_rate_limit_delay)
+        block = max(1, total - BLOCK_SLACK_MS)
+        return block, total - block
     if result.next_due_ms is not None:
-        return max(1, min(drain_delay, result.next_due_ms - now))
-    return drain_delay
+        return max(1, min(drain_delay, result.next_due_ms - now)), 0
+    return drain_delay, 0

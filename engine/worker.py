@@ -425,12 +425,15 @@ class Worker:
                     self._events.emit("drained")
                 if self._closing:  # close() began while the fetch was in flight
                     break
-                timeout = idle_timeout_ms(
+                timeout, rest = idle_timeout_ms(
                     result, self.drain_delay, self.maximum_rate_limit_delay, self.clock.now_ms()
                 )
                 self._idle_slots[slot] = None
                 try:
-                    await self.backend.wait_for_work(self.queue_name, timeout)
+                    # (a rate limit: the rest is slept to its end, see rate_limited.BLOCK_SLACK_MS)
+                    until = asyncio.get_running_loop().time() + (timeout + rest) / 1000
+                    if not await self.backend.wait_for_work(self.queue_name, timeout) and rest:
+                        await asyncio.sleep(max(0.0, until - asyncio.get_running_loop().time()))
                     self._fetch_errors = 0
                 except asyncio.CancelledError:
                     if self._closing:
