@@ -129,3 +129,13 @@ class JobFailedError(CorralError):
 
 class WaitTimeoutError(CorralError, TimeoutError):
     """``job.wait_until_finished`` heard of no finish within its ``ttl`` (BullMQ's text)."""
+
+
+class RateLimitError(CorralError):
+    """Raise from a processor after ``queue.rate_limit(ms)`` (e.g. on an HTTP 429): the job
+    goes back to the front of wait without using an attempt, and the worker waits out the
+    limit. Its message is BullMQ's marker ``bullmq:rateLimitExceeded``, which is what workers
+    match on (any exception with that message counts, as in Node)."""
+
+    def __init__(self, message: str = "bullmq:rateLimitExceeded") -> None:
+        super().__init__(message)

@@ -97,6 +97,8 @@ class Transition(enum.Enum):
     OBLITERATE = "obliterate"  # Queue.obliterate: everything (active only with force)
     DEBOUNCE = "debounce"  # an add with deduplication.replace removed the delayed owner
     RESCHEDULE = "reschedule"  # an add with deduplication.reschedule moved the delayed owner
+    RATE_LIMITED = "rate_limited"  # RateLimitError: back to the front of wait, no attempt used
+    RATE_LIMITED_PRIORITIZED = "rate_limited_prioritized"  # the same, ahead of its priority
 
 
 _S = JobState
@@ -133,6 +135,8 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         Transition.OBLITERATE: dict.fromkeys(_S),
         Transition.DEBOUNCE: {_S.DELAYED: None},
         Transition.RESCHEDULE: {_S.DELAYED: _S.DELAYED},
+        Transition.RATE_LIMITED: {_S.ACTIVE: _S.WAITING},
+        Transition.RATE_LIMITED_PRIORITIZED: {_S.ACTIVE: _S.PRIORITIZED},
     }
 )
 

@@ -35,6 +35,7 @@ from corral.engine.events import EventEmitter, Handler
 from corral.engine.finishing import RETRIED_FINISH_ERRORS, send_finish_again
 from corral.engine.job import Duration, Job, KeepJobs, decode_opts, encode_json
 from corral.engine.job_decoding import undecodable_reason
+from corral.engine.limits import DEFAULT_MAXIMUM_RATE_LIMIT_DELAY, Limiter, window_ms
 from corral.engine.lock_renewal import LockRenewer
 from corral.engine.loop_turns import LoopTurns
 from corral.engine.loop_watch import (
@@ -50,6 +51,7 @@ from corral.engine.policy import (
     fetch_backoff_ms,
     keep_jobs,
 )
+from corral.engine.rate_limited import give_back, idle_timeout_ms, is_rate_limit_error
 from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
@@ -134,6 +136,9 @@ class Worker(ManualFetching):
             job option: True, a count, or ``{"age": seconds, "count": n}``); BullMQ's
             precedence: the job's own option wins.
         remove_on_fail: the same for failed jobs.
+        limiter: ``{"max": n, "duration": ms}``: at most ``n`` jobs start per window across
+            all workers of the queue (enforced by the store, see ``corral.engine.limits``).
+        maximum_rate_limit_delay: longest single wait (ms) of a rate-limited worker.
     """
 
     def __init__(
@@ -159,6 +164,8 @@ class Worker(ManualFetching):
         processor_runner: ProcessorRunner | None = None,
         remove_on_complete: bool | int | Mapping[str, int] | KeepJobs | None = None,
         remove_on_fail: bool | int | Mapping[str, int] | KeepJobs | None = None,
+        limiter: Limiter | dict[str, Any] | None = None,
+        maximum_rate_limit_delay: Duration = DEFAULT_MAXIMUM_RATE_LIMIT_DELAY,
     ) -> None:
         config = worker_config(
             queue_name,
@@ -192,6 +199,10 @@ class Worker(ManualFetching):
         self.name = config.name
         self.remove_on_complete = config.remove_on_complete
         self.remove_on_fail = config.remove_on_fail
+        self.limiter = Limiter.build(limiter)
+        self.maximum_rate_limit_delay = window_ms(
+            maximum_rate_limit_delay, "maximum_rate_limit_delay"
+        )
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or system_random()
         self.id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -352,7 +363,13 @@ class Worker(ManualFetching):
         )
         self._loop_thread = threading.get_ident()
         # One request for every fetch: the store mints each lock token, "<worker id>:<number>".
-        self._fetch_request = FetchRequest(None, self.lock_duration, self.name, self.id + ":")
+        self._fetch_request = FetchRequest(
+            None,
+            self.lock_duration,
+            self.name,
+            self.id + ":",
+            None if self.limiter is None else self.limiter.pair,
+        )
         self._stopped = asyncio.Event()
         if self._closing:
             self._stopped.set()
@@ -469,23 +486,27 @@ class Worker(ManualFetching):
                     self._drained = False
                     self._fetch_errors = 0
                     return result.job
-                if not self._drained:
+                if not self._drained and not result.rate_limit_ms:
                     self._drained = True
                     self._events.emit("drained")
                 if self._closing:  # close() began while the fetch was in flight
                     break
-                timeout = self.drain_delay
-                if result.next_due_ms is not None:
-                    timeout = max(1, min(timeout, result.next_due_ms - self.clock.now_ms()))
+                timeout, rest = idle_timeout_ms(
+                    result, self.drain_delay, self.maximum_rate_limit_delay, self.clock.now_ms()
+                )
                 self._idle_slots[slot] = None
                 self._waiting_for_work.add(slot)
                 try:
+                    # (a rate limit: the rest is slept to its end, see rate_limited.BLOCK_SLACK_MS)
+                    until = asyncio.get_running_loop().time() + (timeout + rest) / 1000
                     if self._registration is None:
-                        await self.backend.wait_for_work(self.queue_name, timeout)
+                        woken = await self.backend.wait_for_work(self.queue_name, timeout)
                     else:
-                        await self.backend.wait_for_work(
+                        woken = await self.backend.wait_for_work(
                             self.queue_name, timeout, self._registration
                         )
+                    if not woken and rest:
+                        await asyncio.sleep(max(0.0, until - asyncio.get_running_loop().time()))
                     self._fetch_errors = 0
                 except asyncio.CancelledError:
                     if self._closing or self._pause.was_woken(slot):
@@ -561,6 +582,11 @@ class Worker(ManualFetching):
                         processor(job) if processor is not None else self._start_processor(job)
                     )
                 except Exception as exc:
+                    if is_rate_limit_error(exc):  # back to wait, no attempt used
+                        running.renew = False
+                        running.finishing = True
+                        await give_back(self.backend, self.queue_name, job, token, self._events)
+                        return None
                     outcome, result, error = self._failure(job, exc)
                 except BaseException as exc:
                     escaped = escaped_failure(exc, slot)
@@ -708,6 +734,10 @@ class Worker(ManualFetching):
             self._events.emit("error", LockLostError(code, running.job.id, "release"), running.job)
 
     # ------------------------------------------------------------------ timers
+
+    async def rate_limit(self, expire_time: Duration) -> None:
+        """Rate-limit the queue for ``expire_time`` ms (the alias of ``Queue.rate_limit``)."""
+        await self.backend.set_rate_limit(self.queue_name, window_ms(expire_time, "expire_time"))
 
     async def renew_locks(self) -> None:
         """Renew, in one storage call, every lock due for renewal (the timer calls this)."""

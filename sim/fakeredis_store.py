@@ -266,6 +266,27 @@ class FakeRedisStore:
     async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
         return await self._blocking(self.backend.wait_for_work(queue, timeout_ms))
 
+    async def set_rate_limit(self, queue: str, ttl_ms: int) -> None:
+        self._mutate("limit_settings", queue, self.backend.set_rate_limit(queue, ttl_ms))
+
+    async def get_rate_limit_ttl(self, queue: str, max_jobs: int | None) -> int:
+        return self.run(self.backend.get_rate_limit_ttl(queue, max_jobs))
+
+    async def remove_rate_limit_key(self, queue: str) -> int:
+        return self._mutate("limit_settings", queue, self.backend.remove_rate_limit_key(queue))
+
+    async def set_queue_meta(self, queue: str, fields: dict[str, int]) -> None:
+        self._mutate("limit_settings", queue, self.backend.set_queue_meta(queue, fields))
+
+    async def get_queue_meta(self, queue: str, names: tuple[str, ...]) -> list[str | None]:
+        return self.run(self.backend.get_queue_meta(queue, names))
+
+    async def remove_queue_meta(self, queue: str, names: tuple[str, ...]) -> None:
+        self._mutate("limit_settings", queue, self.backend.remove_queue_meta(queue, names))
+
+    async def move_to_wait(self, queue: str, job_id: str, token: str) -> tuple[ResultCode, int]:
+        return self._mutate("move_to_wait", queue, self.backend.move_to_wait(queue, job_id, token))
+
     async def close(self) -> None:
         """Nothing to release: the data stays for other users of this store."""
 

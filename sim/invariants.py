@@ -105,6 +105,8 @@ class Oracle:
         self._tokens_given: set[str] = set()
         #: Deduplication's promises (see corral.sim.dedup_watch).
         self.dedup = DedupWatch(self._violate)
+        #: The rate-limit and global-concurrency watch, in scenarios that set limits.
+        self.limits: LimitWatch | None = None
 
     # ------------------------------------------------------------------ what the store does
 
@@ -160,8 +162,12 @@ class Oracle:
             Transition.RETRY_PRIORITIZED,
             Transition.RECOVER_STALLED,
             Transition.RELEASE,
+            Transition.RATE_LIMITED,
+            Transition.RATE_LIMITED_PRIORITIZED,
         ):
             track.token = None
+        if self.limits is not None:
+            self.limits.on_transition(transition, source, target, self._violate)
         self._touched.append(job_id)
 
     def on_op(self, process: str, op: str, args: tuple[Any, ...], result: Any, now: int) -> None:
@@ -380,3 +386,61 @@ class Oracle:
 
     def _violate(self, message: str) -> None:
         self.violations.append(message)
+
+
+class LimitWatch:
+    """The rate-limit and global-concurrency invariants, judged from the transitions.
+
+    Rate limit: BullMQ's window is fixed, opened by the first activation after the previous
+    window closed, and lasts ``duration`` ms by the store's clock; no such window may hold more
+    than ``max`` starts (FETCH transitions). (A sliding window of the same length may see up to
+    twice ``max`` across a boundary, as with BullMQ: that is the fixed window's nature, not a
+    violation.) Global concurrency: never more than ``concurrency`` jobs in ``active`` (BullMQ
+    counts stalled jobs still there, and so does this).
+
+    Args:
+        rate_limit: ``(max, duration ms)`` that applies to every fetch, or None.
+        concurrency: the global concurrency, or None.
+        store_now_ms: the store's clock.
+    """
+
+    def __init__(
+        self,
+        rate_limit: tuple[int, int] | None,
+        concurrency: int | None,
+        store_now_ms: Callable[[], int],
+    ) -> None:
+        self.rate_limit = rate_limit
+        self.concurrency = concurrency
+        self._now = store_now_ms
+        self._window_end = -1
+        self._window_starts = 0
+        self.active = 0
+        self.peak_active = 0
+        self.fullest_window = 0
+
+    def on_transition(
+        self,
+        transition: Transition,
+        source: JobState | None,
+        target: JobState | None,
+        violate: Callable[[str], None],
+    ) -> None:
+        """Account one state change; report a broken limit through ``violate``."""
+        self.active += (target is JobState.ACTIVE) - (source is JobState.ACTIVE)
+        if self.concurrency is not None and self.active > self.concurrency:
+            violate(f"global concurrency: {self.active} jobs active, more than {self.concurrency}")
+        self.peak_active = max(self.peak_active, self.active)
+        if transition is not Transition.FETCH or self.rate_limit is None:
+            return
+        limit, duration = self.rate_limit
+        now = self._now()
+        if now >= self._window_end:
+            self._window_end, self._window_starts = now + duration, 0
+        self._window_starts += 1
+        self.fullest_window = max(self.fullest_window, self._window_starts)
+        if self._window_starts > limit:
+            violate(
+                f"rate limit: {self._window_starts} jobs started in the window ending at "
+                f"{self._window_end} ms, more than {limit} per {duration} ms"
+            )

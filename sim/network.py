@@ -150,5 +150,28 @@ class Connection:
     async def remove_deduplication_key(self, queue: str, dedup_id: str) -> int:
         return cast(int, await self._call("remove_deduplication_key", queue, dedup_id))
 
+    async def set_rate_limit(self, queue: str, ttl_ms: int) -> None:
+        await self._call("set_rate_limit", queue, ttl_ms)
+
+    async def get_rate_limit_ttl(self, queue: str, max_jobs: int | None) -> int:
+        return cast(int, await self._call("get_rate_limit_ttl", queue, max_jobs))
+
+    async def remove_rate_limit_key(self, queue: str) -> int:
+        return cast(int, await self._call("remove_rate_limit_key", queue))
+
+    async def set_queue_meta(self, queue: str, fields: dict[str, int]) -> None:
+        await self._call("set_queue_meta", queue, fields)
+
+    async def get_queue_meta(self, queue: str, names: tuple[str, ...]) -> list[str | None]:
+        return cast("list[str | None]", await self._call("get_queue_meta", queue, names))
+
+    async def remove_queue_meta(self, queue: str, names: tuple[str, ...]) -> None:
+        await self._call("remove_queue_meta", queue, names)
+
+    async def move_to_wait(self, queue: str, job_id: str, token: str) -> tuple[ResultCode, int]:
+        return cast(
+            "tuple[ResultCode, int]", await self._call("move_to_wait", queue, job_id, token)
+        )
+
     async def close(self) -> None:
         """Nothing to close: connections live as long as their process."""

@@ -80,6 +80,8 @@ class WorkerSettings:
     max_stalled_count: int = 1
     drain_delay: int = 5_000
     skip_stalled_check: bool = False
+    #: The worker ``limiter`` ``(max, duration ms)``, or None.
+    limiter: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +159,8 @@ class Scenario:
     expect_no_reruns: bool = False
     #: Deduplicated adds (None: no job carries a dedup id).
     dedup: DedupSpec | None = None
+    #: The queue's global concurrency, set before the first job is added (None: unset).
+    global_concurrency: int | None = None
 
     def with_changes(self, **changes: object) -> Scenario:
         """A copy with some fields replaced."""
@@ -309,7 +313,44 @@ DEDUP: Final = Scenario(
     dedup=DedupSpec(),
 )
 
+RATE_LIMIT: Final = Scenario(
+    name="rate-limit",
+    description=(
+        "4 workers of concurrency 4 sharing a limiter of 5 jobs per second, under swarm faults: "
+        "no fixed window by the store's clock holds more than 5 starts, and the queue drains"
+    ),
+    workers=4,
+    settings=WorkerSettings(concurrency=4, limiter=(5, 1_000)),
+    jobs=JobSpec(count=200, arrival_ms=20_000),
+    work=WorkShape(min_ms=20, max_ms=500),
+    duration_ms=120_000,
+)
+
+GLOBAL_CONCURRENCY: Final = Scenario(
+    name="global-concurrency",
+    description=(
+        "4 workers of concurrency 3 under a global concurrency of 3, under swarm faults: never "
+        "more than 3 jobs active at once, and the queue drains"
+    ),
+    workers=4,
+    settings=WorkerSettings(concurrency=3, drain_delay=1_000),
+    jobs=JobSpec(count=150, arrival_ms=20_000),
+    work=WorkShape(min_ms=20, max_ms=1_000),
+    duration_ms=120_000,
+    global_concurrency=3,
+)
+
 SCENARIOS: Final = {
     s.name: s
-    for s in (STANDARD, STALL_RECIPES, ZERO_STALLS, CALM, CHECKER_ONLY, LOST_FINISHES, DEDUP)
+    for s in (
+        STANDARD,
+        STALL_RECIPES,
+        ZERO_STALLS,
+        CALM,
+        CHECKER_ONLY,
+        LOST_FINISHES,
+        DEDUP,
+        RATE_LIMIT,
+        GLOBAL_CONCURRENCY,
+    )
 }

@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING, Any
 from corral.backends.memory import MemoryBackend, TransitionListener
 from corral.engine.checker import StalledChecker
 from corral.engine.job import Job
+from corral.engine.limits import Limiter
 from corral.engine.queue import Queue
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import next_job, result_code
 from corral.engine.worker import Worker
-from corral.sim.invariants import COVERAGE_GOALS, Oracle
+from corral.sim.invariants import COVERAGE_GOALS, LimitWatch, Oracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.network import Connection, SimulatedConnectionError
 from corral.sim.scenario import WINDOW_FAULTS, Fault, Scenario, draw_faults
@@ -152,6 +153,10 @@ class World:
         # the workers keep running, and a token they were given must never come back.
         self._token_numbers = itertools.count(1)
         self.backend: MemoryBackend | FakeRedisStore = self._new_backend()
+        if scenario.settings.limiter is not None or scenario.global_concurrency is not None:
+            self.oracle.limits = LimitWatch(
+                scenario.settings.limiter, scenario.global_concurrency, self.store_clock.now_ms
+            )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -419,6 +424,7 @@ class World:
             max_stalled_count=settings.max_stalled_count,
             drain_delay=settings.drain_delay,
             skip_stalled_check=settings.skip_stalled_check,
+            limiter=None if settings.limiter is None else Limiter(*settings.limiter),
             name=name,
             clock=process.clock,
             rng=self._rng(f"worker:{name}"),
@@ -478,6 +484,8 @@ class World:
         spec = self.scenario.jobs
         dedup_spec = self.scenario.dedup
         rng = self._rng("jobs")
+        if self.scenario.global_concurrency is not None:
+            await self._set_global_concurrency(queue, self.scenario.global_concurrency)
         for n in range(spec.count):
             due = spec.arrival_ms * n / max(1, spec.count) / 1000
             if due > self.now:
@@ -500,6 +508,15 @@ class World:
             except SimulatedConnectionError:
                 self.record("producer", "add-failed", "", f"n={n}")
         self._producer_done = True
+
+    async def _set_global_concurrency(self, queue: Queue, concurrency: int) -> None:
+        # (before any job: the producer's link is not faulted, but a call may still time out)
+        while True:
+            try:
+                await queue.set_global_concurrency(concurrency)
+                return
+            except SimulatedConnectionError:
+                self.record("producer", "meta-failed", "", f"concurrency={concurrency}")
 
     # ------------------------------------------------------------------ faults
 
@@ -702,6 +719,8 @@ _READ_ONLY = frozenset(
         "wait_for_work",
         "last_event_id",
         "wait_for_events",
+        "get_rate_limit_ttl",
+        "get_queue_meta",
     }
 )
 

@@ -20,13 +20,16 @@ from corral.backends.memory.checks import check_fields, check_queue, check_sizes
 from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.job_flow import JobFlowOps
 from corral.backends.memory.job_ops import JobOps
+from corral.backends.memory.limits import LimitOps
 from corral.backends.memory.notifications import NotificationOps
 from corral.backends.memory.queue_ops import QueueOps
 from corral.backends.memory.readers import ReaderOps
 from corral.backends.memory.workers import WorkerOps
 
 
-class MemoryBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, DedupOps, WorkerOps):
+class MemoryBackend(
+    JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, DedupOps, WorkerOps, LimitOps
+):
     """In-process storage for any number of queues.
 
     Args:

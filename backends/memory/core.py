@@ -29,6 +29,8 @@ PLANTABLE_BUGS: Final = {
     "no-stall-limit": "max_stalled_count is ignored",
     "finish-not-idempotent": "a finish sent again after its reply was lost is refused",
     "dedup-ignores-owner": "an add claims a deduplication id without checking its holder",
+    "no-shared-limiter": "activations are never counted in the queue's rate-limit window",
+    "ignore-global-concurrency": "fetches ignore the queue's global concurrency",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.

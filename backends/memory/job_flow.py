@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from corral.backends.memory.dedup import DedupOps
+from corral.backends.memory.limits import MAXED, LimitOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.job import decode_opts, next_count
@@ -39,16 +40,23 @@ _COMPLETE: Final = Transition.COMPLETE
 _COMPLETED: Final = JobState.COMPLETED
 
 
-class JobFlowOps(DedupOps):
+class JobFlowOps(DedupOps, LimitOps):
     """The job flow's operations and their helpers."""
 
     def _fetch(
         self, queue: str, store: QueueStore, request: FetchRequest, token: str, now: int
-    ) -> Fetched | None:
-        """Take and lock the next ready job, or None (paused, or nothing ready)."""
+    ) -> Fetched | int | None:
+        """Take and lock the next ready job, or None (paused, maxed, or nothing ready), or the
+        ms a rate limit holds fetches back (an int)."""
         # As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
         if store.delayed.scores:
             self._promote_due(queue, store, now)
+        # Rate limit, then global concurrency (corral.backends.memory.limits), before the pause.
+        max_jobs = None
+        if request.limiter is not None or store.limit_meta:
+            verdict, max_jobs = self._gate(store, request)
+            if verdict:
+                return None if verdict == MAXED else verdict
         if store.paused:
             return None
         if store.wait:
@@ -66,10 +74,15 @@ class JobFlowOps(DedupOps):
         fields["ats"] = next_count(fields.get("ats"))
         if request.worker_name is not None:
             fields["pb"] = request.worker_name
+        if max_jobs is not None:
+            self._count_activation(store, request, fields, max_jobs)
         self._emit(store, ("active", "jobId", job_id, "prev", "waiting"))
-        # More jobs are ready: the marker says so (unless it already does and nobody waits).
-        if (store.wait or store.prioritized.scores) and (
-            store.waiters or store.marker.get("0") != 0
+        # More jobs are ready: the marker says so (unless it already does and nobody waits),
+        # unless global concurrency is reached (BullMQ adds no marker then).
+        if (
+            (store.wait or store.prioritized.scores)
+            and (store.waiters or store.marker.get("0") != 0)
+            and not (store.limit_meta and self._maxed(store))
         ):
             self._signal(store)
         return Fetched(job_id, dict(fields), token)
@@ -182,7 +195,9 @@ class JobFlowOps(DedupOps):
             fetched = self._fetch(
                 queue, store, request, request.lock_token(self._token_numbers), now
             )
-            if fetched is not None or store.paused:
+            if isinstance(fetched, int):
+                return FetchResult(None, rate_limit_ms=fetched)
+            if fetched is not None or store.paused or (store.limit_meta and self._maxed(store)):
                 return FetchResult(fetched)
             first = store.delayed.first()
             return FetchResult(None, None if first is None else first[0] // 4096)
@@ -217,7 +232,7 @@ class JobFlowOps(DedupOps):
             if fetch is None or next_token is None:  # (None together: the second is for mypy)
                 return _OK
             fetched = self._fetch(queue, store, fetch, next_token, now)
-            if fetched is None:
+            if not isinstance(fetched, Fetched):  # (none ready, or held back by a limit)
                 return _OK
             fields = store.jobs.get(job_id)
             if fields is not None:  # (retention may have deleted it)

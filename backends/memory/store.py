@@ -72,6 +72,12 @@ class QueueStore:
     # ``dn:<id>`` as id -> the parked job's hash (name, data, opts, jid).
     dedup: dict[str, tuple[str, int | None]] = dataclasses.field(default_factory=dict)
     dedup_next: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    # Rate limits and global concurrency (corral.backends.memory.limits): the ``meta`` fields
+    # max/duration/concurrency, and the ``limiter`` window counter (0: no key) with its expiry
+    # by the store clock (None: no TTL).
+    limit_meta: dict[str, str] = dataclasses.field(default_factory=dict)
+    limiter_count: int = 0
+    limiter_expires: int | None = None
 
     def zset(self, state: JobState) -> ZSet:
         return {

@@ -30,6 +30,7 @@ from corral.backends.redis.dedup import DedupOps
 from corral.backends.redis.job_flow import JobFlowOps
 from corral.backends.redis.job_ops import JobOps
 from corral.backends.redis.keys import DEFAULT_PREFIX
+from corral.backends.redis.limits import LimitOps
 from corral.backends.redis.notifications import NotificationOps
 from corral.backends.redis.queue_ops import QueueOps
 from corral.backends.redis.readers import ReaderOps
@@ -38,7 +39,9 @@ from corral.backends.redis.workers import WorkerOps
 __all__ = ["RedisAuthenticationError", "RedisBackend", "RedisUnavailableError"]
 
 
-class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, DedupOps, WorkerOps):
+class RedisBackend(
+    JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, DedupOps, WorkerOps, LimitOps
+):
     """Storage on a Redis server (6.2 or later), shared with Node BullMQ.
 
     Args:

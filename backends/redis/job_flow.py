@@ -50,12 +50,21 @@ def _fetched(raw: Sequence[Any], token: str) -> Fetched | None:
 def _fetch_result(raw: Sequence[Any], token: str) -> FetchResult:
     if raw[0] == 1:
         return FetchResult(_fetched(raw, token))
+    if raw[0] == 2:  # a rate limit holds fetches back for raw[1] ms
+        return FetchResult(None, rate_limit_ms=int(raw[1]))
     return FetchResult(None, int(raw[1]) if len(raw) > 1 else None)
 
 
 def _fetch_args(request: FetchRequest, token: str) -> list[str | int]:
     name = request.worker_name
-    return [token, px(request.lock_duration), "0" if name is None else "1", name or ""]
+    limiter = request.limiter
+    return [
+        token,
+        px(request.lock_duration),
+        "0" if name is None else "1",
+        name or "",
+        *(("", "") if limiter is None else limiter),
+    ]
 
 
 class JobFlowOps(RedisCore):
@@ -87,7 +96,8 @@ class JobFlowOps(RedisCore):
     async def fetch_next(self, queue: str, request: FetchRequest, now: int) -> FetchResult:
         """Promote due delayed jobs, then take and lock the next job (``FETCH``)."""
         token = request.lock_token(self._token_numbers)
-        args = [*_fetch_args(request, token), now]
+        token_args = _fetch_args(request, token)
+        args = [*token_args[:4], now, *token_args[4:]]
         return _fetch_result(await self._scripts.run("fetch_next", self.keys(queue), args), token)
 
     @reaching

@@ -33,6 +33,7 @@ KEY_TYPES: Final = {
     "marker": "zset",
     "events": "stream",
     "meta": "hash",
+    "limiter": "string",
 }
 
 
@@ -116,6 +117,11 @@ class QueueKeys:
     def meta(self) -> str:
         """``<prefix>:<queue>:meta``."""
         return self.base + "meta"
+
+    @property
+    def limiter(self) -> str:
+        """``<prefix>:<queue>:limiter`` (the rate-limit window counter)."""
+        return self.base + "limiter"
 
     def key(self, suffix: str) -> str:
         """The queue key ending in ``suffix`` (one of :data:`KEY_TYPES`)."""

@@ -72,6 +72,8 @@ SCRIPT_NAMES: Final = (
     "obliterate",
     "trim_events",
     "get_counts_per_priority",
+    "limit_settings",
+    "move_to_wait",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
@@ -113,6 +115,8 @@ PLANTABLE_BUGS: Final = frozenset(
         "no-stall-limit",
         "finish-not-idempotent",
         "dedup-ignores-owner",
+        "no-shared-limiter",
+        "ignore-global-concurrency",
     }
 )
 

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from corral.engine.storage.dedup import DedupStorage
 from corral.engine.storage.job_flow import JobFlowStorage
+from corral.engine.storage.limits import LimitStorage
 from corral.engine.storage.notifications import NotificationStorage
 from corral.engine.storage.operator import OperatorStorage
 from corral.engine.storage.readers import ReaderStorage
@@ -59,6 +60,7 @@ class Storage(
     OperatorStorage,
     DedupStorage,
     WorkerStorage,
+    LimitStorage,
     Protocol,
 ):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
@@ -83,6 +85,7 @@ __all__ = [
     "Fetched",
     "FinishResult",
     "JobFlowStorage",
+    "LimitStorage",
     "LockInfo",
     "NewJob",
     "NotificationStorage",

@@ -77,6 +77,8 @@ class FetchRequest:
     lock_duration: int
     worker_name: str | None = None
     token_prefix: str = ""
+    #: The worker's rate limit ``(max, duration ms)``, applied queue-wide by the store.
+    limiter: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Each store numbers the tokens it mints on its own: a prefix unique to the caller keeps
@@ -108,10 +110,12 @@ class Fetched:
 
 @dataclasses.dataclass(slots=True)
 class FetchResult:
-    """The job that was activated, or None with the due time of the next delayed job (if any)."""
+    """The job that was activated, or None with the due time of the next delayed job (if any),
+    or, when a rate limit holds fetches back, ``rate_limit_ms`` > 0: how long it lasts."""
 
     job: Fetched | None
     next_due_ms: int | None = None
+    rate_limit_ms: int = 0
 
 
 @dataclasses.dataclass(slots=True)

@@ -128,6 +128,7 @@ async def test_layout_matches_bullmq_names_and_types(backend: Storage, clock: Vi
     await queue.check_stalled(stalled_interval=30_000)
     await queue.add("waits")
     await queue.add("prio2", priority=1)
+    await queue.rate_limit(60_000)  # the limiter window (a string with a TTL)
     await queue.pause()
 
     keys = store.keys(Q)

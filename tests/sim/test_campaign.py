@@ -68,8 +68,12 @@ def test_campaign_summary_adds_up() -> None:
 # ---------------------------------------------------------------------------- planted bugs
 
 BUDGET = 200
-#: The scenario that can reach each planted bug (the standard one unless named here).
-BUG_SCENARIOS = {"dedup-ignores-owner": "dedup"}
+#: The scenario that exercises each planted bug ("standard" unless named here).
+BUG_SCENARIOS = {
+    "dedup-ignores-owner": "dedup",
+    "no-shared-limiter": "rate-limit",
+    "ignore-global-concurrency": "global-concurrency",
+}
 
 
 def first_failure(bug: str) -> RunResult | None:

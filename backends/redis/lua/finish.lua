@@ -3,7 +3,7 @@
   finish: apply an attempt's outcome to an active job whose lock holds the token, and
   optionally fetch the next job in the same step (BullMQ's fetch-next).
 
-  KEYS: wait active prioritized delayed completed failed stalled pc marker events meta id
+  KEYS: wait active prioritized delayed completed failed stalled pc marker events meta id limiter
   ARGV:
     1   base: "<prefix>:<queue>:"
     2   job id
@@ -20,6 +20,8 @@
     13  fetch: lock TTL for PX (ms)
     14  fetch: "1" if a worker name follows
     15  fetch: worker name
+    16  fetch: the worker's limiter max, "" for none
+    17  fetch: the worker's limiter duration (ms), "" for none
   Returns: {code} or, when the finish succeeded and a fetch was asked for, {code, fetched}
     where fetched is what fetch_next returns. Codes: 0 ok, -1 missing job, -2 missing lock,
     -3 not active, -6 lock held by another token; on a non-zero code nothing changed.
@@ -34,6 +36,7 @@
 ]]
 --- @include "common"
 --- @include "dedup"
+--- @include "limits"
 
 local id, token, now, outcome = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local key = job_key(id)
@@ -125,7 +128,8 @@ if redis.call('LLEN', K.wait) == 0 and redis.call('ZCARD', K.prioritized) == 0
   emit('drained')
 end
 if ARGV[11] == '1' then
-  local fetched = fetch(ARGV[12], ARGV[13], ARGV[14], ARGV[15], now)
+  local fetched = fetch(ARGV[12], ARGV[13], ARGV[14], ARGV[15], now,
+    limits_for(ARGV[16], ARGV[17]))
   -- (retention may have deleted the finished job: HSET would make a stray hash)
   if fetched[1] == 1 and redis.call('EXISTS', key) == 1 then
     redis.call('HSET', key, 'fin:' .. token,

@@ -7,7 +7,8 @@
 //   hang           the processor never returns (the test kills the process: a dead worker)
 //   progress       report this progress before returning
 //   checkerOnly    do not process: only run the stalled checker; exit after `count` stalls
-//   lockDuration, stalledInterval, maxStalledCount, concurrency, name: Worker options
+//   lockDuration, stalledInterval, maxStalledCount, concurrency, name, limiter: Worker options
+//   workMs         the processor waits this long before returning
 // The processor returns {by: "node", name, echo: data, attemptsMade}.
 // Prints: {"event": "processing", "job": {...}} when a processor starts, and
 // {"event": "completed" | "failed" | "stalled" | "error", ...}.
@@ -24,6 +25,9 @@ async function processor(job) {
   emit({ event: 'processing', job: describe(job) });
   if (cfg.hang) {
     await new Promise(() => {});
+  }
+  if (cfg.workMs) {
+    await new Promise((resolve) => setTimeout(resolve, cfg.workMs));
   }
   if (cfg.progress !== undefined) {
     await job.updateProgress(cfg.progress);
@@ -45,6 +49,7 @@ const worker = new Worker(cfg.queue, processor, {
   stalledInterval: cfg.stalledInterval ?? 30000,
   maxStalledCount: cfg.maxStalledCount ?? 1,
   name: cfg.name,
+  limiter: cfg.limiter,
   drainDelay: 1,
 });
 

@@ -126,11 +126,21 @@ local function promote_due(now)
   end
 end
 
--- Transition FETCH, after promoting due jobs. Returns {0} while paused or empty, {0, due}
--- when only delayed jobs remain, or {1, id, '[field, value, ...]'} (the hash as a JSON array).
-local function fetch(token, lock_px, has_name, worker_name, now)
+-- Transition FETCH, after promoting due jobs. Returns {0} while paused (or maxed) or empty,
+-- {0, due} when only delayed jobs remain, {2, ms} while a rate limit holds fetches back, or
+-- {1, id, '[field, value, ...]'} (the hash as a JSON array). `limits` is nil or what the
+-- "limits" include's limits_for returns.
+local function fetch(token, lock_px, has_name, worker_name, now, limits)
   -- As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
   promote_due(now)
+  if limits then
+    local verdict = limits.gate()
+    if verdict > 0 then
+      return {2, verdict}
+    elseif verdict < 0 then
+      return {0}
+    end
+  end
   if is_paused() then
     return {0}
   end
@@ -157,8 +167,12 @@ local function fetch(token, lock_px, has_name, worker_name, now)
   if has_name == '1' then
     redis.call('HSET', key, 'pb', worker_name)
   end
+  if limits then
+    limits.count(id)
+  end
   emit('active', 'jobId', id, 'prev', 'waiting')
-  if redis.call('LLEN', K.wait) > 0 or redis.call('ZCARD', K.prioritized) > 0 then
+  if (redis.call('LLEN', K.wait) > 0 or redis.call('ZCARD', K.prioritized) > 0)
+      and not (limits and limits.maxed()) then
     signal('0', 0)
   end
   -- The hash as one JSON array [field, value, ...] in HGETALL's order: a single bulk string

@@ -1,0 +1,58 @@
+"""A worker's side of rate limiting: recognising BullMQ's ``RateLimitError``, giving its job
+back, and how long to wait when the store says the queue is rate limited.
+
+The wait itself is the worker's usual wait for work (the store's marker) with the store-given
+delay as its timeout, capped by ``maximum_rate_limit_delay``: no polling, and lifting the limit
+(``remove_rate_limit_key``, removing the global limit) sets the marker, which wakes the worker at
+once.
+"""
+
+from __future__ import annotations
+
+from corral.engine.errors import LockLostError, ResultCode
+from corral.engine.events import EventEmitter
+from corral.engine.job import Job
+from corral.engine.limits import RATE_LIMIT_ERROR_MESSAGE, rate_limit_sleep_ms
+from corral.engine.storage import FetchResult, Storage
+
+#: BullMQ's script name for giving a rate-limited job back (in error texts).
+MOVE_TO_WAIT_COMMAND = "moveJobFromActiveToWait"
+
+
+def is_rate_limit_error(error: BaseException) -> bool:
+    """Whether a processor's error asks for a rate-limited retry: BullMQ matches the message,
+    not the class, so a plain ``Exception("bullmq:rateLimitExceeded")`` counts too."""
+    return str(error) == RATE_LIMIT_ERROR_MESSAGE
+
+
+async def give_back(
+    backend: Storage, queue: str, job: Job, token: str, events: EventEmitter
+) -> None:
+    """Put a job whose processor raised a rate-limit error back in wait, no attempt used."""
+    try:
+        code, _ = await backend.move_to_wait(queue, job.id, token)
+    except Exception as exc:
+        events.emit("error", exc, job)
+        return
+    if code is not ResultCode.OK:
+        events.emit("error", LockLostError(code, job.id, MOVE_TO_WAIT_COMMAND), job)
+
+
+#: Redis times a blocked command out on its own clock tick (``hz`` 10: up to 100 ms late), which
+#: would stretch every rate-limit window by that much: a rate-limited slot blocks on the marker
+#: until this long before the limit ends, then sleeps the rest on its own loop's timer.
+BLOCK_SLACK_MS = 100
+
+
+def idle_timeout_ms(
+    result: FetchResult, drain_delay: int, maximum_rate_limit_delay: int, now: int
+) -> tuple[int, int]:
+    """How long an idle slot waits for the marker after a fetch that brought no job, and then
+    how long it sleeps if none came (only for a rate limit: see :data:`BLOCK_SLACK_MS`)."""
+    if result.rate_limit_ms:
+        total = rate_limit_sleep_ms(result.rate_limit_ms, maximum_rate_limit_delay)
+        block = max(1, total - BLOCK_SLACK_MS)
+        return block, total - block
+    if result.next_due_ms is not None:
+        return max(1, min(drain_delay, result.next_due_ms - now)), 0
+    return drain_delay, 0
