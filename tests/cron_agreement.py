@@ -40,6 +40,8 @@ KNOWN_DIVERGENCES: dict[tuple[str, str, str], str] = {
     ("30 * * * *", "Australia/Lord_Howe", "2026-10-03T12:30:00Z"): SHIFT,
     ("30 * * * *", "Australia/Lord_Howe", "2026-10-03T15:00:00Z"): SHIFT,
     ("15,45 * * * *", "Australia/Lord_Howe", "2026-04-04T14:30:00Z"): SHIFT,
+    ("0,30 * * * *", "Australia/Lord_Howe", "2026-04-04T14:30:00Z"): SHIFT,
+    ("0,30 * * * *", "Australia/Lord_Howe", "2026-10-03T15:00:00Z"): SHIFT,
     ("15,45 * * * *", "Australia/Lord_Howe", "2026-10-03T15:00:00Z"): SHIFT,
     ("0 */2 * * *", "Australia/Lord_Howe", "2026-04-04T12:00:00Z"): LOOP,
     ("0 */2 * * *", "Australia/Lord_Howe", "2026-10-03T12:30:00Z"): SHIFT,

@@ -57,6 +57,8 @@ export const PATTERNS = [
   '0 12 * * 7',
   '0 12 * * 0',
   '59 23 * * *',
+  '0,30 * * * *',
+  '0 0 * JUL sun',
   '0 0 * * 6,0',
   '*/15 9-17 * * 1-5',
   '0 4 8-14 * *',
@@ -77,6 +79,8 @@ export const PATTERNS = [
   '0 0 1 1 * *',
   '0 0 9 ? * TUE',
   '0 0 0 * * 2L',
+  // four fields: the leading ones default to "0 *"
+  '15 10 * *',
   // aliases
   '@hourly',
   '@daily',
