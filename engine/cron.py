@@ -36,8 +36,9 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from croniter.croniter import CroniterError
+from croniter.croniter import CroniterBadDateError, CroniterError
 
+from corral.engine.cron_fields import NAMES, check_fields
 from corral.engine.errors import InvalidArgumentError
 
 #: cron-parser's predefined patterns, in its six-field form.
@@ -60,6 +61,7 @@ FIELD_DEFAULTS = ("0", "*", "*", "*", "*", "*")
 _MAX_SHIFT = timedelta(hours=3)
 _LAST_WEEKDAY = re.compile(r"\b([0-7])L\b", re.IGNORECASE)
 _ALLOWED = re.compile(r"^[0-9A-Za-z*?,/#-]+$")
+_NAME_WORDS = frozenset(NAMES)
 #: A fixed naive instant to probe that a pattern matches some date at all.
 _PROBE = datetime(2000, 1, 1)
 
@@ -70,18 +72,14 @@ class CronPattern:
 
     Attributes:
         text: the pattern as the caller wrote it.
-        fields: the six fields (``sec min hour dom month dow``) in croniter's spelling.
+        expressions: croniter expressions (six fields, seconds first) whose union is the
+            pattern: one, or two when both day fields are restricted (see :func:`_day_sides`).
         every_hour: whether the hour field matches all 24 hours (decides the fall-back rule).
     """
 
     text: str
-    fields: tuple[str, ...]
+    expressions: tuple[str, ...]
     every_hour: bool
-
-    @property
-    def expression(self) -> str:
-        """The six fields joined, for croniter (with ``second_at_beginning=True``)."""
-        return " ".join(self.fields)
 
 
 @lru_cache(maxsize=1024)
@@ -105,32 +103,57 @@ def parse_cron(pattern: str) -> CronPattern:
     for atom in atoms:
         if not _ALLOWED.match(atom):
             raise InvalidArgumentError(f"invalid cron pattern {pattern!r}: bad field {atom!r}")
-        if "H" in atom.upper():
+        letters = _letters(atom)
+        if "H" in letters:
             raise InvalidArgumentError(
                 f"invalid cron pattern {pattern!r}: 'H' (a random value in Node's cron "
                 "library) is not supported: processes sharing a scheduler could not agree"
             )
-        if "W" in atom.upper() and not _is_name(atom):
+        if "W" in letters:
             raise InvalidArgumentError(f"invalid cron pattern {pattern!r}: 'W' is not supported")
     fields = list(FIELD_DEFAULTS[: len(FIELD_DEFAULTS) - len(atoms)]) + atoms
+    check_fields(pattern, fields)
     fields[5] = _LAST_WEEKDAY.sub(r"L\1", fields[5])
-    expression = " ".join(fields)
-    try:
-        probe = croniter(expression, _PROBE, second_at_beginning=True)
-        probe.get_next(datetime)
-    except (CroniterError, ValueError, KeyError) as error:
-        raise InvalidArgumentError(f"invalid cron pattern {pattern!r}: {error}") from None
-    hours = probe.expanded[1]
+    expressions = []
+    hours: list[str] = []
+    for expression in _day_sides(fields):
+        try:
+            probe = croniter(expression, _PROBE, second_at_beginning=True)
+        except (CroniterError, ValueError, KeyError) as error:
+            raise InvalidArgumentError(f"invalid cron pattern {pattern!r}: {error}") from None
+        try:
+            probe.get_next(datetime)
+        except CroniterBadDateError:
+            continue  # this side never matches: the other one may
+        except (CroniterError, ValueError, KeyError) as error:
+            raise InvalidArgumentError(f"invalid cron pattern {pattern!r}: {error}") from None
+        expressions.append(expression)
+        hours = probe.expanded[1]
+    if not expressions:
+        raise InvalidArgumentError(f"invalid cron pattern {pattern!r}: it never matches a date")
     every_hour = hours == ["*"] or len(set(hours)) == 24
-    return CronPattern(text=pattern, fields=tuple(fields), every_hour=every_hour)
+    return CronPattern(text=pattern, expressions=tuple(expressions), every_hour=every_hour)
 
 
-def _is_name(atom: str) -> bool:
-    """Whether every letter of ``atom`` belongs to month or day names (``WED``, ``TUE-WED``)."""
+def _day_sides(fields: list[str]) -> list[str]:
+    """The croniter expressions whose union is the pattern.
+
+    In cron-parser a day field is a wildcard only when its text is ``*`` or ``?``; when neither
+    day field is, a day matches if *either* does, each side with its own ``L`` or ``#``. croniter
+    treats ``1-31`` or ``*/1`` as a wildcard and keeps ``L``/``#`` on both sides, so such a
+    pattern is split into its day-of-month side and its day-of-week side.
+    """
+    if fields[3] in ("*", "?") or fields[5] in ("*", "?"):
+        return [" ".join(fields)]
+    by_month_day = [*fields[:5], "*"]
+    by_week_day = [*fields[:3], "*", *fields[4:]]
+    return [" ".join(by_month_day), " ".join(by_week_day)]
+
+
+def _letters(atom: str) -> str:
+    """The letters of ``atom`` outside month and day names, upper-cased (``THU`` has no ``H``)."""
     words = re.findall(r"[A-Za-z]+", atom)
-    names = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"}
-    names |= {"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}
-    return all(word.upper() in names for word in words)
+    return "".join(word.upper() for word in words if word.lower() not in _NAME_WORDS)
 
 
 def zone(tz: str | None) -> ZoneInfo:
@@ -178,8 +201,12 @@ def next_fire_ms(pattern: str | CronPattern, after_ms: int, tz: str | None) -> i
     """
     cron = pattern if isinstance(pattern, CronPattern) else parse_cron(pattern)
     where = zone(tz)
-    after_s = after_ms // 1000
-    after = datetime.fromtimestamp(after_s, UTC)
+    after = datetime.fromtimestamp(after_ms // 1000, UTC)
+    return min(_first_after(side, after, where, cron.every_hour) for side in cron.expressions)
+
+
+def _first_after(expression: str, after: datetime, where: ZoneInfo, every_hour: bool) -> int:
+    """:func:`next_fire_ms` for one croniter expression."""
     # Walk the zone's naive wall clock with croniter and turn each matching wall time into the
     # instants it fires at. Wall order is instant order except around a clock change: when
     # ``after`` lies in the first copy of a repeated hour, matches in the second copy have
@@ -188,14 +215,14 @@ def next_fire_ms(pattern: str | CronPattern, after_ms: int, tz: str | None) -> i
     # that much further.
     fall_back = _offset(after, where) - _offset(after + _MAX_SHIFT, where)
     start = _wall(after, where) - max(fall_back, timedelta(0))
-    walker = croniter(cron.expression, start, second_at_beginning=True)
+    walker = croniter(expression, start, second_at_beginning=True)
     best: datetime | None = None
     horizon: datetime | None = None
     while True:
         candidate = walker.get_next(datetime)
         if horizon is not None and candidate > horizon:
             break
-        for instant, moved in _instants(candidate, where, cron.every_hour, after):
+        for instant, moved in _instants(candidate, where, every_hour, after):
             if instant > after and (best is None or instant < best):
                 best = instant
                 horizon = candidate + (_shift_near(best, where) if moved else timedelta(0))

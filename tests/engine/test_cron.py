@@ -131,7 +131,12 @@ def test_a_daily_job_based_in_its_repeated_hour_skips_to_the_next_day() -> None:
         ("0 0 0 * * * *", "too many fields"),
         ("* * * * 8", "out of range"),
         ("60 * * * *", "out of range"),
-        ("0 0 30 2 *", "failed to find next date"),
+        ("0 0 30 2 *", "never matches a date"),
+        ("1,1 * * * *", "1 is listed twice in the minute field"),
+        ("0 0 * * 2,TUE", "2 is listed twice in the day of week field"),
+        ("0 0 * * 0,7", "0 is listed twice in the day of week field"),
+        ("0 0 * * 0,6-7", "0 is listed twice in the day of week field"),
+        ("0 0 * * 1#2,3", "'#' cannot be combined with a list"),
         ("a b c d e", "not acceptable"),
         ("H * * * *", "'H'"),
         ("0 0 LW * *", "'W'"),
@@ -146,8 +151,28 @@ def test_refusals_name_the_pattern(pattern: str, words: str) -> None:
     assert words in str(refused.value)
 
 
-def test_names_with_a_w_are_not_mistaken_for_w() -> None:
-    assert parse_cron("0 0 * * WED").fields[5] == "WED"
+@pytest.mark.parametrize("days", ["WED", "THU", "thu-sat", "MON,THU"])
+def test_names_with_a_w_or_h_are_not_mistaken_for_those(days: str) -> None:
+    assert parse_cron(f"0 0 * * {days}").expressions == (f"0 0 0 * * {days}",)
+
+
+@pytest.mark.parametrize("pattern", ["0 0 * * 6-7", "0 0 * * 0-7", "0 0 * * */7", "0 0 * * 2L,2"])
+def test_values_met_twice_only_through_a_range_are_accepted(pattern: str) -> None:
+    parse_cron(pattern)
+
+
+def test_restricted_day_fields_match_either_with_their_own_l_or_hash() -> None:
+    """cron-parser: the 3rd..28th OR the last Sunday (croniter alone needs both for ``0L``)."""
+    times = next_fire_times("0 0 3-28 * 0L", ms("2026-01-28T12:00:00+00:00"), "UTC", 2)
+    assert [iso(t) for t in times] == ["2026-02-03T00:00:00+00:00", "2026-02-04T00:00:00+00:00"]
+    sunday = next_fire_ms("0 0 1 * 0L", ms("2026-01-02T00:00:00+00:00"), "UTC")
+    assert iso(sunday) == "2026-01-25T00:00:00+00:00"
+
+
+def test_a_full_range_of_days_is_restricted_in_cron_parser() -> None:
+    """``1-31`` is not a wildcard there: with a day of week, every day matches."""
+    after = ms("2026-01-01T12:00:00+00:00")
+    assert iso(next_fire_ms("0 0 1-31 * MON", after, "UTC")) == "2026-01-02T00:00:00+00:00"
 
 
 def test_a_bad_zone_is_refused_by_name() -> None:

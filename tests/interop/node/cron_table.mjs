@@ -6,10 +6,12 @@
 //       the standard table: every pattern of PATTERNS in every zone of ZONES, from the general
 //       starts and the zone's own DST transitions, NEXT_COUNT successive next() calls each
 //   node tests/interop/node/cron_table.mjs '{"cases": [{"pattern": "...", "tz": "...", "start": ms}], "count": 5}'
-//       the same for the given cases
+//       the same for the given cases ('-' instead of the JSON: read it from stdin)
 //
 // The calls are the ones BullMQ's default repeat strategy makes: parse(pattern, {tz, currentDate}),
-// then next(). An error (at parse or at next) ends the row with its message.
+// then next(). An error (at parse or at next) ends the row with its message. See nextTimes for
+// `chain`, what BullMQ's workers actually compute from one iteration to the next.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { CronExpressionParser } from 'cron-parser';
 
@@ -133,6 +135,10 @@ export function standardCases() {
   return cases;
 }
 
+// Successive next() calls on one parsed expression; then, as BullMQ computes each iteration
+// (a fresh parse at the previous iteration's time), the same chain of fresh parses, recorded
+// as `chain`/`chainError` only where it differs (cron-parser's iterator carries state across a
+// spring-forward gap that a fresh parse does not have).
 export function nextTimes({ pattern, tz, start }, count) {
   const row = { pattern, tz, start, next: [] };
   let expression;
@@ -150,11 +156,30 @@ export function nextTimes({ pattern, tz, start }, count) {
       break;
     }
   }
+  const chain = [];
+  let chainError;
+  let at = start;
+  for (let i = 0; i < count; i++) {
+    try {
+      at = CronExpressionParser.parse(pattern, { tz, currentDate: new Date(at) }).next().getTime();
+      chain.push(at);
+    } catch (error) {
+      chainError = `next: ${error.message}`;
+      break;
+    }
+  }
+  if (JSON.stringify(chain) !== JSON.stringify(row.next) || chainError !== row.error) {
+    row.chain = chain;
+    if (chainError) {
+      row.chainError = chainError;
+    }
+  }
   return row;
 }
 
 function main() {
-  const request = process.argv[2] ? JSON.parse(process.argv[2]) : {};
+  const argument = process.argv[2] === '-' ? readFileSync(0, 'utf8') : process.argv[2];
+  const request = argument ? JSON.parse(argument) : {};
   const count = request.count ?? NEXT_COUNT;
   const cases = request.cases ?? standardCases();
   const rows = cases.map((one) => nextTimes(one, count));
