@@ -40,6 +40,11 @@ async function events() {
   return queueEvents;
 }
 
+// BullMQ spreads an options object over its defaults: a key set to undefined would erase one.
+function given(options) {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+}
+
 const CALLS = {
   retry: async (a) =>
     (await job(a.id)).retry(a.state ?? 'failed', {
@@ -60,11 +65,11 @@ const CALLS = {
     return waited;
   },
   retryJobs: (a) =>
-    queue.retryJobs({ state: a.state, count: a.count, timestamp: a.timestamp }),
-  promoteJobs: (a) => queue.promoteJobs({ count: a.count }),
+    queue.retryJobs(given({ state: a.state, count: a.count, timestamp: a.timestamp })),
+  promoteJobs: (a) => queue.promoteJobs(given({ count: a.count })),
   clean: (a) => queue.clean(a.grace, a.limit, a.type),
   drain: (a) => queue.drain(a.delayed ?? false),
-  obliterate: (a) => queue.obliterate({ force: a.force ?? false, count: a.count }),
+  obliterate: (a) => queue.obliterate(given({ force: a.force, count: a.count })),
   pause: () => queue.pause(),
   getJobLogs: (a) => queue.getJobLogs(a.id, a.start ?? 0, a.end ?? -1, a.asc ?? true),
   getWorkers: () => queue.getWorkers(),
