@@ -229,12 +229,12 @@ def test_job_logs_written_on_one_side_are_read_on_the_other(
     run(body, redis_url, key_prefix, node)
 
 
-def test_each_side_lists_the_other_sides_workers(
+def test_node_get_workers_lists_corral_workers_and_not_producers(
     redis_url: str, key_prefix: str, node: str
 ) -> None:
-    """Workers are found by their Redis connection names (``<prefix>:<base64 queue>`` and
-    ``...:w:<name>``): Node's getWorkers lists corral's workers and not its producers, and
-    corral's get_workers lists Node's."""
+    """Workers are found by their Redis connection names (``<prefix>:<base64 queue>``, and
+    ``...:w:<name>`` for a named one): Node's getWorkers lists corral's running workers, not
+    its producers, and no longer lists them once closed."""
 
     async def body(world: World) -> None:
         b64 = base64.b64encode(QUEUE.encode()).decode()
@@ -254,22 +254,28 @@ def test_each_side_lists_the_other_sides_workers(
                 (QUEUE, f"{key_prefix}:{b64}"),
                 (QUEUE, f"{key_prefix}:{b64}:w:mailer-1"),
             ]
-            node_worker = await world.node.start("worker", name="node-1", count=99)
-            await node_worker.wait_event("ready")
-            ours = await world.queue.get_workers()
-            assert sorted(w["rawname"] for w in ours) == [
-                f"{key_prefix}:{b64}",
-                f"{key_prefix}:{b64}:w:mailer-1",
-                f"{key_prefix}:{b64}:w:node-1",
-            ]
-            assert {w["name"] for w in ours} == {QUEUE}
-            await node_worker.kill()
         finally:
             for worker in (named, unnamed):
                 await worker.close()
             await asyncio.gather(*tasks)
         (after,) = outcomes(await world.node.ops({"op": "getWorkers"}))
         assert after == ("done", [])
+
+    run(body, redis_url, key_prefix, node)
+
+
+def test_corral_get_workers_lists_node_workers(redis_url: str, key_prefix: str, node: str) -> None:
+    async def body(world: World) -> None:
+        b64 = base64.b64encode(QUEUE.encode()).decode()
+        assert await world.queue.get_workers() == []
+        node_worker = await world.node.start("worker", name="node-1", count=99)
+        await node_worker.wait_event("ready")
+        listed = await world.queue.get_workers()
+        assert [(w["name"], w["rawname"]) for w in listed] == [
+            (QUEUE, f"{key_prefix}:{b64}:w:node-1")
+        ]
+        assert await world.queue.get_workers_count() == 1
+        await node_worker.kill()
 
     run(body, redis_url, key_prefix, node)
 
