@@ -79,3 +79,21 @@ class World:
         }
         assert {key: seen[key] for key in corral} == corral
         return job
+
+
+async def finish_by_corral(world: World, *names: str) -> dict[str, Job]:
+    """Add one job per name and run them on a corral worker: ``bad*`` jobs fail
+    ("<name> failed"), the others complete with ``{"by": "corral", "name": name}``."""
+    jobs = {name: await world.queue.add(name, {"name": name}) for name in names}
+
+    async def processor(job: Job) -> dict[str, str]:
+        if job.name.startswith("bad"):
+            raise ValueError(f"{job.name} failed")
+        return {"by": "corral", "name": job.name}
+
+    finished: list[str] = []
+    worker = Worker(QUEUE, processor, world.backend, drain_delay=500)
+    worker.on("completed", lambda job, result: finished.append(job.id))
+    worker.on("failed", lambda job, error: finished.append(job.id))
+    await world.run_worker(worker, lambda: len(finished) == len(names), "the jobs to finish")
+    return jobs

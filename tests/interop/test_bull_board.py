@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interop_world import QUEUE, World, run
+from interop_world import QUEUE, World, finish_by_corral, run
 from node_bullmq import SCRIPTS, http, poll
 
 from corral.engine import Job, Worker
@@ -46,21 +46,7 @@ async def _board_queue(board: str, **query: str) -> dict[str, Any]:
 async def _fill(world: World) -> dict[str, Job]:
     """One job in each state but active: ``ok`` completed and ``bad`` failed by a corral
     worker, then ``queued`` waiting, ``urgent`` prioritized and ``later`` delayed."""
-    jobs = {
-        "ok": await world.queue.add("ok", {"n": 1}),
-        "bad": await world.queue.add("bad", {"n": 2}),
-    }
-
-    async def processor(job: Job) -> str:
-        if job.name == "bad":
-            raise ValueError("bad job")
-        return "done"
-
-    finished: list[str] = []
-    worker = Worker(QUEUE, processor, world.backend, drain_delay=500)
-    worker.on("completed", lambda job, result: finished.append(job.id))
-    worker.on("failed", lambda job, error: finished.append(job.id))
-    await world.run_worker(worker, lambda: len(finished) == 2, "ok and bad to finish")
+    jobs = await finish_by_corral(world, "ok", "bad")
     jobs["queued"] = await world.queue.add("queued", {"n": 3})
     jobs["urgent"] = await world.queue.add("urgent", {"n": 4}, priority=3)
     jobs["later"] = await world.queue.add("later", {"n": 5}, delay=600_000)
@@ -82,9 +68,9 @@ def test_bull_board_shows_corral_counts_and_retries_a_failed_corral_job(
 
         failed = await _board_queue(board, activeQueue=QUEUE, status="failed")
         (row,) = failed["jobs"]
-        assert (row["id"], row["name"], row["data"]) == (jobs["bad"].id, "bad", {"n": 2})
-        assert row["failedReason"] == "bad job"
-        assert "bad job" in row["stacktrace"][0]
+        assert (row["id"], row["name"], row["data"]) == (jobs["bad"].id, "bad", {"name": "bad"})
+        assert row["failedReason"] == "bad failed"
+        assert "bad failed" in row["stacktrace"][0]
 
         # The board's "Retry" button on the failed job.
         status, _ = await http("PUT", f"{board}/api/queues/{QUEUE}/{jobs['bad'].id}/retry")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from interop_world import QUEUE, World, run
+from interop_world import QUEUE, World, finish_by_corral, run
 from node_bullmq import Record
 
 from corral.engine import Job, QueueEvents, Worker
@@ -38,24 +38,6 @@ async def moves(world: World, job_id: str) -> list[tuple[str, str | None]]:
     """The job's events in corral's reading of the log: name and ``prev``."""
     events = await world.backend.get_events(QUEUE)
     return [(e.name, e.fields.get("prev")) for e in events if e.fields.get("jobId") == job_id]
-
-
-async def finish_by_corral(world: World, *names: str) -> dict[str, Job]:
-    """Add one job per name and run them on a corral worker: ``bad*`` jobs fail
-    ("<name> failed"), the others complete with ``{"by": "corral", "name": name}``."""
-    jobs = {name: await world.queue.add(name, {"name": name}) for name in names}
-
-    async def processor(job: Job) -> dict[str, str]:
-        if job.name.startswith("bad"):
-            raise ValueError(f"{job.name} failed")
-        return {"by": "corral", "name": job.name}
-
-    finished: list[str] = []
-    worker = Worker(QUEUE, processor, world.backend, drain_delay=500)
-    worker.on("completed", lambda job, result: finished.append(job.id))
-    worker.on("failed", lambda job, error: finished.append(job.id))
-    await world.run_worker(worker, lambda: len(finished) == len(names), "the jobs to finish")
-    return jobs
 
 
 async def finish_by_node(world: World, *names: str) -> dict[str, str]:
