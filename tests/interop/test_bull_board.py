@@ -1,6 +1,7 @@
 """The bull-board recipe of docs/operating.md, run over corral's queues.
 
-``node/board.mjs`` is the recipe, verbatim (the guide's copy is checked against it). Each test
+``node/board.mjs`` is the recipe, verbatim (tests/cli/test_operating_guide.py checks the
+guide's copy against it). Each test
 starts it on a free port over a queue that corral filled, and asks the board the questions its
 UI asks, through the same JSON endpoints: the counts per state, the jobs of one state, retrying
 a failed job, the workers. What the board shows must be what corral stored, and what the board
@@ -10,28 +11,18 @@ does must be visible to corral.
 from __future__ import annotations
 
 import base64
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 from interop_world import QUEUE, World, finish_by_corral, run
-from node_bullmq import SCRIPTS, http, poll
+from node_bullmq import http, poll
 
 from corral.engine import Job, Worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.interop]
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operating.md"
 #: The corral states and the names the board (BullMQ's getJobCounts) gives them.
 STATES = ("waiting", "prioritized", "delayed", "active", "completed", "failed")
-
-
-def test_the_guide_shows_the_recipe_that_is_tested() -> None:
-    guide = GUIDE.read_text(encoding="utf-8")
-    blocks = re.findall(r"```js\n(.*?)```", guide, re.DOTALL)
-    recipe = (SCRIPTS / "board.mjs").read_text(encoding="utf-8")
-    assert recipe in blocks, "docs/operating.md must show tests/interop/node/board.mjs verbatim"
 
 
 async def _board_queue(board: str, **query: str) -> dict[str, Any]:

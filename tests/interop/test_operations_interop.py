@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from interop_world import QUEUE, World, finish_by_corral, run
-from node_bullmq import Record
+from node_bullmq import Record, poll
 
 from corral.engine import Job, QueueEvents, Worker
 from corral.engine.errors import CorralError, JobFailedError, JobStateError, ResultCode
@@ -229,10 +229,16 @@ def test_node_get_workers_lists_corral_workers_and_not_producers(
         tasks = [asyncio.create_task(w.run()) for w in (named, unnamed)]
         try:
             await world.queue.add("one", None)  # a producer's connections are not workers
-            await asyncio.sleep(0.5)
-            (listed,) = outcomes(await world.node.ops({"op": "getWorkers"}))
-            assert listed[0] == "done"
-            assert sorted((w["name"], w["rawname"]) for w in listed[1]) == [
+            listed: list[Record] = []
+
+            async def both_listed() -> bool:
+                (outcome,) = outcomes(await world.node.ops({"op": "getWorkers"}))
+                assert outcome[0] == "done", outcome
+                listed[:] = outcome[1]
+                return len(listed) >= 2
+
+            await poll(both_listed, 15, "Node to list both corral workers")
+            assert sorted((w["name"], w["rawname"]) for w in listed) == [
                 (QUEUE, f"{key_prefix}:{b64}"),
                 (QUEUE, f"{key_prefix}:{b64}:w:mailer-1"),
             ]
