@@ -60,15 +60,20 @@ class ManualFetching:
         if not isinstance(token, str) or not token:
             raise InvalidArgumentError(f"token must be a non-empty string, got {token!r}")
         request = self.next_fetch(token)
-        result = await self.backend.fetch_next(self.queue_name, request, self.clock.now_ms())
-        if result.job is None and block:
-            timeout = self.drain_delay
+        deadline = self.clock.now_ms() + self.drain_delay
+        while True:
+            now = self.clock.now_ms()
+            result = await self.backend.fetch_next(self.queue_name, request, now)
+            if result.job is not None:
+                return self.adopt(result.job)
+            if not block or now >= deadline:
+                return None
+            # A wake-up may come early (a marker for a delayed job not yet due): fetch again
+            # until the deadline.
+            timeout = deadline - now
             if result.next_due_ms is not None:
-                timeout = max(1, min(timeout, result.next_due_ms - self.clock.now_ms()))
-            if await self.backend.wait_for_work(self.queue_name, timeout):
-                now = self.clock.now_ms()
-                result = await self.backend.fetch_next(self.queue_name, request, now)
-        return None if result.job is None else self.adopt(result.job)
+                timeout = max(1, min(timeout, result.next_due_ms - now))
+            await self.backend.wait_for_work(self.queue_name, timeout)
 
     def start_stalled_check_timer(self) -> None:
         """Run the stalled check now and then every ``stalled_interval`` (for a worker that is

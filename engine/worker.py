@@ -288,12 +288,12 @@ class Worker(ManualFetching):
 
     async def run(self) -> None:
         """Process jobs until :meth:`close` is called. Cancelling ``run`` closes with force."""
-        if self._started:
-            raise RuntimeError("this worker has already been started")
         if self.processor is None:
             raise RuntimeError(
                 "this worker has no processor: take jobs with get_next_job(token) instead"
             )
+        if self._started:
+            raise RuntimeError("this worker has already been started")
         self._started = True
         self._loop = self._calls.loop = asyncio.get_running_loop()
         self._loop_turns = LoopTurns(self._loop)
