@@ -10,7 +10,6 @@ does must be visible to corral.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
@@ -134,10 +133,9 @@ def test_bull_board_lists_a_running_corral_worker(
             return bool(listed)
 
         await world.run_worker(worker, seen, "the board to list the corral worker")
-        b64 = base64.b64encode(QUEUE.encode()).decode()
-        assert [(w["name"], w["rawname"]) for w in listed] == [
-            (QUEUE, f"{key_prefix}:{b64}:w:mailer-1")
-        ]
+        # The board shows the part of the connection name after ":w:", and where it is.
+        assert [w["name"] for w in listed] == ["mailer-1"]
+        assert all(w["addr"] and w["id"] for w in listed)
 
         async def gone() -> bool:
             status, reply = await http("GET", f"{board}/api/queues/{QUEUE}/workers")
