@@ -17,7 +17,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Final
 
 from corral.engine.checker import StalledChecker
@@ -278,7 +278,8 @@ class Worker(ManualFetching):
         ``stalled(job_id, previous_state)``, ``locks_renewed(job_ids)``,
         ``lock_renewal_failed(job_ids)``, ``loop_blocked(ms, job_ids)`` (the event loop was
         blocked long enough to endanger locks, while these jobs ran; also logged as a warning),
-        ``drained()``, ``error(error, job_or_none)``, ``closed()``.
+        ``drained()``, ``error(error, job_or_none)``, ``paused()`` and ``resumed()`` (this
+        worker's :meth:`pause` and :meth:`resume`), ``closed()``.
         """
         return self._events.on(event, handler)
 
@@ -313,14 +314,16 @@ class Worker(ManualFetching):
         """Stop taking jobs, on this worker only (BullMQ's ``Worker.pause``; nothing is written
         to the store: :meth:`Queue.pause <corral.engine.queue.Queue.pause>` pauses every
         worker). Running jobs go on, their locks renewed; unless ``do_not_wait``, wait until
-        they have finished. The stalled checker rests meanwhile. Emits ``paused``."""
+        they have finished (or :meth:`resume` was called). The stalled checker rests meanwhile.
+        Emits ``paused`` (unless resumed before it returns)."""
         if self._pause.paused:
             return
         waiting = [slot for slot in self._idle_slots if slot in self._waiting_for_work]
         self._pause.pause(waiting, len(self._slots))
         if not do_not_wait:
             await self._pause.until_all_parked(self._stopped)
-        self._events.emit("paused")
+        if self._pause.paused:  # not resumed while it waited
+            self._events.emit("paused")
 
     def resume(self) -> None:
         """Take jobs again after :meth:`pause`. Emits ``resumed``."""
@@ -499,16 +502,7 @@ class Worker(ManualFetching):
 
     async def _park(self, slot: asyncio.Task[None]) -> bool:
         """Wait while the worker is paused; False once it is closing."""
-        self._idle_slots[slot] = None  # so that close() wakes it
-        try:
-            await self._pause.park(slot)
-        except asyncio.CancelledError:
-            if self._closing:
-                return False
-            raise
-        finally:
-            self._idle_slots.pop(slot, None)
-        return not self._closing
+        return await self._idle(slot, self._pause.park(slot))
 
     async def _back_off(self, slot: asyncio.Task[None]) -> bool:
         """Wait after a failed fetch or wait, or while the store refuses writes (see
@@ -516,9 +510,14 @@ class Worker(ManualFetching):
         meanwhile."""
         self._fetch_errors += 1
         delay_ms = fetch_backoff_ms(self._fetch_errors, self._refused_writes)
+        return await self._idle(slot, asyncio.sleep(delay_ms / 1000))
+
+    async def _idle(self, slot: asyncio.Task[None], wait: Awaitable[None]) -> bool:
+        """Await ``wait`` as an idle slot (which close() wakes); False if the worker began
+        closing meanwhile."""
         self._idle_slots[slot] = None
         try:
-            await asyncio.sleep(delay_ms / 1000)
+            await wait
         except asyncio.CancelledError:
             if self._closing:
                 return False

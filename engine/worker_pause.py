@@ -66,11 +66,16 @@ class PauseGate:
             self._parked.discard(slot)
 
     async def until_all_parked(self, stopped: asyncio.Event | None) -> None:
-        """Wait until every slot has parked (the running jobs finished), or the worker stopped."""
-        _, all_parked = self._events()
+        """Wait until every slot has parked (the running jobs finished), or the worker was
+        resumed meanwhile, or it stopped."""
+        resumed, all_parked = self._events()
         if stopped is None or all_parked.is_set():
             return
-        waits = {asyncio.ensure_future(all_parked.wait()), asyncio.ensure_future(stopped.wait())}
+        waits = {
+            asyncio.ensure_future(all_parked.wait()),
+            asyncio.ensure_future(resumed.wait()),
+            asyncio.ensure_future(stopped.wait()),
+        }
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -108,6 +108,25 @@ async def test_pause_without_waiting_and_close_while_paused(
     await stop_worker(worker, task)  # a paused worker closes
 
 
+async def test_resume_releases_a_pause_still_waiting_for_jobs(
+    queue: Queue, backend: Storage, clock: VirtualClock
+) -> None:
+    gate = Gate()
+    rec = Recorder(clock)
+    worker, task = await start_worker(backend, gate, clock, recorder=rec)
+    await queue.add("j", 1)
+    await wait_for(lambda: gate.started == ["1"], what="the job to start")
+    pausing = asyncio.create_task(worker.pause())
+    await asyncio.sleep(1)
+    worker.resume()
+    await asyncio.wait_for(pausing, 1)  # returns though the job still runs
+    assert not worker.is_paused()
+    gate.release.set()
+    await stop_worker(worker, task)
+    # No "paused" after the "resumed": the worker was never paused by the time it returned.
+    assert [e.name for e in rec.events if e.name in ("paused", "resumed")] == ["resumed"]
+
+
 @pytest.mark.virtual_ttl
 async def test_a_paused_worker_keeps_renewing_locks(
     queue: Queue, backend: Storage, clock: VirtualClock

@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import random
 
-import fakeredis
-import fakeredis.aioredis
 import pytest
-from test_redis_matches_memory import FULL_COMPARE_EVERY, STEPS, Twins, step
+from test_redis_matches_memory import Twins, play, step
 
-from corral.backends.memory import MemoryBackend
-from corral.backends.redis import RedisBackend
-from corral.backends.redis.fake import virtual_fakeredis
 from corral.engine.states import JobState
 from corral.sim.loop import VirtualClock
 
@@ -43,22 +38,13 @@ async def operator_step(twins: Twins, rng: random.Random) -> None:
         await twins.call("get_counts_per_priority", Q, rng.sample([0, 1, 2, 3, 4], 3))
 
 
+async def mixed_step(twins: Twins, rng: random.Random, n: int) -> None:
+    if rng.random() < 0.25:
+        await operator_step(twins, rng)
+    else:
+        await step(twins, rng, n)
+
+
 @pytest.mark.parametrize("seed", range(6))
 async def test_operator_calls_match_the_memory_backend(clock: VirtualClock, seed: int) -> None:
-    rng = random.Random(seed)
-    with virtual_fakeredis(clock):
-        client = fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-        redis = RedisBackend(client)
-        twins = Twins(MemoryBackend(clock=clock), redis, clock)
-        try:
-            for n in range(STEPS):
-                if rng.random() < 0.25:
-                    await operator_step(twins, rng)
-                else:
-                    await step(twins, rng, n)
-                if n % FULL_COMPARE_EVERY == 0 or n == STEPS - 1:
-                    await twins.compare_state()
-        finally:
-            await redis.close()
-            await client.aclose()
-        twins.memory.check()
+    await play(clock, random.Random(seed), mixed_step)
