@@ -100,6 +100,7 @@ class ReaderOps(RedisCore):
         texts = [as_text(row) for row in rows]
         return (texts if asc else texts[::-1]), int(count)
 
+    @reaching
     async def get_counts_per_priority(
         self, queue: str, priorities: Sequence[int]
     ) -> dict[int, int]:

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,27 +28,38 @@ INSTALL_HINT = "run `npm ci --prefix tests/interop --no-audit --no-fund`"
 Record = dict[str, Any]
 
 
+def pinned() -> dict[str, str]:
+    """The npm packages ``package.json`` pins, with their versions."""
+    package = json.loads((HERE / "package.json").read_text())
+    return dict(package["dependencies"])
+
+
 def pinned_bullmq() -> str:
     """The bullmq version ``package.json`` pins."""
-    package = json.loads((HERE / "package.json").read_text())
-    return str(package["dependencies"]["bullmq"])
+    return pinned()["bullmq"]
 
 
 def node_problem() -> str | None:
-    """Why the Node BullMQ scripts cannot run here, or None."""
+    """Why the Node BullMQ scripts (and the bull-board recipe) cannot run here, or None."""
     node = shutil.which("node")
     if node is None:
         return "Node.js is not installed (no `node` on PATH)"
-    installed = HERE / "node_modules" / "bullmq" / "package.json"
-    if not installed.is_file() or not (HERE / "node_modules" / "ioredis").is_dir():
-        npm = "" if shutil.which("npm") else " (and npm is not installed)"
-        return f"the pinned npm packages are not installed in tests/interop{npm}: {INSTALL_HINT}"
-    version = json.loads(installed.read_text())["version"]
-    if version != pinned_bullmq():
-        return (
-            f"bullmq {version} is installed in tests/interop but package.json pins "
-            f"{pinned_bullmq()}: {INSTALL_HINT}"
-        )
+    # Every pinned package, at its version: a node_modules installed before a package was
+    # pinned (bull-board came later than bullmq) must not pass for current.
+    for package, version in pinned().items():
+        installed = HERE / "node_modules" / package / "package.json"
+        if not installed.is_file():
+            npm = "" if shutil.which("npm") else " (and npm is not installed)"
+            return (
+                f"the pinned npm packages are not installed in tests/interop ({package} is "
+                f"missing){npm}: {INSTALL_HINT}"
+            )
+        found = json.loads(installed.read_text())["version"]
+        if found != version:
+            return (
+                f"{package} {found} is installed in tests/interop but package.json pins "
+                f"{version}: {INSTALL_HINT}"
+            )
     return None
 
 
@@ -188,13 +201,17 @@ class Node:
         self.base = base
         self.started: list[NodeScript] = []
 
-    async def start(self, script: str, **config: Any) -> NodeScript:
-        """Start ``node/<script>.mjs`` with the base configuration updated by ``config``."""
+    async def start(
+        self, script: str, env: dict[str, str] | None = None, **config: Any
+    ) -> NodeScript:
+        """Start ``node/<script>.mjs`` with the base configuration updated by ``config`` (and
+        ``env`` added to its environment)."""
         process = await asyncio.create_subprocess_exec(
             self.node,
             str(SCRIPTS / f"{script}.mjs"),
             json.dumps({**self.base, **config}),
             cwd=SCRIPTS,
+            env={**os.environ, **env} if env else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -220,10 +237,49 @@ class Node:
         counts = (await inspector.wait_event("counts"))["counts"]
         return counts, {str(r["id"]): r for r in inspector.events("job")}
 
+    async def ops(self, *calls: Record, timeout: float = 20.0) -> list[Record]:
+        """Make Node BullMQ's operator calls (``node/ops.mjs``) one after another; for each,
+        ``{"event": "done", "value": ...}`` or ``{"event": "refused", "message": ...}``."""
+        script = await self.run("ops", timeout, ops=list(calls))
+        return [r for r in script.records if r.get("event") in ("done", "refused")]
+
+    async def board(self, queues: list[str]) -> tuple[NodeScript, str]:
+        """Start the bull-board recipe (``node/board.mjs``) over ``queues`` on a free port;
+        the script and the board's base URL."""
+        board = await self.start(
+            "board",
+            env={
+                "REDIS_URL": self.base["url"],
+                "PREFIX": self.base["prefix"],
+                "QUEUES": ",".join(queues),
+                "PORT": "0",
+            },
+        )
+        line = await board.wait_for(
+            lambda r: str(r.get("text", "")).startswith("bull-board on "), what="the board's URL"
+        )
+        return board, str(line["text"]).removeprefix("bull-board on ").rstrip("/")
+
     async def aclose(self) -> None:
         """Kill whatever is still running."""
         for script in self.started:
             await script.kill()
+
+
+async def http(method: str, url: str) -> tuple[int, Any]:
+    """One HTTP request (in a thread: urllib blocks); the status and the JSON body (None if
+    empty), error statuses included."""
+
+    def call() -> tuple[int, Any]:
+        request = urllib.request.Request(url, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        return status, json.loads(body) if body.strip() else None
+
+    return await asyncio.to_thread(call)
 
 
 @contextlib.asynccontextmanager

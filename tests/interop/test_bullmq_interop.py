@@ -22,96 +22,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from node_bullmq import Node, Record, node_scripts, pinned_bullmq, poll, require_node
+from interop_world import QUEUE, World, run
+from node_bullmq import Record, pinned_bullmq
 
-from corral.backends.redis import RedisBackend
 from corral.engine import Job, Queue, QueueEvent, QueueEvents, Worker
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.storage import Complete, FetchRequest, StoredEvent
 
 pytestmark = [pytest.mark.redis, pytest.mark.interop]
 
-QUEUE = "interop"
 #: Node BullMQ and corral both make lock tokens "<worker uuid>:<fetch number>".
 TOKEN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:\d+$")
-#: A test's whole scenario must end within this many seconds.
-SCENARIO_TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The ``node`` executable, with the pinned bullmq installed in tests/interop."""
-    return require_node()
-
-
-def run(body: Callable[[World], Awaitable[None]], redis_url: str, prefix: str, node: str) -> None:
-    """Run a scenario on a fresh real-time event loop (bounded in time), with a World on the
-    Redis at ``redis_url`` under ``prefix``."""
-
-    async def scenario() -> None:
-        backend = RedisBackend.from_url(redis_url, prefix=prefix)
-        try:
-            async with node_scripts(node, url=redis_url, prefix=prefix, queue=QUEUE) as scripts:
-                await body(World(backend, scripts))
-        finally:
-            await backend.close()
-
-    asyncio.run(asyncio.wait_for(scenario(), SCENARIO_TIMEOUT))
-
-
-class World:
-    """One queue seen from both sides: corral's backend and queue, and the Node scripts."""
-
-    def __init__(self, backend: RedisBackend, node: Node) -> None:
-        self.backend = backend
-        self.queue = Queue(QUEUE, backend)
-        self.node = node
-
-    async def job(self, job_id: str) -> Job:
-        job = await self.queue.get_job(job_id)
-        assert job is not None, f"job {job_id} is gone"
-        return job
-
-    async def run_worker(
-        self, worker: Worker, done: Callable[[], bool | Awaitable[bool]], what: str
-    ) -> None:
-        """Run a corral worker until ``done()``, then close it."""
-        task = asyncio.create_task(worker.run())
-        try:
-            await poll(lambda: task.done() or done(), 20, what)
-        finally:
-            await worker.close()
-            await task
-
-    async def assert_same_view(self, job_id: str, node_view: Record) -> Job:
-        """Node BullMQ and corral read the same state and fields for the job."""
-        job = await self.job(job_id)
-        seen = node_view["job"]
-        assert node_view["state"] == await self.queue.get_job_state(job_id)
-        corral = {
-            "name": job.name,
-            "data": job.data,
-            "timestamp": job.timestamp,
-            "delay": job.delay,
-            "priority": job.priority,
-            "processedOn": job.processed_on,
-            "finishedOn": job.finished_on,
-            "attemptsMade": job.attempts_made,
-            "attemptsStarted": job.attempts_started,
-            "stalledCounter": job.stalled_counter,
-            "progress": job.progress,
-            "returnvalue": job.return_value,
-            "failedReason": job.failed_reason,
-            "stacktrace": job.stacktrace,
-            "deferredFailure": job.deferred_failure,
-            "processedBy": job.processed_by,
-        }
-        assert {key: seen[key] for key in corral} == corral
-        return job
 
 
 def test_pinned_bullmq_is_6x() -> None:
