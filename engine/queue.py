@@ -10,6 +10,7 @@ from corral.engine.errors import (
     ClosedError,
     CorralError,
     InvalidArgumentError,
+    JobSchedulerError,
     ResultCode,
     removal_locked_text,
 )
@@ -23,9 +24,15 @@ from corral.engine.job import (
     encode_json,
     validate_queue_name,
 )
+from corral.engine.queue_schedulers import QueueSchedulers
 from corral.engine.states import UNKNOWN, JobState
 from corral.engine.storage import NewJob, StalledCheck, Storage, new_job
 
+#: The legacy ``repeat`` option of ``add`` (removed in BullMQ 6, where it is silently ignored).
+LEGACY_REPEAT_REMOVED = (
+    "the repeat option was removed in BullMQ 6: use "
+    "queue.upsert_job_scheduler(scheduler_id, repeat, template) instead"
+)
 _BULK_ENTRY_KEYS = frozenset({"name", "data", "opts"})
 # ``add``'s keyword defaults; jobs added with exactly these skip validation and re-encoding.
 _DEFAULT_OPTIONS: dict[str, Any] = {
@@ -51,7 +58,7 @@ def _is_default(options: Mapping[str, Any]) -> bool:
     )
 
 
-class Queue:
+class Queue(QueueSchedulers):
     """Adds jobs to a queue and inspects or administers it.
 
     Args:
@@ -160,6 +167,8 @@ class Queue:
         """
         # (``**unknown`` is typed Never so that type checkers still flag a misspelt option.)
         if unknown:
+            if "repeat" in unknown:
+                raise InvalidArgumentError(LEGACY_REPEAT_REMOVED)
             raise unknown_option_error(unknown, JOB_OPTION_NAMES)
         options = {
             "delay": delay,
@@ -334,6 +343,7 @@ class Queue:
 
         Raises:
             CorralError: if the job is locked by a worker (it is being processed).
+            JobSchedulerError: if the job is a scheduler's current iteration (BullMQ's -8).
         """
         self._check_open()
         if not lookup_job_id(job_id):
@@ -341,6 +351,8 @@ class Queue:
         code = await self.backend.remove(self.name, job_id)
         if code is ResultCode.JOB_LOCKED:
             raise CorralError(removal_locked_text(job_id))
+        if code is ResultCode.SCHEDULER_JOB:
+            raise JobSchedulerError(code, job_id, "removeJob")
         return code is ResultCode.OK
 
     async def check_stalled(

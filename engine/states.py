@@ -80,6 +80,13 @@ class Transition(enum.Enum):
     RELEASE = "release"  # a closing worker gave the job back (lock released, no stall counted)
     REMOVE = "remove"  # Queue.remove on a job that holds no lock
     TRIM = "trim"  # retention removed a finished job
+    # Job schedulers (corral.engine.job_schedulers): a scheduler stores its next iteration when
+    # it is upserted or when a worker activates its current one, and drops a pending one when
+    # it is replaced or removed.
+    SCHEDULE = "schedule"  # the iteration is due now (priority 0)
+    SCHEDULE_PRIORITIZED = "schedule_prioritized"  # the iteration is due now (priority > 0)
+    SCHEDULE_DELAYED = "schedule_delayed"  # the iteration's slot is later
+    UNSCHEDULE = "unschedule"  # a pending iteration dropped by an upsert or a removal
 
 
 _S = JobState
@@ -104,6 +111,10 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         # An active job may be removed only when its lock is gone (checked by the backend).
         Transition.REMOVE: dict.fromkeys(_S),
         Transition.TRIM: {_S.COMPLETED: None, _S.FAILED: None},
+        Transition.SCHEDULE: {None: _S.WAITING},
+        Transition.SCHEDULE_PRIORITIZED: {None: _S.PRIORITIZED},
+        Transition.SCHEDULE_DELAYED: {None: _S.DELAYED},
+        Transition.UNSCHEDULE: {_S.DELAYED: None, _S.WAITING: None, _S.PRIORITIZED: None},
     }
 )
 

@@ -48,6 +48,7 @@ from corral.engine.policy import (
     fetch_backoff_ms,
 )
 from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
+from corral.engine.scheduler_iterations import schedule_next
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
     Complete,
@@ -463,6 +464,8 @@ class Worker:
         try:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
+            if "rjk" in fields:  # a scheduler's iteration: make the next before running it
+                await self._schedule_next(job, fields)
             error: BaseException | None
             deferred_failure = fields.get("defa")
             if deferred_failure is None and self._check_decoding:
@@ -539,6 +542,14 @@ class Worker:
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
         return fetched_next
+
+    async def _schedule_next(self, job: Job, fields: dict[str, str]) -> None:
+        """Make the next iteration of the scheduler ``job`` belongs to; a failure is reported
+        as an ``error`` event and the job still runs (BullMQ would leave it to stall)."""
+        try:
+            await schedule_next(self.backend, self.queue_name, job.id, fields, self.clock.now_ms())
+        except Exception as exc:
+            self._events.emit("error", exc, job)
 
     async def _finish_again(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from corral.backends.memory.core import MemoryCore
 from corral.engine.errors import ResultCode
+from corral.engine.job_schedulers import iteration_id
 from corral.engine.states import JobState, Transition
 
 
@@ -19,6 +20,11 @@ class JobOps(MemoryCore):
                 return ResultCode.MISSING_JOB
             if self._lock_of(store, job_id) is not None:
                 return ResultCode.JOB_LOCKED
+            scheduler_id = store.jobs[job_id].get("rjk")
+            if scheduler_id is not None:
+                slot = store.repeat.score(scheduler_id)
+                if slot is not None and job_id == iteration_id(scheduler_id, slot):
+                    return ResultCode.SCHEDULER_JOB
             if state is JobState.WAITING:
                 store.wait.remove(job_id)
             elif state is JobState.ACTIVE:

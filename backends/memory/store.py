@@ -66,6 +66,9 @@ class QueueStore:
     event_waiters: collections.deque[asyncio.Future[bool]] = dataclasses.field(
         default_factory=collections.deque
     )
+    #: Job schedulers: ``repeat`` (id scored by its current slot) and each one's hash.
+    repeat: ZSet = dataclasses.field(default_factory=ZSet)
+    schedulers: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def zset(self, state: JobState) -> ZSet:
         return {

@@ -32,11 +32,12 @@ from corral.backends.redis.keys import DEFAULT_PREFIX
 from corral.backends.redis.notifications import NotificationOps
 from corral.backends.redis.queue_ops import QueueOps
 from corral.backends.redis.readers import ReaderOps
+from corral.backends.redis.schedulers import SchedulerOps
 
 __all__ = ["RedisAuthenticationError", "RedisBackend", "RedisUnavailableError"]
 
 
-class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
+class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, SchedulerOps):
     """Storage on a Redis server (6.2 or later), shared with Node BullMQ.
 
     Args:

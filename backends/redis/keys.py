@@ -33,6 +33,7 @@ KEY_TYPES: Final = {
     "marker": "zset",
     "events": "stream",
     "meta": "hash",
+    "repeat": "zset",
 }
 
 

@@ -47,11 +47,20 @@ from corral.engine.storage.records import (
     parse_finish_record,
     result_code,
 )
+from corral.engine.storage.schedulers import SchedulerRecord, SchedulerStorage, SchedulerUpsert
 
 
-class Storage(JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, Protocol):
+class Storage(
+    JobFlowStorage,
+    ReaderStorage,
+    NotificationStorage,
+    OperatorStorage,
+    SchedulerStorage,
+    Protocol,
+):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
-    flow, readers, notifications, operator calls). Every backend implements all of them."""
+    flow, readers, notifications, operator calls, job schedulers). Every backend implements all
+    of them."""
 
     async def close(self) -> None:
         """Release the backend's connections (the memory backend keeps its data)."""
@@ -78,6 +87,9 @@ __all__ = [
     "ReaderStorage",
     "RetryLater",
     "RetryNow",
+    "SchedulerRecord",
+    "SchedulerStorage",
+    "SchedulerUpsert",
     "StalledCheck",
     "Storage",
     "StoredEvent",

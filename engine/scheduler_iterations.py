@@ -1,0 +1,91 @@
+"""The next iteration of a job scheduler, made when a worker activates the current one.
+
+BullMQ makes a scheduler's next job on activation, by the worker, before the processor runs
+(bullmq-features.md §1.6), so that a scheduler needs no process of its own: whichever worker
+(corral or Node) takes an iteration makes the next. The store only makes it if the activated job
+is still the scheduler's current iteration (the producer guard), so a retried attempt, a job
+taken again after a stall, or a call sent twice never makes a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+
+from corral.engine.errors import StoreRefusedError
+from corral.engine.job_schedulers import (
+    RepeatOptions,
+    iteration_opts,
+    next_iteration_due,
+    pattern_next_millis,
+)
+from corral.engine.storage import Storage
+
+#: Tries at making the next iteration when the store cannot be reached or refuses writes: a
+#: lost call would stop the schedule (the guard makes a repeat harmless).
+TRIES = 8
+#: First wait between tries, doubled each time (seconds).
+FIRST_WAIT_S = 0.05
+
+
+def next_iteration_request(
+    fields: Mapping[str, str], now: int
+) -> tuple[str, int | None, str] | None:
+    """``(scheduler id, pattern slot or None, next job's opts JSON)`` for an activated job, or
+    None when it belongs to no scheduler or its scheduler has no next iteration (``limit``,
+    ``end_date``, a pattern with no further slot).
+
+    Raises:
+        InvalidArgumentError: if the stored pattern or time zone cannot be parsed.
+    """
+    scheduler_id = fields.get("rjk")
+    if not scheduler_id:
+        return None
+    try:
+        opts = json.loads(fields.get("opts") or "{}")
+    except ValueError:
+        return None
+    raw_repeat = opts.get("repeat") if isinstance(opts, dict) else None
+    if not isinstance(raw_repeat, dict):
+        return None
+    repeat = RepeatOptions.from_json(raw_repeat)
+    if not next_iteration_due(repeat, now):
+        return None
+    next_millis = None
+    if repeat.pattern is not None:
+        prev = opts.get("prevMillis")
+        next_millis = pattern_next_millis(repeat, now, int(prev) if prev else 0)
+        if next_millis is None:
+            return None
+    count = repeat.count + 1
+    next_opts = iteration_opts(opts, scheduler_id, repeat, count, next_millis)
+    return scheduler_id, next_millis, json.dumps(next_opts, separators=(",", ":"))
+
+
+async def schedule_next(
+    backend: Storage, queue: str, job_id: str, fields: Mapping[str, str], now: int
+) -> str | None:
+    """Make the next iteration after activating ``job_id`` (a no-op for other jobs); return
+    its id, or None if none was made.
+
+    Raises:
+        Exception: what the store raised on the last try, or a parse error of the stored
+            options.
+    """
+    request = next_iteration_request(fields, now)
+    if request is None:
+        return None
+    scheduler_id, next_millis, opts = request
+    wait_s = FIRST_WAIT_S
+    for attempt in range(TRIES):
+        try:
+            return await backend.update_job_scheduler(
+                queue, scheduler_id, job_id, next_millis, opts, now
+            )
+        except (OSError, StoreRefusedError):
+            if attempt == TRIES - 1:
+                raise
+            await asyncio.sleep(wait_s)
+            wait_s *= 2
+    return None
