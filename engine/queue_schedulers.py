@@ -9,13 +9,8 @@ from typing import Any
 from corral.engine.clock import Clock
 from corral.engine.errors import InvalidArgumentError, JobSchedulerError, ResultCode
 from corral.engine.inputs import check_utf8
-from corral.engine.job_schedulers import (
-    END_DATE_PASSED,
-    RepeatOptions,
-    Template,
-    iteration_opts,
-    pattern_next_millis,
-)
+from corral.engine.job_schedulers import Template, iteration_opts, scheduler_fields
+from corral.engine.scheduling import pattern_next_millis, validate_repeat
 from corral.engine.storage import SchedulerRecord, SchedulerUpsert, Storage
 
 
@@ -44,8 +39,9 @@ def scheduler_view(record: SchedulerRecord) -> dict[str, Any]:
         ("every", "every"),
         ("offset", "offset"),
     ):
-        if fields.get(field):
-            view[key] = int(fields[field])
+        value = int(fields.get(field) or 0)
+        if value:  # (only the set ones, as BullMQ: a pattern's stored offset "0" is not)
+            view[key] = value
     for field in ("tz", "pattern"):
         if fields.get(field):
             view[field] = fields[field]
@@ -93,11 +89,14 @@ class QueueSchedulers:
         """
         self._check_open()
         scheduler_id = _scheduler_id(scheduler_id)
-        options = RepeatOptions.build(repeat)
-        built = Template.build(scheduler_id, template)
+        if not isinstance(repeat, Mapping):
+            raise InvalidArgumentError(f"repeat options must be a mapping, got {repeat!r}")
         now = self.clock.now_ms()
-        if options.end_date is not None and options.end_date < now:
-            raise InvalidArgumentError(END_DATE_PASSED)
+        template_opts = (template or {}).get("opts") if isinstance(template, Mapping) else None
+        options = validate_repeat(
+            repeat, now, template_opts if isinstance(template_opts, Mapping) else None
+        )
+        built = Template.build(scheduler_id, template)
         next_millis = None
         if options.pattern is not None:
             next_millis = pattern_next_millis(options, now, 0)
@@ -108,7 +107,7 @@ class QueueSchedulers:
             self.name,
             SchedulerUpsert(
                 scheduler_id,
-                options.scheduler_fields(built.name),
+                scheduler_fields(options, built.name),
                 built.data,
                 built.opts,
                 json.dumps(opts, separators=(",", ":")),

@@ -14,12 +14,8 @@ import json
 from collections.abc import Mapping
 
 from corral.engine.errors import StoreRefusedError
-from corral.engine.job_schedulers import (
-    RepeatOptions,
-    iteration_opts,
-    next_iteration_due,
-    pattern_next_millis,
-)
+from corral.engine.job_schedulers import iteration_opts, repeat_from_json
+from corral.engine.scheduling import iteration_allowed, pattern_next_millis
 from corral.engine.storage import Storage
 
 #: Tries at making the next iteration when the store cannot be reached or refuses writes: a
@@ -49,8 +45,11 @@ def next_iteration_request(
     raw_repeat = opts.get("repeat") if isinstance(opts, dict) else None
     if not isinstance(raw_repeat, dict):
         return None
-    repeat = RepeatOptions.from_json(raw_repeat)
-    if not next_iteration_due(repeat, now):
+    try:
+        repeat = repeat_from_json(raw_repeat)
+    except (TypeError, ValueError):
+        return None
+    if not iteration_allowed(repeat, now):
         return None
     next_millis = None
     if repeat.pattern is not None:

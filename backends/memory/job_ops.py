@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from corral.backends.memory.core import MemoryCore
 from corral.engine.errors import ResultCode
-from corral.engine.job_schedulers import iteration_id
+from corral.engine.scheduling import iteration_job_id
 from corral.engine.states import JobState, Transition
 
 
@@ -23,7 +23,7 @@ class JobOps(MemoryCore):
             scheduler_id = store.jobs[job_id].get("rjk")
             if scheduler_id is not None:
                 slot = store.repeat.score(scheduler_id)
-                if slot is not None and job_id == iteration_id(scheduler_id, slot):
+                if slot is not None and job_id == iteration_job_id(scheduler_id, slot):
                     return ResultCode.SCHEDULER_JOB
             if state is JobState.WAITING:
                 store.wait.remove(job_id)

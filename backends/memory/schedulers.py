@@ -8,7 +8,8 @@ from typing import Any
 from corral.backends.memory.core import MemoryCore
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import ResultCode
-from corral.engine.job_schedulers import EVERY_SLOT_TRIES, every_next_millis, iteration_id
+from corral.engine.job_schedulers import EVERY_SLOT_TRIES
+from corral.engine.scheduling import every_next_millis, iteration_job_id
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import SchedulerRecord, SchedulerUpsert, hash_fields, new_job
 
@@ -28,7 +29,7 @@ class SchedulerOps(MemoryCore):
         now: int,
     ) -> tuple[str, int]:
         """Store the iteration for slot ``millis`` (its id is free) and return ``(id, delay)``."""
-        job_id = iteration_id(scheduler_id, millis)
+        job_id = iteration_job_id(scheduler_id, millis)
         delay = max(0, millis - now)
         opts = {**opts, "jobId": job_id, "delay": delay, "timestamp": now}
         priority = int(opts.get("priority") or 0)
@@ -93,7 +94,7 @@ class SchedulerOps(MemoryCore):
             removed = prev is not None and self._unschedule(
                 queue,
                 store,
-                iteration_id(scheduler_id, prev),
+                iteration_job_id(scheduler_id, prev),
                 (JobState.DELAYED, JobState.PRIORITIZED, JobState.WAITING),
             )
             if every is not None:
@@ -104,14 +105,14 @@ class SchedulerOps(MemoryCore):
                     kept = old.get("offset") if removed else None
                     fields["offset"] = kept or str(new_offset)
                 for _ in range(EVERY_SLOT_TRIES):
-                    if iteration_id(scheduler_id, next_ms) not in store.jobs:
+                    if iteration_job_id(scheduler_id, next_ms) not in store.jobs:
                         break
                     next_ms += every
                 else:
                     return ResultCode.SCHEDULER_SLOTS_TAKEN
             else:
                 fields.setdefault("offset", "0")
-                if iteration_id(scheduler_id, next_ms) in store.jobs:
+                if iteration_job_id(scheduler_id, next_ms) in store.jobs:
                     return ResultCode.SCHEDULER_SLOT_TAKEN
             store.repeat.add(scheduler_id, next_ms)
             if upsert.template_data != "{}":
@@ -158,9 +159,9 @@ class SchedulerOps(MemoryCore):
                     None if start is None else int(start),
                 )
                 fields.setdefault("offset", str(offset))
-            if producer_id != iteration_id(scheduler_id, prev) or next_millis is None:
+            if producer_id != iteration_job_id(scheduler_id, prev) or next_millis is None:
                 return None
-            job_id = iteration_id(scheduler_id, next_millis)
+            job_id = iteration_job_id(scheduler_id, next_millis)
             if job_id in store.jobs:
                 self._emit(store, ("duplicated", "jobId", job_id))
                 return None
@@ -177,7 +178,7 @@ class SchedulerOps(MemoryCore):
             store = self._store(queue)
             prev = store.repeat.score(scheduler_id)
             if prev is not None:
-                job_id = iteration_id(scheduler_id, prev)
+                job_id = iteration_job_id(scheduler_id, prev)
                 if self._unschedule(queue, store, job_id, (JobState.DELAYED,)):
                     self._emit(store, ("removed", "jobId", job_id, "prev", "delayed"))
             if not store.repeat.remove(scheduler_id):

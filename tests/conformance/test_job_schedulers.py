@@ -13,7 +13,7 @@ from helpers import QUEUE, check_invariants, elapsed_ms, start_worker, stop_work
 
 from corral.engine import InvalidArgumentError, Job, JobSchedulerError, Queue
 from corral.engine.errors import ResultCode
-from corral.engine.storage import FetchRequest, Storage
+from corral.engine.storage import FetchRequest, SchedulerUpsert, Storage
 from corral.sim.loop import VirtualClock
 
 
@@ -250,8 +250,10 @@ async def test_template_priority_puts_iterations_in_prioritized(
         ({"every": 1, "pattern": "* * * * *"}, None, "Both .pattern and .every"),
         ({}, None, "Either .pattern or .every"),
         ({"pattern": "* * * * *", "immediately": True, "start_date": 1}, None, "Both .immediately"),
-        ({"every": 0}, None, "every must be an int > 0"),
-        ({"every": 1000, "limit": -1}, None, "limit must be an int > 0"),
+        ({"every": 0}, None, "Either .pattern or .every"),  # 0 is no interval, as in JS
+        ({"every": 1000, "limit": -1}, None, "limit must be a whole number"),
+        ({"pattern": "* * * * * * *"}, None, "too many fields"),
+        ({"pattern": "0 * * * *", "tz": "Nowhere/City"}, None, "Nowhere/City"),
         ({"every": 1000, "evrey": 1}, None, "unknown repeat option 'evrey'"),
         ({"every": 1000}, {"opts": {"debounce": {"id": "x"}}}, "Debounce option has been removed"),
         ({"every": 1000}, {"opts": {"job_id": "x"}}, "must not set 'job_id'"),
@@ -304,3 +306,93 @@ async def test_a_stalled_iteration_taken_again_makes_no_second_next(
     assert first == f"repeat:s:{now + 60_000}"
     assert again is None
     assert elapsed_ms(clock) == 0
+
+
+# ---------------------------------------------------------------------------- cron patterns
+
+
+def next_ten_seconds(now: int) -> int:
+    return (now // 10_000 + 1) * 10_000
+
+
+async def test_pattern_scheduler_stores_bullmq_fields(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    queue = Queue(QUEUE, backend, clock=clock)
+    now = clock.now_ms()
+    slot = next_ten_seconds(now)
+    job_id = await queue.upsert_job_scheduler(
+        "cron1",
+        {"pattern": "*/10 * * * * *", "tz": "Europe/Paris", "limit": 3},
+        {"name": "c", "data": {"b": 2}},
+    )
+    assert job_id == f"repeat:cron1:{slot}"
+    assert await queue.get_job_state(job_id) == "delayed"
+    opts = opts_of(await job_of(queue, job_id))
+    assert opts["prevMillis"] == slot
+    assert opts["delay"] == slot - now
+    assert opts["repeat"] == {
+        "tz": "Europe/Paris",
+        "pattern": "*/10 * * * * *",
+        "count": 1,
+        "limit": 3,
+    }
+    scheduler = await queue.get_job_scheduler("cron1")
+    assert scheduler is not None
+    assert (scheduler["pattern"], scheduler["tz"], scheduler["limit"]) == (
+        "*/10 * * * * *",
+        "Europe/Paris",
+        3,
+    )
+    assert scheduler["next"] == slot and "offset" not in scheduler  # stored as "0"
+
+
+async def test_pattern_iterations_run_at_each_slot_up_to_the_limit(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    queue = Queue(QUEUE, backend, clock=clock)
+    first = next_ten_seconds(clock.now_ms())
+    started, times = await run_iterations(
+        backend, clock, queue, 5, pattern="*/10 * * * * *", tz="UTC", limit=3
+    )
+    assert started == [f"repeat:s:{first + k * 10_000}" for k in range(3)]
+    assert times == [first + k * 10_000 for k in range(3)]
+    for k, job_id in enumerate(started):
+        opts = opts_of(await job_of(queue, job_id))
+        assert (opts["repeat"]["count"], opts["prevMillis"]) == (k + 1, first + k * 10_000)
+
+
+async def test_pattern_immediately_runs_the_first_iteration_now(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    queue = Queue(QUEUE, backend, clock=clock)
+    now = clock.now_ms()
+    job_id = await queue.upsert_job_scheduler(
+        "s", {"pattern": "0 0 1 1 *", "tz": "UTC", "immediately": True}
+    )
+    assert job_id == f"repeat:s:{now}"
+    assert await queue.get_job_state(job_id) == "waiting"
+    assert "immediately" not in opts_of(await job_of(queue, job_id))["repeat"]
+
+
+async def test_a_taken_pattern_slot_is_refused(backend: Storage, clock: VirtualClock) -> None:
+    queue = Queue(QUEUE, backend, clock=clock)
+    now = clock.now_ms()
+    job_id = await queue.upsert_job_scheduler("s", {"pattern": "*/10 * * * * *", "tz": "UTC"})
+    assert job_id is not None
+    slot = next_ten_seconds(now)
+    fetched = (await backend.fetch_next(QUEUE, FetchRequest("t", 60_000), slot)).job
+    assert fetched is not None and fetched.job_id == job_id
+    opts = json.dumps({"repeat": {"pattern": "*/10 * * * * *", "count": 2}, "prevMillis": slot})
+    made = await backend.update_job_scheduler(QUEUE, "s", job_id, slot + 10_000, opts, slot)
+    assert made == f"repeat:s:{slot + 10_000}"
+    assert await queue.remove_job_scheduler("s") is True  # drops the delayed one only
+    # Upserting again for the slot still held by the active job is refused (BullMQ's -10).
+    upsert = SchedulerUpsert(
+        "s", {"name": "s", "pattern": "*/10 * * * * *"}, "{}", "{}", "{}", slot
+    )
+    assert await backend.upsert_job_scheduler(QUEUE, upsert, slot) is (
+        ResultCode.SCHEDULER_SLOT_TAKEN
+    )
+    assert await queue.get_job_schedulers_count() == 0
+    check_invariants(backend)
