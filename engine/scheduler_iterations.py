@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from corral.engine.errors import StoreRefusedError
 from corral.engine.job_schedulers import iteration_opts, repeat_from_json
 from corral.engine.scheduling import iteration_allowed, pattern_next_millis
 from corral.engine.storage import Storage
 
-#: Tries at making the next iteration when the store cannot be reached or refuses writes: a
-#: lost call would stop the schedule (the guard makes a repeat harmless).
-TRIES = 8
-#: First wait between tries, doubled each time (seconds).
+#: First wait between tries when the store cannot be reached or refuses writes (seconds),
+#: doubled after each failure up to :data:`LONGEST_WAIT_S`.
 FIRST_WAIT_S = 0.05
+LONGEST_WAIT_S = 2.0
 
 
 def next_iteration_request(
@@ -63,28 +62,37 @@ def next_iteration_request(
 
 
 async def schedule_next(
-    backend: Storage, queue: str, job_id: str, fields: Mapping[str, str], now: int
-) -> str | None:
-    """Make the next iteration after activating ``job_id`` (a no-op for other jobs); return
-    its id, or None if none was made.
+    backend: Storage,
+    queue: str,
+    job_id: str,
+    fields: Mapping[str, str],
+    now: int,
+    keep_trying: Callable[[], bool],
+) -> bool:
+    """Make the next iteration after activating ``job_id`` (a no-op for other jobs).
+
+    A call that gets no reply, or that the store refuses, is sent again (the guard makes a
+    repeat harmless) for as long as ``keep_trying()`` says (the worker still holds the job's
+    lock and is not closing). Returns False if it gave up: the job must then not run, so that
+    its lock lapses and whoever takes it after the stalled check makes the next iteration (a
+    scheduler never stops because one process lost the store).
 
     Raises:
-        Exception: what the store raised on the last try, or a parse error of the stored
-            options.
+        InvalidArgumentError: if the stored pattern or time zone cannot be parsed.
     """
     request = next_iteration_request(fields, now)
     if request is None:
-        return None
+        return True
     scheduler_id, next_millis, opts = request
     wait_s = FIRST_WAIT_S
-    for attempt in range(TRIES):
+    while True:
         try:
-            return await backend.update_job_scheduler(
-                queue, scheduler_id, job_id, next_millis, opts, now
-            )
+            await backend.update_job_scheduler(queue, scheduler_id, job_id, next_millis, opts, now)
+            return True
         except (OSError, StoreRefusedError):
-            if attempt == TRIES - 1:
-                raise
-            await asyncio.sleep(wait_s)
-            wait_s *= 2
-    return None
+            if not keep_trying():
+                return False
+        await asyncio.sleep(wait_s)
+        if not keep_trying():
+            return False
+        wait_s = min(wait_s * 2, LONGEST_WAIT_S)

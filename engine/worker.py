@@ -464,8 +464,9 @@ class Worker:
         try:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
-            if "rjk" in fields:  # a scheduler's iteration: make the next before running it
-                await self._schedule_next(job, fields)
+            # A scheduler's iteration: make the next before running it (or leave it to stall).
+            if "rjk" in fields and not await self._schedule_next(job, fields):
+                return None
             error: BaseException | None
             deferred_failure = fields.get("defa")
             if deferred_failure is None and self._check_decoding:
@@ -543,13 +544,23 @@ class Worker:
             self._events.emit("failed", job, error)
         return fetched_next
 
-    async def _schedule_next(self, job: Job, fields: dict[str, str]) -> None:
-        """Make the next iteration of the scheduler ``job`` belongs to; a failure is reported
-        as an ``error`` event and the job still runs (BullMQ would leave it to stall)."""
+    async def _schedule_next(self, job: Job, fields: dict[str, str]) -> bool:
+        """Make the next iteration of the scheduler ``job`` belongs to; False if the store could
+        not be reached while the job's lock held (the job is then left to stall, and whoever
+        takes it next tries again). Bad stored options are reported as an ``error`` event and
+        the job still runs."""
         try:
-            await schedule_next(self.backend, self.queue_name, job.id, fields, self.clock.now_ms())
+            return await schedule_next(
+                self.backend,
+                self.queue_name,
+                job.id,
+                fields,
+                self.clock.now_ms(),
+                lambda: not (self._closing or job.cancellation.is_cancelled),
+            )
         except Exception as exc:
             self._events.emit("error", exc, job)
+            return True
 
     async def _finish_again(
         self,
