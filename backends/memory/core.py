@@ -27,6 +27,7 @@ PLANTABLE_BUGS: Final = {
     "lose-stalled-mark": "the stalled check never re-marks active jobs",
     "no-stall-limit": "max_stalled_count is ignored",
     "finish-not-idempotent": "a finish sent again after its reply was lost is refused",
+    "scheduler-no-guard": "a scheduler makes a next iteration for any activation of its jobs",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.

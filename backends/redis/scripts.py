@@ -102,6 +102,7 @@ PLANTABLE_BUGS: Final = frozenset(
         "lose-stalled-mark",
         "no-stall-limit",
         "finish-not-idempotent",
+        "scheduler-no-guard",
     }
 )
 
