@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
@@ -82,8 +82,11 @@ class Oracle:
         is_alive: Callable[[str], bool],
         *,
         expect_no_reruns: bool = False,
+        schedulers: Collection[str] = (),
     ) -> None:
         self.max_stalled_count = max_stalled_count
+        #: Live job schedulers: their iterations are never failed for stalling.
+        self.schedulers = frozenset(schedulers)
         self._is_alive = is_alive
         self.expect_no_reruns = expect_no_reruns
         self.reruns = 0
@@ -127,7 +130,12 @@ class Oracle:
         else:
             self._open.add(job_id)
         stc = int(fields.get("stc") or 0)
-        if transition is Transition.RECOVER_STALLED and stc > self.max_stalled_count:
+        scheduled = fields.get("rjk") in self.schedulers
+        if (
+            transition is Transition.RECOVER_STALLED
+            and stc > self.max_stalled_count
+            and not scheduled
+        ):
             self._violate(
                 f"job {job_id}: recovered with stc={stc} > max_stalled_count="
                 f"{self.max_stalled_count} (it should have failed)"

@@ -147,6 +147,7 @@ class World:
             scenario.settings.max_stalled_count,
             self._is_alive,
             expect_no_reruns=scenario.expect_no_reruns,
+            schedulers=[spec.scheduler_id for spec in scenario.schedulers],
         )
         self.scheduler_oracle = SchedulerOracle(
             {

@@ -4,6 +4,7 @@ and the refusals. Every backend; virtual time."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Any
@@ -397,4 +398,30 @@ async def test_a_taken_pattern_slot_is_refused(backend: Storage, clock: VirtualC
         ResultCode.SCHEDULER_SLOT_TAKEN
     )
     assert await queue.get_job_schedulers_count() == 0
+    check_invariants(backend)
+
+
+async def _stall(backend: Storage, clock: VirtualClock, token: str) -> tuple[list[str], list[str]]:
+    """Take the next job under ``token`` with a 1 s lock, let it lapse, and run the two checks
+    that recover it; return (recovered, failed) of the second check."""
+    await backend.fetch_next(QUEUE, FetchRequest(token, 1000), clock.now_ms())
+    await asyncio.sleep(0.01)  # past the last check's throttle
+    await backend.check_stalled(QUEUE, max_stalled_count=0, stalled_interval=1, now=clock.now_ms())
+    await asyncio.sleep(2)
+    check = await backend.check_stalled(
+        QUEUE, max_stalled_count=0, stalled_interval=1, now=clock.now_ms()
+    )
+    return check.recovered, check.failed
+
+
+@pytest.mark.virtual_ttl
+async def test_an_iteration_is_not_failed_for_stalling_while_its_scheduler_lives(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    queue = Queue(QUEUE, backend, clock=clock)
+    job_id = await queue.upsert_job_scheduler("s", {"every": 600_000})
+    assert await _stall(backend, clock, "a") == ([job_id], [])  # stc 1 > 0, but exempt
+    assert await queue.remove_job_scheduler("s") is True  # (the waiting iteration stays)
+    assert await _stall(backend, clock, "b") == ([], [job_id])
+    assert await queue.get_job_state(job_id) == "failed"
     check_invariants(backend)
