@@ -57,7 +57,8 @@ class SchedulerStorage(Protocol):
         """Create or replace a scheduler and store its current iteration (``SCHEDULE*``),
         dropping a pending one it had (``UNSCHEDULE``; an active or finished one stays).
         Returns ``(job id, delay)``, or ``SCHEDULER_SLOT_TAKEN`` / ``SCHEDULER_SLOTS_TAKEN``
-        when the slot's job id is taken (nothing changed then)."""
+        when the slot's job id is taken: the scheduler is then left as it was, but (as in
+        BullMQ) its pending iteration may already have been dropped."""
         ...
 
     async def update_job_scheduler(
