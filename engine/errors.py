@@ -57,6 +57,12 @@ class ResultCode(enum.IntEnum):
     MISSING_LOCK = -2
     NOT_IN_STATE = -3
     LOCK_MISMATCH = -6
+    #: BullMQ's -8: the job is its scheduler's current iteration.
+    SCHEDULER_JOB = -8
+    #: BullMQ's -10: a pattern scheduler's slot already holds a job.
+    SCHEDULER_SLOT_TAKEN = -10
+    #: BullMQ's -11: an every scheduler's slot and the next ones already hold jobs.
+    SCHEDULER_SLOTS_TAKEN = -11
     #: corral's own code: removal refused because the job's lock is held.
     JOB_LOCKED = -20
 
@@ -139,3 +145,29 @@ class RateLimitError(CorralError):
 
     def __init__(self, message: str = "bullmq:rateLimitExceeded") -> None:
         super().__init__(message)
+
+
+def scheduler_error_text(code: ResultCode, job_id: str, command: str) -> str:
+    """BullMQ's texts for the job scheduler refusals (-8, -10, -11)."""
+    if code is ResultCode.SCHEDULER_JOB:
+        return f"Job {job_id} belongs to a job scheduler and cannot be removed directly. {command}"
+    if code is ResultCode.SCHEDULER_SLOT_TAKEN:
+        return f"Cannot create job scheduler iteration - job ID already exists. {command}"
+    if code is ResultCode.SCHEDULER_SLOTS_TAKEN:
+        return (
+            "Cannot create job scheduler iteration - current and next time slots already have "
+            f"jobs. {command}"
+        )
+    raise ValueError(f"{code!r} is not a job scheduler error code")
+
+
+class JobSchedulerError(CorralError):
+    """A job scheduler operation the store refused (BullMQ's codes -8, -10, -11).
+
+    Attributes:
+        code: the :class:`ResultCode`.
+    """
+
+    def __init__(self, code: ResultCode, job_id: str, command: str) -> None:
+        self.code = code
+        super().__init__(scheduler_error_text(code, job_id, command))

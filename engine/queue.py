@@ -11,6 +11,7 @@ from corral.engine.errors import (
     ClosedError,
     CorralError,
     InvalidArgumentError,
+    JobSchedulerError,
     ResultCode,
     removal_locked_text,
 )
@@ -27,6 +28,7 @@ from corral.engine.job import (
 from corral.engine.policy import failure_outcome
 from corral.engine.queue_limits import QueueLimits
 from corral.engine.queue_operations import QueueOperations
+from corral.engine.queue_schedulers import QueueSchedulers
 from corral.engine.states import UNKNOWN, JobState
 from corral.engine.storage import (
     Fetched,
@@ -38,6 +40,11 @@ from corral.engine.storage import (
     new_job,
 )
 
+#: The legacy ``repeat`` option of ``add`` (removed in BullMQ 6, where it is silently ignored).
+LEGACY_REPEAT_REMOVED = (
+    "the repeat option was removed in BullMQ 6: use "
+    "queue.upsert_job_scheduler(scheduler_id, repeat, template) instead"
+)
 _BULK_ENTRY_KEYS = frozenset({"name", "data", "opts"})
 # ``add``'s keyword defaults; jobs added with exactly these skip validation and re-encoding.
 _DEFAULT_OPTIONS: dict[str, Any] = {
@@ -78,7 +85,7 @@ def _is_default(options: Mapping[str, Any]) -> bool:
     )
 
 
-class Queue(QueueOperations, QueueLimits):
+class Queue(QueueOperations, QueueLimits, QueueSchedulers):
     """Adds jobs to a queue and inspects or administers it.
 
     Args:
@@ -194,6 +201,8 @@ class Queue(QueueOperations, QueueLimits):
         """
         # (``**unknown`` is typed Never so that type checkers still flag a misspelt option.)
         if unknown:
+            if "repeat" in unknown:
+                raise InvalidArgumentError(LEGACY_REPEAT_REMOVED)
             raise unknown_option_error(unknown, JOB_OPTION_NAMES)
         options = {
             "delay": delay,
@@ -421,6 +430,7 @@ class Queue(QueueOperations, QueueLimits):
 
         Raises:
             CorralError: if the job is locked by a worker (it is being processed).
+            JobSchedulerError: if the job is a scheduler's current iteration (BullMQ's -8).
         """
         self._check_open()
         if not lookup_job_id(job_id):
@@ -428,6 +438,8 @@ class Queue(QueueOperations, QueueLimits):
         code = await self.backend.remove(self.name, job_id)
         if code is ResultCode.JOB_LOCKED:
             raise CorralError(removal_locked_text(job_id))
+        if code is ResultCode.SCHEDULER_JOB:
+            raise JobSchedulerError(code, job_id, "removeJob")
         return code is ResultCode.OK
 
     async def get_deduplication_job_id(self, dedup_id: str) -> str | None:

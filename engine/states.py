@@ -99,6 +99,13 @@ class Transition(enum.Enum):
     RESCHEDULE = "reschedule"  # an add with deduplication.reschedule moved the delayed owner
     RATE_LIMITED = "rate_limited"  # RateLimitError: back to the front of wait, no attempt used
     RATE_LIMITED_PRIORITIZED = "rate_limited_prioritized"  # the same, ahead of its priority
+    # Job schedulers (corral.engine.job_schedulers): a scheduler stores its next iteration when
+    # it is upserted or when a worker activates its current one, and drops a pending one when
+    # it is replaced or removed.
+    SCHEDULE = "schedule"  # the iteration is due now (priority 0)
+    SCHEDULE_PRIORITIZED = "schedule_prioritized"  # the iteration is due now (priority > 0)
+    SCHEDULE_DELAYED = "schedule_delayed"  # the iteration's slot is later
+    UNSCHEDULE = "unschedule"  # a pending iteration dropped by an upsert or a removal
 
 
 _S = JobState
@@ -137,6 +144,10 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         Transition.RESCHEDULE: {_S.DELAYED: _S.DELAYED},
         Transition.RATE_LIMITED: {_S.ACTIVE: _S.WAITING},
         Transition.RATE_LIMITED_PRIORITIZED: {_S.ACTIVE: _S.PRIORITIZED},
+        Transition.SCHEDULE: {None: _S.WAITING},
+        Transition.SCHEDULE_PRIORITIZED: {None: _S.PRIORITIZED},
+        Transition.SCHEDULE_DELAYED: {None: _S.DELAYED},
+        Transition.UNSCHEDULE: {_S.DELAYED: None, _S.WAITING: None, _S.PRIORITIZED: None},
     }
 )
 

@@ -53,6 +53,7 @@ from corral.engine.policy import (
 )
 from corral.engine.rate_limited import give_back, idle_timeout_ms, is_rate_limit_error
 from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
+from corral.engine.scheduler_iterations import schedule_next
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
     Complete,
@@ -567,6 +568,9 @@ class Worker(ManualFetching):
         try:
             if self._force:  # fetched while a forced close began: give it straight back
                 raise asyncio.CancelledError
+            # A scheduler's iteration: make the next before running it (or leave it to stall).
+            if "rjk" in fields and not await self._schedule_next(job, fields):
+                return None
             error: BaseException | None
             deferred_failure = fields.get("defa")
             if deferred_failure is None and self._check_decoding:
@@ -648,6 +652,24 @@ class Worker(ManualFetching):
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
         return fetched_next
+
+    async def _schedule_next(self, job: Job, fields: dict[str, str]) -> bool:
+        """Make the next iteration of the scheduler ``job`` belongs to; False if the store could
+        not be reached while the job's lock held (the job is then left to stall, and whoever
+        takes it next tries again). Bad stored options are reported as an ``error`` event and
+        the job still runs."""
+        try:
+            return await schedule_next(
+                self.backend,
+                self.queue_name,
+                job.id,
+                fields,
+                self.clock.now_ms(),
+                lambda: not (self._closing or job.cancellation.is_cancelled),
+            )
+        except Exception as exc:
+            self._events.emit("error", exc, job)
+            return True
 
     async def _finish_again(
         self,

@@ -54,6 +54,8 @@ from corral.engine.storage import (
     LockInfo,
     NewJob,
     Outcome,
+    SchedulerRecord,
+    SchedulerUpsert,
     StalledCheck,
     StoredEvent,
 )
@@ -226,6 +228,41 @@ class FakeRedisStore:
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         self._mutate("set_paused", queue, self.backend.set_paused(queue, paused))
+
+    async def upsert_job_scheduler(
+        self, queue: str, upsert: SchedulerUpsert, now: int
+    ) -> tuple[str, int] | ResultCode:
+        call = self.backend.upsert_job_scheduler(queue, upsert, now)
+        return self._mutate("add_job_scheduler", queue, call)
+
+    async def update_job_scheduler(
+        self,
+        queue: str,
+        scheduler_id: str,
+        producer_id: str,
+        next_millis: int | None,
+        job_opts: str,
+        now: int,
+    ) -> str | None:
+        call = self.backend.update_job_scheduler(
+            queue, scheduler_id, producer_id, next_millis, job_opts, now
+        )
+        return self._mutate("update_job_scheduler", queue, call)
+
+    async def remove_job_scheduler(self, queue: str, scheduler_id: str, now: int) -> bool:
+        call = self.backend.remove_job_scheduler(queue, scheduler_id, now)
+        return self._mutate("remove_job_scheduler", queue, call)
+
+    async def get_job_scheduler(self, queue: str, scheduler_id: str) -> SchedulerRecord | None:
+        return self.run(self.backend.get_job_scheduler(queue, scheduler_id))
+
+    async def get_job_schedulers(
+        self, queue: str, start: int, end: int, asc: bool
+    ) -> list[SchedulerRecord]:
+        return self.run(self.backend.get_job_schedulers(queue, start, end, asc))
+
+    async def get_job_schedulers_count(self, queue: str) -> int:
+        return self.run(self.backend.get_job_schedulers_count(queue))
 
     async def is_paused(self, queue: str) -> bool:
         return self.run(self.backend.is_paused(queue))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
@@ -84,8 +84,11 @@ class Oracle:
         is_alive: Callable[[str], bool],
         *,
         expect_no_reruns: bool = False,
+        schedulers: Collection[str] = (),
     ) -> None:
         self.max_stalled_count = max_stalled_count
+        #: Live job schedulers: their iterations are never failed for stalling.
+        self.schedulers = frozenset(schedulers)
         self._is_alive = is_alive
         self.expect_no_reruns = expect_no_reruns
         self.reruns = 0
@@ -134,7 +137,12 @@ class Oracle:
         else:
             self._open.add(job_id)
         stc = int(fields.get("stc") or 0)
-        if transition is Transition.RECOVER_STALLED and stc > self.max_stalled_count:
+        scheduled = fields.get("rjk") in self.schedulers
+        if (
+            transition is Transition.RECOVER_STALLED
+            and stc > self.max_stalled_count
+            and not scheduled
+        ):
             self._violate(
                 f"job {job_id}: recovered with stc={stc} > max_stalled_count="
                 f"{self.max_stalled_count} (it should have failed)"
@@ -386,6 +394,117 @@ class Oracle:
 
     def _violate(self, message: str) -> None:
         self.violations.append(message)
+
+
+@dataclasses.dataclass
+class _Schedule:
+    """What the scheduler oracle knows of one job scheduler."""
+
+    every: int
+    limit: int | None
+    end_date: int | None
+    last_id: str | None = None
+    last_slot: int = 0
+    phase: int = 0
+    made: int = 0
+
+
+class SchedulerOracle:
+    """The job scheduler invariant: every due iteration of every scheduler is made exactly
+    once — none skipped, none made twice, none past ``limit`` or by a maker whose clock is past
+    ``end_date`` — and a scheduler with a ``limit`` reaches it, whichever processes crash.
+
+    It follows the chain of iterations from outside: each one must be made by the activation
+    of the one before (the producer the store was told), at the slot an ``every`` schedule
+    gives: ``every`` after the previous slot, or, when the maker is already past that, the
+    first slot of the schedule's phase after the maker's clock (missed slots are skipped, as in
+    BullMQ). Running each iteration is the general oracle's liveness check (every job ends).
+
+    Args:
+        schedules: ``scheduler id -> (every, limit, end date)`` of each scheduler upserted.
+        violations: the list to report to (the general oracle's).
+    """
+
+    def __init__(
+        self,
+        schedules: Mapping[str, tuple[int, int | None, int | None]],
+        violations: list[str],
+    ) -> None:
+        self.schedules = {
+            sid: _Schedule(every, limit, end) for sid, (every, limit, end) in schedules.items()
+        }
+        self.violations = violations
+
+    def on_op(self, op: str, args: tuple[Any, ...], result: Any) -> None:
+        """Called after each storage operation executed at the store."""
+        if op == "upsert_job_scheduler" and isinstance(result, tuple):
+            upsert, now = args[1], args[2]
+            self._first(upsert.scheduler_id, result[0], now)
+        elif op == "update_job_scheduler" and result is not None:
+            _, sid, producer, _, _, now = args
+            self._next(sid, producer, result, now)
+
+    def _slot(self, sid: str, job_id: str) -> int:
+        prefix = f"repeat:{sid}:"
+        if not job_id.startswith(prefix) or not job_id[len(prefix) :].isdigit():
+            self.violations.append(f"scheduler {sid}: iteration id {job_id!r} is not BullMQ's")
+            return 0
+        return int(job_id[len(prefix) :])
+
+    def _first(self, sid: str, job_id: str, now: int) -> None:
+        schedule = self.schedules.get(sid)
+        if schedule is None:
+            return
+        slot = self._slot(sid, job_id)
+        if schedule.last_id is not None:
+            self.violations.append(f"scheduler {sid}: upserted twice ({job_id})")
+        if slot != now:
+            self.violations.append(f"scheduler {sid}: first slot {slot}, made at {now}")
+        schedule.last_id, schedule.last_slot, schedule.made = job_id, slot, 1
+        schedule.phase = slot % schedule.every
+
+    def _next(self, sid: str, producer: str, job_id: str, now: int) -> None:
+        schedule = self.schedules.get(sid)
+        if schedule is None:
+            self.violations.append(f"an iteration {job_id} of an unknown scheduler {sid}")
+            return
+        slot = self._slot(sid, job_id)
+        if producer != schedule.last_id:
+            self.violations.append(
+                f"scheduler {sid}: {job_id} made by the activation of {producer}, but the "
+                f"current iteration was {schedule.last_id} (an iteration made twice)"
+            )
+        if schedule.limit is not None and schedule.made + 1 > schedule.limit:
+            self.violations.append(
+                f"scheduler {sid}: {job_id} is iteration {schedule.made + 1}, past its "
+                f"limit of {schedule.limit}"
+            )
+        if schedule.end_date is not None and now > schedule.end_date:
+            self.violations.append(
+                f"scheduler {sid}: {job_id} made at {now}, after its end date {schedule.end_date}"
+            )
+        following = schedule.last_slot + schedule.every
+        if following >= now:
+            expected = following
+        else:  # missed slots are skipped: the first slot of the phase after now
+            expected = now - (now - schedule.phase) % schedule.every + schedule.every
+        if slot != expected:
+            self.violations.append(
+                f"scheduler {sid}: {job_id} after slot {schedule.last_slot} made at {now}; "
+                f"the next slot was {expected} (an iteration skipped or misplaced)"
+            )
+        schedule.last_id, schedule.last_slot = job_id, slot
+        schedule.made += 1
+
+    def at_end(self) -> None:
+        """After the liveness phase: a scheduler with a limit made all its iterations."""
+        for sid, schedule in self.schedules.items():
+            limited = schedule.end_date is None and schedule.limit is not None
+            if limited and schedule.made != schedule.limit:
+                self.violations.append(
+                    f"scheduler {sid}: stopped after {schedule.made} of its "
+                    f"{schedule.limit} iterations (last {schedule.last_id})"
+                )
 
 
 class LimitWatch:

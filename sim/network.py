@@ -25,6 +25,8 @@ from corral.engine.storage import (
     LockInfo,
     NewJob,
     Outcome,
+    SchedulerRecord,
+    SchedulerUpsert,
     StalledCheck,
     StoredEvent,
 )
@@ -172,6 +174,42 @@ class Connection:
         return cast(
             "tuple[ResultCode, int]", await self._call("move_to_wait", queue, job_id, token)
         )
+
+    async def upsert_job_scheduler(
+        self, queue: str, upsert: SchedulerUpsert, now: int
+    ) -> tuple[str, int] | ResultCode:
+        result = await self._call("upsert_job_scheduler", queue, upsert, now)
+        return cast("tuple[str, int] | ResultCode", result)
+
+    async def update_job_scheduler(
+        self,
+        queue: str,
+        scheduler_id: str,
+        producer_id: str,
+        next_millis: int | None,
+        job_opts: str,
+        now: int,
+    ) -> str | None:
+        result = await self._call(
+            "update_job_scheduler", queue, scheduler_id, producer_id, next_millis, job_opts, now
+        )
+        return cast("str | None", result)
+
+    async def remove_job_scheduler(self, queue: str, scheduler_id: str, now: int) -> bool:
+        return cast(bool, await self._call("remove_job_scheduler", queue, scheduler_id, now))
+
+    async def get_job_scheduler(self, queue: str, scheduler_id: str) -> SchedulerRecord | None:
+        result = await self._call("get_job_scheduler", queue, scheduler_id)
+        return cast("SchedulerRecord | None", result)
+
+    async def get_job_schedulers(
+        self, queue: str, start: int, end: int, asc: bool
+    ) -> list[SchedulerRecord]:
+        result = await self._call("get_job_schedulers", queue, start, end, asc)
+        return cast(list[SchedulerRecord], result)
+
+    async def get_job_schedulers_count(self, queue: str) -> int:
+        return cast(int, await self._call("get_job_schedulers_count", queue))
 
     async def close(self) -> None:
         """Nothing to close: connections live as long as their process."""

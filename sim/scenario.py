@@ -130,6 +130,18 @@ class DedupSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class SchedulerSpec:
+    """A job scheduler the producer upserts when the run starts (``every`` ms, at most
+    ``limit`` iterations; ``end_ms``: its end date, in virtual ms from the start of the run)."""
+
+    scheduler_id: str
+    every: int
+    limit: int | None = None
+    end_ms: int | None = None
+    attempts: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class FaultMix:
     """A swarm: each seed enables a random non-empty subset of ``kinds`` at random rates."""
 
@@ -157,6 +169,8 @@ class Scenario:
     #: The faults cannot take a lock away (no crash, every outage shorter than the lock): a
     #: processor running again on an attempt, or a stall recovery, is then a violation.
     expect_no_reruns: bool = False
+    #: Job schedulers the producer upserts at the start (their iterations are jobs too).
+    schedulers: tuple[SchedulerSpec, ...] = ()
     #: Deduplicated adds (None: no job carries a dedup id).
     dedup: DedupSpec | None = None
     #: The queue's global concurrency, set before the first job is added (None: unset).
@@ -340,6 +354,29 @@ GLOBAL_CONCURRENCY: Final = Scenario(
     global_concurrency=3,
 )
 
+SCHEDULERS: Final = Scenario(
+    name="scheduler",
+    description=(
+        "job schedulers under crashes, blocks, partitions, lost replies and clock skew: each "
+        "due iteration is made exactly once, by whichever worker activates the one before"
+    ),
+    workers=4,
+    settings=WorkerSettings(lock_duration=10_000, stalled_interval=10_000),
+    jobs=JobSpec(count=40, arrival_ms=120_000),
+    work=WorkShape(min_ms=50, max_ms=3_000),
+    duration_ms=300_000,
+    liveness_budget_ms=600_000,
+    schedulers=(
+        SchedulerSpec("tick", every=5_000, limit=40),
+        SchedulerSpec("slow", every=17_000, limit=12),
+        SchedulerSpec("until", every=7_000, end_ms=200_000),
+    ),
+    mix=FaultMix(
+        kinds=("crash", "block", "gc", "partition", "asymmetric", "shutdown", "skew"),
+        faults_per_minute=4.0,
+    ),
+)
+
 SCENARIOS: Final = {
     s.name: s
     for s in (
@@ -352,5 +389,6 @@ SCENARIOS: Final = {
         DEDUP,
         RATE_LIMIT,
         GLOBAL_CONCURRENCY,
+        SCHEDULERS,
     )
 }

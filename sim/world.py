@@ -49,10 +49,10 @@ from corral.engine.queue import Queue
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import next_job, result_code
 from corral.engine.worker import Worker
-from corral.sim.invariants import COVERAGE_GOALS, LimitWatch, Oracle
+from corral.sim.invariants import COVERAGE_GOALS, LimitWatch, Oracle, SchedulerOracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.network import Connection, SimulatedConnectionError
-from corral.sim.scenario import WINDOW_FAULTS, Fault, Scenario, draw_faults
+from corral.sim.scenario import WINDOW_FAULTS, Fault, Scenario, SchedulerSpec, draw_faults
 from corral.sim.simloop import SimLoop
 from corral.sim.trace import RunResult, TraceEvent
 
@@ -148,6 +148,18 @@ class World:
             scenario.settings.max_stalled_count,
             self._is_alive,
             expect_no_reruns=scenario.expect_no_reruns,
+            schedulers=[spec.scheduler_id for spec in scenario.schedulers],
+        )
+        self.scheduler_oracle = SchedulerOracle(
+            {
+                spec.scheduler_id: (
+                    spec.every,
+                    spec.limit,
+                    None if spec.end_ms is None else DEFAULT_EPOCH_MS + spec.end_ms,
+                )
+                for spec in scenario.schedulers
+            },
+            self.oracle.violations,
         )
         # Lock-token numbers outlive a store restart, as a Redis client outlives its server:
         # the workers keep running, and a token they were given must never come back.
@@ -294,6 +306,7 @@ class World:
         store_now = self.store_clock.now_ms()
         touched = self.oracle.touched
         self.oracle.on_op(proc.name, op, args, result, store_now)
+        self.scheduler_oracle.on_op(op, args, result)
         self.oracle.end_op(lambda job_id: backend.job_fields(QUEUE, job_id))
         self._trace_op(proc.name, op, args, result)
         if op not in _READ_ONLY:
@@ -355,6 +368,10 @@ class World:
                 "",
                 f"recovered={','.join(result.recovered)} failed={','.join(result.failed)}",
             )
+        elif op == "upsert_job_scheduler" and isinstance(result, tuple):
+            self.record(process, "schedule", result[0], f"scheduler={args[1].scheduler_id}")
+        elif op == "update_job_scheduler" and result is not None:
+            self.record(process, "schedule", result, f"scheduler={args[1]} by={args[2]}")
         elif op == "add_jobs":
             for job_id, created in zip(result.job_ids, result.created, strict=True):
                 self.record(process, "add", job_id, f"created={created}")
@@ -481,6 +498,8 @@ class World:
         process.loop.create_task(self._produce(queue))
 
     async def _produce(self, queue: Queue) -> None:
+        for scheduler in self.scenario.schedulers:
+            await self._upsert(queue, scheduler)
         spec = self.scenario.jobs
         dedup_spec = self.scenario.dedup
         rng = self._rng("jobs")
@@ -517,6 +536,22 @@ class World:
                 return
             except SimulatedConnectionError:
                 self.record("producer", "meta-failed", "", f"concurrency={concurrency}")
+
+    async def _upsert(self, queue: Queue, spec: SchedulerSpec) -> None:
+        """Upsert one scheduler, sending it again until a reply comes (a repeat after a lost
+        reply replaces the pending first iteration in place)."""
+        repeat: dict[str, int] = {"every": spec.every}
+        if spec.limit is not None:
+            repeat["limit"] = spec.limit
+        if spec.end_ms is not None:
+            repeat["end_date"] = DEFAULT_EPOCH_MS + spec.end_ms
+        template = {"name": spec.scheduler_id, "opts": {"attempts": spec.attempts}}
+        while True:
+            try:
+                await queue.upsert_job_scheduler(spec.scheduler_id, repeat, template)
+                return
+            except SimulatedConnectionError:
+                self.record("producer", "upsert-failed", "", spec.scheduler_id)
 
     # ------------------------------------------------------------------ faults
 
@@ -659,6 +694,8 @@ class World:
 
     def _result(self, wall: float) -> RunResult:
         oracle = self.oracle
+        if not oracle.violations and not oracle.has_unfinished:
+            self.scheduler_oracle.at_end()
         self.record("world", "end", "", f"events={self._events}")
         lost = oracle.unfinished()
         violations = list(oracle.violations)
@@ -721,6 +758,9 @@ _READ_ONLY = frozenset(
         "wait_for_events",
         "get_rate_limit_ttl",
         "get_queue_meta",
+        "get_job_scheduler",
+        "get_job_schedulers",
+        "get_job_schedulers_count",
     }
 )
 

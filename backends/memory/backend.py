@@ -24,11 +24,20 @@ from corral.backends.memory.limits import LimitOps
 from corral.backends.memory.notifications import NotificationOps
 from corral.backends.memory.queue_ops import QueueOps
 from corral.backends.memory.readers import ReaderOps
+from corral.backends.memory.schedulers import SchedulerOps
 from corral.backends.memory.workers import WorkerOps
 
 
 class MemoryBackend(
-    JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, DedupOps, WorkerOps, LimitOps
+    JobFlowOps,
+    ReaderOps,
+    NotificationOps,
+    JobOps,
+    QueueOps,
+    DedupOps,
+    WorkerOps,
+    LimitOps,
+    SchedulerOps,
 ):
     """In-process storage for any number of queues.
 

@@ -31,6 +31,7 @@ PLANTABLE_BUGS: Final = {
     "dedup-ignores-owner": "an add claims a deduplication id without checking its holder",
     "no-shared-limiter": "activations are never counted in the queue's rate-limit window",
     "ignore-global-concurrency": "fetches ignore the queue's global concurrency",
+    "scheduler-no-guard": "a scheduler makes a next iteration for any activation of its jobs",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.

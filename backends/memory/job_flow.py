@@ -317,8 +317,16 @@ class JobFlowOps(DedupOps, LimitOps):
                 fields = store.jobs[job_id]
                 stalled_counter = int(fields.get("stc") or 0) + 1
                 fields["stc"] = str(stalled_counter)
-                if stall_limit_exceeded(stalled_counter, max_stalled_count) and (
-                    "no-stall-limit" not in self.planted_bugs
+                # A job of a live job scheduler is never failed for stalling (BullMQ 6.7):
+                # failing it could stop its schedule.
+                scheduler_id = fields.get("rjk")
+                scheduled = scheduler_id is not None and (
+                    scheduler_id in store.repeat or scheduler_id in store.schedulers
+                )
+                if (
+                    stall_limit_exceeded(stalled_counter, max_stalled_count)
+                    and not scheduled
+                    and "no-stall-limit" not in self.planted_bugs
                 ):
                     # BullMQ 6 reports every stall it finds, the one over the limit too.
                     self._emit(store, ("stalled", "jobId", job_id))

@@ -7,6 +7,7 @@ from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import ResultCode
 from corral.engine.job import decode_opts
+from corral.engine.scheduling import iteration_job_id
 from corral.engine.states import JobState, Transition
 
 # The field a retry clears besides finishedOn and processedOn, per finished state.
@@ -24,6 +25,11 @@ class JobOps(DedupOps):
                 return ResultCode.MISSING_JOB
             if self._lock_of(store, job_id) is not None:
                 return ResultCode.JOB_LOCKED
+            scheduler_id = store.jobs[job_id].get("rjk")
+            if scheduler_id is not None:
+                slot = store.repeat.score(scheduler_id)
+                if slot is not None and job_id == iteration_job_id(scheduler_id, slot):
+                    return ResultCode.SCHEDULER_JOB
             if state is JobState.WAITING:
                 store.wait.remove(job_id)
             elif state is JobState.ACTIVE:

@@ -78,6 +78,9 @@ class QueueStore:
     limit_meta: dict[str, str] = dataclasses.field(default_factory=dict)
     limiter_count: int = 0
     limiter_expires: int | None = None
+    #: Job schedulers: ``repeat`` (id scored by its current slot) and each one's hash.
+    repeat: ZSet = dataclasses.field(default_factory=ZSet)
+    schedulers: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def zset(self, state: JobState) -> ZSet:
         return {

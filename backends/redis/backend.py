@@ -34,13 +34,22 @@ from corral.backends.redis.limits import LimitOps
 from corral.backends.redis.notifications import NotificationOps
 from corral.backends.redis.queue_ops import QueueOps
 from corral.backends.redis.readers import ReaderOps
+from corral.backends.redis.schedulers import SchedulerOps
 from corral.backends.redis.workers import WorkerOps
 
 __all__ = ["RedisAuthenticationError", "RedisBackend", "RedisUnavailableError"]
 
 
 class RedisBackend(
-    JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, DedupOps, WorkerOps, LimitOps
+    JobFlowOps,
+    ReaderOps,
+    NotificationOps,
+    JobOps,
+    QueueOps,
+    DedupOps,
+    WorkerOps,
+    LimitOps,
+    SchedulerOps,
 ):
     """Storage on a Redis server (6.2 or later), shared with Node BullMQ.
 

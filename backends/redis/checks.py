@@ -120,7 +120,9 @@ if full then
     local suffix = string.sub(key, #base + 1)
     local kind = redis.call('TYPE', key)['ok']
     if kind == 'hash' and suffix ~= 'meta' and string.find(suffix, '^metrics:') == nil
-        and string.find(suffix, '^repeat:') == nil and string.find(suffix, '^dn:') == nil
+        -- (a scheduler's hash is repeat:<id>; its iterations' hashes, repeat:<id>:<ms>, hold rjk)
+        and (string.find(suffix, '^repeat:') == nil or redis.call('HEXISTS', key, 'rjk') == 1)
+        and string.find(suffix, '^dn:') == nil
         and string.find(suffix, ':processed$') == nil
         and string.find(suffix, ':failed$') == nil then
       consider(suffix)

@@ -34,6 +34,7 @@ KEY_TYPES: Final = {
     "events": "stream",
     "meta": "hash",
     "limiter": "string",
+    "repeat": "zset",
 }
 
 

@@ -74,6 +74,9 @@ SCRIPT_NAMES: Final = (
     "get_counts_per_priority",
     "limit_settings",
     "move_to_wait",
+    "add_job_scheduler",
+    "update_job_scheduler",
+    "remove_job_scheduler",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
@@ -117,6 +120,7 @@ PLANTABLE_BUGS: Final = frozenset(
         "dedup-ignores-owner",
         "no-shared-limiter",
         "ignore-global-concurrency",
+        "scheduler-no-guard",
     }
 )
 
@@ -199,8 +203,10 @@ def load_source(
         except FileNotFoundError:
             raise ScriptSourceError(f"{name}.lua: no include {match.group(1)!r}") from None
 
+    # (``repeat`` is a Lua keyword: scripts read that key as ``K['repeat']``.)
     bindings = ", ".join(
-        f"{key.replace('-', '_')} = KEYS[{i}]" for i, key in enumerate(keys, start=1)
+        f"['{key}'] = KEYS[{i}]" if key == "repeat" else f"{key.replace('-', '_')} = KEYS[{i}]"
+        for i, key in enumerate(keys, start=1)
     )
     prelude = f"local K = {{{bindings}}}\nlocal base = ARGV[1]\n" + instrumentation.prelude()
     if script_flags:

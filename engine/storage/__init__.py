@@ -50,6 +50,7 @@ from corral.engine.storage.records import (
     parse_finish_record,
     result_code,
 )
+from corral.engine.storage.schedulers import SchedulerRecord, SchedulerStorage, SchedulerUpsert
 from corral.engine.storage.workers import WorkerStorage
 
 
@@ -61,11 +62,12 @@ class Storage(
     DedupStorage,
     WorkerStorage,
     LimitStorage,
+    SchedulerStorage,
     Protocol,
 ):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
-    flow, readers, notifications, operator calls, worker presence). Every backend implements
-    all of them."""
+    flow, readers, notifications, operator calls, worker presence, rate limits, deduplication,
+    job schedulers). Every backend implements all of them."""
 
     async def close(self) -> None:
         """Release the backend's connections (the memory backend keeps its data)."""
@@ -95,6 +97,9 @@ __all__ = [
     "ReaderStorage",
     "RetryLater",
     "RetryNow",
+    "SchedulerRecord",
+    "SchedulerStorage",
+    "SchedulerUpsert",
     "StalledCheck",
     "Storage",
     "StoredEvent",

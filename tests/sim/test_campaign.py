@@ -73,6 +73,7 @@ BUG_SCENARIOS = {
     "dedup-ignores-owner": "dedup",
     "no-shared-limiter": "rate-limit",
     "ignore-global-concurrency": "global-concurrency",
+    "scheduler-no-guard": "scheduler",
 }
 
 

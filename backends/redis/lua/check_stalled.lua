@@ -8,7 +8,10 @@
   failed with "job stalled more than allowable limit" when stc > max_stalled_count (events
   "stalled", "failed"; the job's own removeOnFail applies). Phase 1 then marks every active job.
 
-  KEYS: wait active failed stalled stalled-check marker events meta delayed prioritized pc id
+  A job of a job scheduler that still exists (`rjk` names a scheduler hash or a member of
+  `repeat`) is never failed for stalling, as in BullMQ 6.7: failing it could stop its schedule.
+
+  KEYS: wait active failed stalled stalled-check marker events meta delayed prioritized pc id repeat
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  max_stalled_count
@@ -43,7 +46,10 @@ for i = #active, 1, -1 do
   if marked[id] and redis.call('EXISTS', lock_key(id)) == 0 then
     redis.call('LREM', K.active, 1, id)
     local stalled_count = redis.call('HINCRBY', job_key(id), 'stc', 1)
-    if stalled_count > max_stalled and not PLANTED['no-stall-limit'] then
+    local scheduler_id = redis.call('HGET', job_key(id), 'rjk')
+    local scheduled = scheduler_id and (redis.call('EXISTS', base .. 'repeat:' .. scheduler_id) == 1
+      or redis.call('ZSCORE', K['repeat'], scheduler_id))
+    if stalled_count > max_stalled and not scheduled and not PLANTED['no-stall-limit'] then
       -- BullMQ 6 reports every stall it finds, the one over the limit too.
       emit('stalled', 'jobId', id)
       local count, age_ms = keep_from(job_opts(id).removeOnFail)

@@ -2,11 +2,12 @@
 --[[
   remove: delete a job that holds no lock, from whatever state it is in.
 
-  KEYS: wait active prioritized delayed completed failed stalled events
+  KEYS: wait active prioritized delayed completed failed stalled events repeat
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  job id
-  Returns: 0; -1 if the job is in no state; -20 if its lock is held (nothing changed).
+  Returns: 0; -1 if the job is in no state; -20 if its lock is held; -8 if it is a job
+    scheduler's current iteration (nothing changed).
   allow-oom: removing frees memory, so it runs even when Redis is out of memory (its one
   growth is the "removed" event); every other writing script is refused whole then.
   Transitions: REMOVE
@@ -22,6 +23,13 @@ if not state then
 end
 if redis.call('EXISTS', lock_key(id)) == 1 then
   return -20
+end
+local scheduler_id = redis.call('HGET', job_key(id), 'rjk')
+if scheduler_id then
+  local slot = redis.call('ZSCORE', K['repeat'], scheduler_id)
+  if slot and id == 'repeat:' .. scheduler_id .. ':' .. num(tonumber(slot)) then
+    return -8
+  end
 end
 take_out(id, state)
 local deid = redis.call('HGET', job_key(id), 'deid')
