@@ -27,6 +27,8 @@ PLANTABLE_BUGS: Final = {
     "lose-stalled-mark": "the stalled check never re-marks active jobs",
     "no-stall-limit": "max_stalled_count is ignored",
     "finish-not-idempotent": "a finish sent again after its reply was lost is refused",
+    "remove-locked-job": "remove deletes a job whose lock is held (an operator call moves a "
+    "running job)",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.

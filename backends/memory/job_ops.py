@@ -17,7 +17,9 @@ class JobOps(MemoryCore):
             state = store.states.get(job_id)
             if state is None:
                 return ResultCode.MISSING_JOB
-            if self._lock_of(store, job_id) is not None:
+            # The planted bug "remove-locked-job" (core.PLANTABLE_BUGS) skips the lock check.
+            locked = self._lock_of(store, job_id) is not None
+            if locked and "remove-locked-job" not in self.planted_bugs:
                 return ResultCode.JOB_LOCKED
             if state is JobState.WAITING:
                 store.wait.remove(job_id)

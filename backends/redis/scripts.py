@@ -99,6 +99,7 @@ PLANTABLE_BUGS: Final = frozenset(
         "lose-stalled-mark",
         "no-stall-limit",
         "finish-not-idempotent",
+        "remove-locked-job",
     }
 )
 
