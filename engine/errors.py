@@ -103,3 +103,29 @@ def lock_renewal_error_text(job_id: str) -> str:
 def removal_locked_text(job_id: str) -> str:
     """BullMQ's text for removing a job whose lock is held."""
     return f"Job {job_id} could not be removed because it is locked by another worker"
+
+
+class JobStateError(CorralError):
+    """An operator call on a job that is gone or not where the call needs it (BullMQ's codes
+    and texts, e.g. ``Job 7 is not in the failed state. reprocessJob``); nothing changed.
+
+    Attributes:
+        code: the :class:`ResultCode` the storage operation returned.
+        job_id: the job concerned.
+        command: BullMQ's name of the script (``reprocessJob``, ``promote``, ...).
+    """
+
+    def __init__(self, code: ResultCode, job_id: str, command: str, state: str = "active") -> None:
+        self.code = code
+        self.job_id = job_id
+        self.command = command
+        super().__init__(finish_error_text(code, job_id, command, state))
+
+
+class JobFailedError(CorralError):
+    """Raised by ``job.wait_until_finished`` for a job that failed for good (or is gone): the
+    message is its ``failedReason``, as BullMQ's ``waitUntilFinished`` rejects."""
+
+
+class WaitTimeoutError(CorralError, TimeoutError):
+    """``job.wait_until_finished`` heard of no finish within its ``ttl`` (BullMQ's text)."""

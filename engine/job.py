@@ -26,6 +26,7 @@ from corral.engine.inputs import (
     json_nested_deeper,
     unknown_option_error,
 )
+from corral.engine.job_operations import JobHost, JobOperations
 
 if TYPE_CHECKING:
     from corral.engine.storage import NewJob
@@ -46,6 +47,7 @@ JOB_OPTION_NAMES: Final = frozenset(
         "remove_on_complete",
         "remove_on_fail",
         "lifo",
+        "keep_logs",
     }
 )
 
@@ -279,6 +281,8 @@ class JobOptions:
     remove_on_complete: KeepJobs = KeepJobs()
     remove_on_fail: KeepJobs = KeepJobs()
     lifo: bool = False
+    #: How many log rows ``job.log`` keeps (the newest); None keeps all (BullMQ's ``keepLogs``).
+    keep_logs: int | None = None
 
     @classmethod
     def build(cls, options: Mapping[str, Any]) -> JobOptions:
@@ -304,6 +308,11 @@ class JobOptions:
         lifo = options.get("lifo", False)
         if not isinstance(lifo, bool):
             raise InvalidArgumentError(f"lifo must be a bool, got {lifo!r}")
+        keep_logs = options.get("keep_logs")
+        if keep_logs is not None and (
+            not isinstance(keep_logs, int) or isinstance(keep_logs, bool) or keep_logs < 1
+        ):
+            raise InvalidArgumentError(f"keep_logs must be an int >= 1 or None, got {keep_logs!r}")
         return cls(
             delay=duration_ms(options.get("delay", 0), "delay"),
             priority=priority,
@@ -315,6 +324,7 @@ class JobOptions:
             ),
             remove_on_fail=KeepJobs.parse(options.get("remove_on_fail", False), "remove_on_fail"),
             lifo=lifo,
+            keep_logs=keep_logs,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -332,6 +342,8 @@ class JobOptions:
             encoded["removeOnFail"] = self.remove_on_fail.to_json()
         if self.lifo:
             encoded["lifo"] = True
+        if self.keep_logs is not None:
+            encoded["kl"] = self.keep_logs  # BullMQ's optsAsJSON name for keepLogs
         return encoded
 
     @classmethod
@@ -347,6 +359,7 @@ class JobOptions:
             remove_on_complete=_keep_from_json(raw.get("removeOnComplete")),
             remove_on_fail=_keep_from_json(raw.get("removeOnFail")),
             lifo=bool(raw.get("lifo", False)),
+            keep_logs=_keep_logs_from_json(raw.get("kl")),
         )
 
 
@@ -357,6 +370,13 @@ def _backoff_from_json(raw: object) -> Backoff | None:
         return Backoff(
             str(raw.get("type", "fixed")), int(raw.get("delay") or 0), float(raw.get("jitter", 0))
         )
+    return None
+
+
+def _keep_logs_from_json(raw: object) -> int | None:
+    # BullMQ treats a falsy keepLogs as "keep every row".
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 1:
+        return int(raw)
     return None
 
 
@@ -420,7 +440,7 @@ _UNSET: Final[Any] = object()
 _NO_FIELDS: Final[dict[str, str]] = {}  # held for an instant by a job from Job._added
 
 
-class Job:
+class Job(JobOperations):
     """A job as read from storage: the snake_case view of BullMQ's job hash.
 
     Attributes mirror the hash fields: ``id, name, data, opts, priority, delay, timestamp,
@@ -430,13 +450,16 @@ class Job:
     ``cancellation`` tells the processor whether it should stop.
 
     Fields are decoded when first read, so a job costs little until it is looked at. A Job is a
-    snapshot: read the job again (``queue.get_job``) to see later changes.
+    snapshot: read the job again (``queue.get_job``) to see later changes. The calls that change
+    the stored job (``retry``, ``promote``, ``log``, ``move_to_completed``, ...) come from
+    :class:`~corral.engine.job_operations.JobOperations`.
     """
 
     __slots__ = (
         "_cancellation",
         "_data",
         "_fields",
+        "_host",
         "_loop",
         "_opts",
         "_owner_thread",
@@ -469,6 +492,8 @@ class Job:
         self.token = token
         self._cancellation: Cancellation | None = None
         self._progress_writer = progress_writer
+        #: The Queue or Worker that read the job: the job's calls go through it.
+        self._host: JobHost | None = None
         # The event loop of the worker running this job, and that loop's thread (see
         # bind_loop): thread-side progress is sent there.
         self._loop = loop

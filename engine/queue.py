@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Never
 
-from corral.engine.clock import Clock, SystemClock
+from corral.engine.clock import Clock, SystemClock, system_random
 from corral.engine.errors import (
     ClosedError,
     CorralError,
@@ -23,8 +24,17 @@ from corral.engine.job import (
     encode_json,
     validate_queue_name,
 )
+from corral.engine.policy import failure_outcome
 from corral.engine.states import UNKNOWN, JobState
-from corral.engine.storage import NewJob, StalledCheck, Storage, new_job
+from corral.engine.storage import (
+    Fetched,
+    FetchRequest,
+    NewJob,
+    Outcome,
+    StalledCheck,
+    Storage,
+    new_job,
+)
 
 _BULK_ENTRY_KEYS = frozenset({"name", "data", "opts"})
 # ``add``'s keyword defaults; jobs added with exactly these skip validation and re-encoding.
@@ -37,9 +47,23 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "remove_on_complete": False,
     "remove_on_fail": False,
     "lifo": False,
+    "keep_logs": None,
 }
 _DEFAULT_JOB_OPTIONS = JobOptions()
 _DEFAULT_OPTS_JSON = encode_json(_DEFAULT_JOB_OPTIONS.to_json(), "job options")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobLogs:
+    """A page of a job's log, as BullMQ's ``getJobLogs`` returns it.
+
+    Attributes:
+        logs: the rows asked for.
+        count: how many rows the job's log holds in all.
+    """
+
+    logs: list[str]
+    count: int
 
 
 def _is_default(options: Mapping[str, Any]) -> bool:
@@ -132,6 +156,7 @@ class Queue:
         remove_on_complete: bool | int | Mapping[str, int] = False,
         remove_on_fail: bool | int | Mapping[str, int] = False,
         lifo: bool = False,
+        keep_logs: int | None = None,
         **unknown: Never,
     ) -> Job:
         """Add one job and return it.
@@ -150,6 +175,7 @@ class Queue:
                 or ``{"age": seconds, "count": n}``.
             remove_on_fail: the same for failed jobs.
             lifo: put the job at the front of the wait list.
+            keep_logs: how many rows ``job.log`` keeps (the newest); None keeps them all.
 
         Raises:
             InvalidArgumentError: on invalid options or data that JSON cannot encode; nothing
@@ -170,6 +196,7 @@ class Queue:
             "remove_on_complete": remove_on_complete,
             "remove_on_fail": remove_on_fail,
             "lifo": lifo,
+            "keep_logs": keep_logs,
         }
         return (await self._add([self._new_job(name, data, options, self.clock.now_ms())]))[0]
 
@@ -209,7 +236,9 @@ class Queue:
         jobs = []
         for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
             if created:
-                jobs.append(Job._added(self.name, job_id, new, self._progress_writer))
+                job = Job._added(self.name, job_id, new, self._progress_writer)
+                job._host = self
+                jobs.append(job)
             else:
                 existing = await self.get_job(job_id)
                 if existing is None:  # removed in between: report what was asked for
@@ -220,7 +249,32 @@ class Queue:
     # ------------------------------------------------------------------ reading
 
     def _job(self, job_id: str, fields: Mapping[str, str]) -> Job:
-        return Job(self.name, job_id, fields, self._progress_writer)
+        job = Job(self.name, job_id, fields, self._progress_writer)
+        job._host = self
+        return job
+
+    # The job's host (corral.engine.job_operations.JobHost): jobs read here make their calls
+    # through the queue.
+
+    def failure_outcome(self, job: Job, error: BaseException) -> Outcome:
+        """The normal retry decision for a failed attempt of ``job`` (no custom backoff: a
+        job whose backoff needs the worker's strategy fails without retry)."""
+        return failure_outcome(
+            job.opts,
+            job.attempts_made,
+            error,
+            system_random(),
+            job=job,
+            previous_stacktrace=job.stacktrace,
+        )
+
+    def next_fetch(self, token: str) -> FetchRequest | None:
+        """A queue takes no jobs: finishes through it fetch none."""
+        return None
+
+    def adopt(self, fetched: Fetched) -> Job:
+        """A fetched job, made a job of this queue."""
+        return Job(self.name, fetched.job_id, fetched.fields, self._progress_writer, fetched.token)
 
     async def _write_progress(self, job_id: str, progress: str) -> None:
         self._check_open()
@@ -301,6 +355,26 @@ class Queue:
             if not missing or end < 0:  # complete, or a range relative to the list's end
                 return
             start, end = end + 1, end + missing
+
+    async def get_job_logs(
+        self, job_id: str, start: int = 0, end: int = -1, asc: bool = True
+    ) -> JobLogs:
+        """Rows ``start..end`` of a job's log (Redis range rules: ``end`` inclusive, negative
+        indexes count from the end), oldest first; with ``asc=False`` the range counts from the
+        newest row, newest first. A job without a log (or none at all) has ``count`` 0.
+
+        Raises:
+            InvalidArgumentError: for a job id that is not a non-empty string, or a non-int
+                ``start``/``end``.
+        """
+        self._check_open()
+        for label, index in (("start", start), ("end", end)):
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise InvalidArgumentError(f"{label} must be an int, got {index!r}")
+        if not lookup_job_id(job_id):
+            return JobLogs([], 0)
+        rows, count = await self.backend.get_job_logs(self.name, job_id, start, end, bool(asc))
+        return JobLogs(rows, count)
 
     async def is_paused(self) -> bool:
         """Whether the queue is paused."""

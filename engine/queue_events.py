@@ -116,8 +116,8 @@ class QueueEvents:
     async def events(self) -> AsyncIterator[QueueEvent]:
         """Yield events in log order until :meth:`close`; storage errors are reported as
         ``error`` and reading resumes after the last delivered event."""
-        if self.last_event_id is None:
-            self.last_event_id = await self.backend.last_event_id(self.queue_name)
+        await self.wait_until_ready()
+        assert self.last_event_id is not None
         while not self._closing:
             try:
                 batch = await self.backend.wait_for_events(
@@ -136,6 +136,15 @@ class QueueEvents:
                 yield QueueEvent(stored.id, stored.name, stored.fields)
                 if self._closing:
                     return
+
+    async def wait_until_ready(self) -> None:
+        """Fix where delivery starts (the end of the log now, unless ``last_event_id`` was
+        given): every event logged after this returns is delivered (BullMQ's
+        ``waitUntilReady``; ``job.wait_until_finished`` calls it before reading the job)."""
+        if self.last_event_id is None:
+            last = await self.backend.last_event_id(self.queue_name)
+            if self.last_event_id is None:  # (the earlier of two concurrent reads wins)
+                self.last_event_id = last
 
     async def run(self) -> None:
         """Dispatch events to the ``on`` handlers until :meth:`close`."""

@@ -42,6 +42,7 @@ from corral.engine.loop_watch import (
     lock_lost_after_block,
     warn_blocked,
 )
+from corral.engine.manual_fetch import ManualFetching, no_processor
 from corral.engine.policy import (
     BackoffStrategy,
     failure_outcome,
@@ -89,14 +90,16 @@ WORKER_EVENTS: Final = frozenset(
 )
 
 
-class Worker:
+class Worker(ManualFetching):
     """Processes the jobs of one queue.
 
     Args:
         queue_name: the queue to work on.
         processor: ``async def`` or plain ``def`` taking a :class:`Job`; its return value
             (JSON-encodable) becomes the job's result. Plain functions run in a thread pool,
-            never on the event loop.
+            never on the event loop. None for manual processing: the worker cannot ``run()``,
+            and the caller takes jobs with ``get_next_job`` (see
+            :mod:`corral.engine.manual_fetch`).
         backend: the queue's storage.
         concurrency: how many jobs run at once.
         lock_duration: lock TTL in ms; a job whose lock lapses is recovered as stalled.
@@ -124,7 +127,7 @@ class Worker:
     def __init__(
         self,
         queue_name: str,
-        processor: Processor | str,
+        processor: Processor | str | None,
         backend: Storage,
         *,
         concurrency: int = 1,
@@ -176,7 +179,7 @@ class Worker:
         self.id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
         self._backoff_strategy = backoff_strategy
         self._calls = ProcessorCalls(
-            self.processor,
+            self.processor or no_processor,
             config.processor_runner,
             executor,
             threads=self.concurrency,
@@ -285,6 +288,10 @@ class Worker:
 
     async def run(self) -> None:
         """Process jobs until :meth:`close` is called. Cancelling ``run`` closes with force."""
+        if self.processor is None:
+            raise RuntimeError(
+                "this worker has no processor: take jobs with get_next_job(token) instead"
+            )
         if self._started:
             raise RuntimeError("this worker has already been started")
         self._started = True
@@ -328,6 +335,8 @@ class Worker:
         self._begin_close(force)
         if self._stopped is not None:
             await self._stopped.wait()
+        elif not self._started:  # a worker for manual fetching: its stalled-check timer
+            await self.stop_timers()
 
     def _begin_close(self, force: bool) -> None:
         self._closing = True
@@ -457,6 +466,7 @@ class Worker:
             self._loop,
             self._loop_thread,
         )
+        job._host = self
         running = Running(job, token, self.clock.now_ms(), slot)
         self._running[token] = running
         self._loop_watch.arm()

@@ -21,7 +21,7 @@ class WorkerConfig:
     """A Worker's validated options (see :class:`~corral.engine.worker.Worker` for each)."""
 
     queue_name: str
-    processor: Processor
+    processor: Processor | None  # None: manual fetching only (corral.engine.manual_fetch)
     processor_runner: ProcessorRunner | None
     concurrency: int
     lock_duration: int
@@ -36,7 +36,7 @@ class WorkerConfig:
 
 def worker_config(
     queue_name: str,
-    processor: Processor | str,
+    processor: Processor | str | None,
     *,
     concurrency: int,
     lock_duration: Duration,
@@ -59,7 +59,7 @@ def worker_config(
     queue_name = validate_queue_name(queue_name)
     if sandboxed and processor_runner is not None:
         raise InvalidArgumentError("give either sandboxed=True or a processor_runner, not both")
-    if sandboxed or isinstance(processor, str):
+    if (sandboxed and processor is not None) or isinstance(processor, str):
         # The process pool does I/O, so it lives outside the engine, imported only if used.
         from corral.sandbox import SandboxedRunner, import_processor
 
@@ -68,7 +68,7 @@ def worker_config(
             processor, processor_runner = sandbox.function, sandbox
         elif isinstance(processor, str):
             processor = import_processor(processor)
-    if not callable(processor):
+    if processor is not None and not callable(processor):
         raise InvalidArgumentError(f"processor must be callable, got {processor!r}")
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise InvalidArgumentError(f"concurrency must be an int >= 1, got {concurrency!r}")

@@ -211,6 +211,7 @@ class MemoryCore:
         del store.jobs[job_id]
         store.locks.pop(job_id, None)
         store.stalled.pop(job_id, None)
+        store.logs.pop(job_id, None)
 
     def _trim(
         self, queue: str, store: QueueStore, state: JobState, keep: KeepJobs, now: int

@@ -58,3 +58,14 @@ class ReaderOps(MemoryCore):
     async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
         with self._mutex:
             return job_id in self._store(queue).stalled
+
+    async def get_job_logs(
+        self, queue: str, job_id: str, start: int, end: int, asc: bool
+    ) -> tuple[list[str], int]:
+        with self._mutex:
+            rows = self._store(queue).logs.get(job_id, [])
+            if asc:
+                return [rows[i] for i in index_range(len(rows), start, end)], len(rows)
+            # Newest first: the range counted from the newest row, as BullMQ mirrors it.
+            newest_first = rows[::-1]
+            return [newest_first[i] for i in index_range(len(rows), start, end)], len(rows)

@@ -66,6 +66,8 @@ class QueueStore:
     event_waiters: collections.deque[asyncio.Future[bool]] = dataclasses.field(
         default_factory=collections.deque
     )
+    # Each job's log rows (BullMQ's ``<job>:logs`` list), oldest first; deleted with the job.
+    logs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def zset(self, state: JobState) -> ZSet:
         return {

@@ -81,3 +81,19 @@ class ReaderOps(RedisCore):
     async def is_marked_stalled(self, queue: str, job_id: str) -> bool:
         """Whether the last stalled check marked the job."""
         return bool(await self._commands.call("SISMEMBER", self.keys(queue).stalled, job_id))
+
+    @reaching
+    async def get_job_logs(
+        self, queue: str, job_id: str, start: int, end: int, asc: bool
+    ) -> tuple[list[str], int]:
+        """A range of the job's log rows and their number, read at one instant (as BullMQ's
+        MULTI of LRANGE and LLEN)."""
+        if asc:
+            first, last = start, end
+        else:  # the range counted from the newest row, read oldest first and reversed
+            first, last = -(end + 1), -(start + 1)
+        rows, count = await self._scripts.run(
+            "get_job_logs", self.keys(queue), [job_id, first, last]
+        )
+        texts = [as_text(row) for row in rows]
+        return (texts if asc else texts[::-1]), int(count)

@@ -59,6 +59,13 @@ SCRIPT_NAMES: Final = (
     "get_state",
     "get_counts",
     "get_lock",
+    "retry_job",
+    "promote_job",
+    "update_data",
+    "change_priority",
+    "change_delay",
+    "add_log",
+    "get_job_logs",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)

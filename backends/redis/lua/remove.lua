@@ -30,7 +30,7 @@ else
   redis.call('ZREM', K[state], id)
 end
 moved(id, 'REMOVE', state)
-redis.call('DEL', job_key(id), lock_key(id))
+redis.call('DEL', job_key(id), lock_key(id), logs_key(id))
 redis.call('SREM', K.stalled, id)
 emit('removed', 'jobId', id, 'prev', state)
 return 0

@@ -30,6 +30,11 @@ local function lock_key(id)
   return base .. id .. ':lock'
 end
 
+-- The job's log rows (BullMQ's `<job>:logs` list), deleted with the job.
+local function logs_key(id)
+  return base .. id .. ':logs'
+end
+
 local function is_paused()
   return redis.call('HEXISTS', K.meta, 'paused') == 1
 end
@@ -208,7 +213,7 @@ local function trim(finished, count, age_ms, now)
   end
   for _, id in ipairs(doomed) do
     moved(id, 'TRIM', source)
-    redis.call('DEL', job_key(id), lock_key(id))
+    redis.call('DEL', job_key(id), lock_key(id), logs_key(id))
     redis.call('SREM', K.stalled, id)
   end
 end

@@ -1,0 +1,29 @@
+#!lua
+--[[
+  promote_job: a delayed job made ready now, its delay set to 0 (BullMQ's promote).
+
+  KEYS: wait prioritized delayed pc marker events meta
+  ARGV:
+    1  base: "<prefix>:<queue>:"
+    2  job id
+  Returns: 0; -3 if the job is not delayed (or does not exist), nothing changed.
+  Transitions: PROMOTE PROMOTE_PRIORITIZED
+]]
+--- @include "common"
+
+local id = ARGV[2]
+if redis.call('ZREM', K.delayed, id) == 0 then
+  return -3
+end
+local key = job_key(id)
+redis.call('HSET', key, 'delay', '0')
+local priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
+if priority > 0 then
+  moved(id, 'PROMOTE_PRIORITIZED', 'delayed')
+  push_prioritized(id, priority)
+else
+  moved(id, 'PROMOTE', 'delayed')
+  push_wait(id, false)
+end
+emit('waiting', 'jobId', id, 'prev', 'delayed')
+return 0
