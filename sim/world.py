@@ -282,6 +282,16 @@ class World:
             result: Any = await backend.check_stalled(
                 queue, max_stalled_count=max_stalled, stalled_interval=interval, now=now
             )
+        elif op == "retry_job":
+            queue, job_id, state, reset_made, reset_started, now = args
+            result = await backend.retry_job(
+                queue,
+                job_id,
+                state,
+                reset_attempts_made=reset_made,
+                reset_attempts_started=reset_started,
+                now=now,
+            )
         else:
             result = await getattr(backend, op)(*args)
         if backend is not self.backend:  # the store restarted while this call waited
@@ -697,6 +707,8 @@ _READ_ONLY = frozenset(
         "wait_for_work",
         "last_event_id",
         "wait_for_events",
+        "get_job_logs",
+        "get_counts_per_priority",
     }
 )
 
