@@ -121,3 +121,8 @@ class ZSet:
         if desc:
             return [order[length - 1 - i][1] for i in indexes]
         return [order[i][1] for i in indexes]
+
+    def count_between(self, low: int, high: int) -> int:
+        """How many members are scored within ``[low, high]`` (``ZCOUNT``)."""
+        order = self._ordered()
+        return order.bisect_left((high + 1, "")) - order.bisect_left((low, ""))

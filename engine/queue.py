@@ -25,6 +25,7 @@ from corral.engine.job import (
     validate_queue_name,
 )
 from corral.engine.policy import failure_outcome
+from corral.engine.queue_operations import QueueOperations
 from corral.engine.states import UNKNOWN, JobState
 from corral.engine.storage import (
     Fetched,
@@ -75,7 +76,7 @@ def _is_default(options: Mapping[str, Any]) -> bool:
     )
 
 
-class Queue:
+class Queue(QueueOperations):
     """Adds jobs to a queue and inspects or administers it.
 
     Args:

@@ -285,6 +285,15 @@ class FakeRedisStore:
     async def trim_events(self, queue: str, max_length: int) -> int:
         return self._mutate("trim_events", queue, self.backend.trim_events(queue, max_length))
 
+    async def register_worker(self, queue: str, worker_name: str | None) -> str:
+        return self.run(self.backend.register_worker(queue, worker_name))
+
+    async def unregister_worker(self, queue: str, registration: str) -> None:
+        self.run(self.backend.unregister_worker(queue, registration))
+
+    async def get_workers(self, queue: str) -> list[dict[str, str]]:
+        return self.run(self.backend.get_workers(queue))
+
     async def get_job_logs(
         self, queue: str, job_id: str, start: int, end: int, asc: bool
     ) -> tuple[list[str], int]:

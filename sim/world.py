@@ -709,6 +709,7 @@ _READ_ONLY = frozenset(
         "wait_for_events",
         "get_job_logs",
         "get_counts_per_priority",
+        "get_workers",
     }
 )
 

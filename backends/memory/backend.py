@@ -22,9 +22,10 @@ from corral.backends.memory.job_ops import JobOps
 from corral.backends.memory.notifications import NotificationOps
 from corral.backends.memory.queue_ops import QueueOps
 from corral.backends.memory.readers import ReaderOps
+from corral.backends.memory.workers import WorkerOps
 
 
-class MemoryBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
+class MemoryBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, WorkerOps):
     """In-process storage for any number of queues.
 
     Args:

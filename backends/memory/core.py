@@ -62,6 +62,9 @@ class MemoryCore:
         #: Deliberate bugs for the simulator's self-test (see PLANTABLE_BUGS); empty otherwise.
         self.planted_bugs: frozenset[str] = frozenset()
         self._token_numbers = itertools.count(1) if token_numbers is None else token_numbers
+        #: queue -> registration -> (client name, registered at ms): the workers concern.
+        self._workers: dict[str, dict[str, tuple[str, int]]] = {}
+        self._worker_numbers = itertools.count(1)
 
     def _store(self, queue: str) -> QueueStore:
         store = self._queues.get(queue)

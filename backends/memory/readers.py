@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from corral.backends.memory.core import MemoryCore
+from corral.backends.memory.store import priority_score
 from corral.backends.zset import index_range
 from corral.engine.states import JobState
 from corral.engine.storage import LockInfo
@@ -69,3 +72,19 @@ class ReaderOps(MemoryCore):
             # Newest first: the range counted from the newest row, as BullMQ mirrors it.
             newest_first = rows[::-1]
             return [newest_first[i] for i in index_range(len(rows), start, end)], len(rows)
+
+    async def get_counts_per_priority(
+        self, queue: str, priorities: Sequence[int]
+    ) -> dict[int, int]:
+        with self._mutex:
+            store = self._store(queue)
+            return {
+                priority: (
+                    store.prioritized.count_between(
+                        priority_score(priority, 0), priority_score(priority + 1, 0) - 1
+                    )
+                    if priority
+                    else len(store.wait)
+                )
+                for priority in dict.fromkeys(priorities)
+            }

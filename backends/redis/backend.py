@@ -32,11 +32,12 @@ from corral.backends.redis.keys import DEFAULT_PREFIX
 from corral.backends.redis.notifications import NotificationOps
 from corral.backends.redis.queue_ops import QueueOps
 from corral.backends.redis.readers import ReaderOps
+from corral.backends.redis.workers import WorkerOps
 
 __all__ = ["RedisAuthenticationError", "RedisBackend", "RedisUnavailableError"]
 
 
-class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
+class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps, WorkerOps):
     """Storage on a Redis server (6.2 or later), shared with Node BullMQ.
 
     Args:
@@ -103,6 +104,9 @@ class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
         :meth:`from_url` made it. Queues on a closed backend refuse to work (the client would
         quietly connect again)."""
         self.closed = True
+        for queue, registered in list(self._worker_clients.items()):
+            for registration in list(registered):
+                await self.unregister_worker(queue, registration)
         await self._commands.close()
         await self._blocking.aclose()
         if self._blocking_pool is not None:

@@ -172,6 +172,9 @@ class RedisCore:
         # processes.
         self._token_numbers = itertools.count(1) if token_numbers is None else token_numbers
         self._blocking_pool: ConnectionPool | None = None
+        #: queue -> registration -> the named blocking client of a worker (the workers concern).
+        self._worker_clients: dict[str, dict[str, Redis]] = {}
+        self._worker_numbers = itertools.count(1)
         self._blocking: Client
         if isinstance(client, RedisCluster):
             self._blocking = _blocking_cluster_client(client)
@@ -199,6 +202,12 @@ class RedisCore:
 
     def _authentication_failed(self, exc: BaseException) -> RedisAuthenticationError:
         return RedisAuthenticationError(f"authentication failed at Redis {self.url}: {exc}")
+
+    def _work_client(self, queue: str) -> Client:
+        """What a worker of ``queue`` blocks on for work: the first registered worker's named
+        connection (see :mod:`corral.backends.redis.workers`), else the shared blocking pool."""
+        registered = self._worker_clients.get(queue)
+        return next(iter(registered.values())) if registered else self._blocking
 
     def keys(self, queue: str) -> QueueKeys:
         """The keys of ``queue``."""

@@ -50,7 +50,8 @@ class NotificationOps(RedisCore):
     async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
         """Block on the queue's marker (BZPOPMIN) and consume it; False after ``timeout_ms``."""
         timeout = max(timeout_ms / 1000, _MIN_BLOCK_S)
-        return await self._blocking.bzpopmin(self.keys(queue).marker, timeout) is not None
+        client = self._work_client(queue)
+        return await client.bzpopmin(self.keys(queue).marker, timeout) is not None
 
 
 def _stream_events(entries: Any) -> list[StoredEvent]:

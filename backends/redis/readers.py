@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis import exceptions as redis_errors
 
 from corral.backends.redis.core import RedisCore, reaching
@@ -97,3 +99,14 @@ class ReaderOps(RedisCore):
         )
         texts = [as_text(row) for row in rows]
         return (texts if asc else texts[::-1]), int(count)
+
+    @reaching
+    async def get_counts_per_priority(
+        self, queue: str, priorities: Sequence[int]
+    ) -> dict[int, int]:
+        """How many jobs wait at each priority (0: the wait list)."""
+        wanted = list(dict.fromkeys(priorities))
+        if not wanted:
+            return {}
+        counts = await self._scripts.run("get_counts_per_priority", self.keys(queue), wanted)
+        return {priority: int(n) for priority, n in zip(wanted, counts, strict=True)}

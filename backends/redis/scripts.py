@@ -66,6 +66,12 @@ SCRIPT_NAMES: Final = (
     "change_delay",
     "add_log",
     "get_job_logs",
+    "move_jobs_to_wait",
+    "clean",
+    "drain",
+    "obliterate",
+    "trim_events",
+    "get_counts_per_priority",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
@@ -145,7 +151,9 @@ class Instrumentation:
         else:
             moved = "local function moved(id, transition, source) end\n"
         planted = ", ".join(f"['{name}'] = true" for name in sorted(self.planted_bugs))
-        return moved + f"local PLANTED = {{{planted}}}\n"
+        # The log's key, for the one script that deletes every key of a queue (obliterate).
+        log = f"local transition_log = base .. '{TRANSITION_LOG}'\n"
+        return moved + log + f"local PLANTED = {{{planted}}}\n"
 
 
 def _read(relative: str) -> str:

@@ -48,11 +48,15 @@ from corral.engine.storage.records import (
     parse_finish_record,
     result_code,
 )
+from corral.engine.storage.workers import WorkerStorage
 
 
-class Storage(JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, Protocol):
+class Storage(
+    JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, WorkerStorage, Protocol
+):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
-    flow, readers, notifications, operator calls). Every backend implements all of them."""
+    flow, readers, notifications, operator calls, worker presence). Every backend implements
+    all of them."""
 
     async def close(self) -> None:
         """Release the backend's connections (the memory backend keeps its data)."""
@@ -83,6 +87,7 @@ __all__ = [
     "StalledCheck",
     "Storage",
     "StoredEvent",
+    "WorkerStorage",
     "finish_field",
     "finish_record",
     "hash_fields",

@@ -1,0 +1,73 @@
+#!lua flags=allow-oom
+--[[
+  obliterate: delete up to `count` jobs of a paused queue, active ones first (only with
+  force), then delayed, completed, wait, prioritized and failed (BullMQ's order); once a call
+  finds budget left after all of them, delete every key of the queue: its structures,
+  counters, marks, events and meta, and corral's transition log (only this call's own entries
+  are kept, for the instrumented tests that read them). Each job goes with its lock and logs.
+
+  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta
+  ARGV:
+    1  base: "<prefix>:<queue>:"
+    2  count
+    3  "1" for force, else "0"
+  Returns: 0 when nothing of the queue is left, 1 when the count was used up (call again),
+    -1 when the queue is not paused, -2 when it has active jobs and force is not set.
+  allow-oom: deleting frees memory.
+  Transitions: OBLITERATE
+]]
+--- @include "common"
+
+if not is_paused() then
+  return -1
+end
+local budget = tonumber(ARGV[2])
+local active = redis.call('LRANGE', K.active, 0, budget - 1)
+if #active > 0 and ARGV[3] ~= '1' then
+  return -2
+end
+local log_start = redis.call('LLEN', transition_log)
+
+local function delete(ids, state)
+  for _, id in ipairs(ids) do
+    moved(id, 'OBLITERATE', state)
+    redis.call('DEL', job_key(id), lock_key(id), job_key(id) .. ':logs')
+    redis.call('SREM', K.stalled, id)
+  end
+  budget = budget - #ids
+end
+
+for _, id in ipairs(active) do
+  redis.call('LREM', K.active, 1, id)
+end
+delete(active, 'active')
+if budget <= 0 then
+  return 1
+end
+for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'failed'}) do
+  local ids
+  if state == 'waiting' then
+    -- oldest first, as the memory backend
+    local newest = redis.call('LRANGE', K.wait, -budget, -1)
+    ids = {}
+    for i = #newest, 1, -1 do
+      ids[#ids + 1] = newest[i]
+      redis.call('LREM', K.wait, 1, newest[i])
+    end
+  else
+    ids = redis.call('ZRANGE', K[state], 0, budget - 1)
+    if #ids > 0 then
+      redis.call('ZREM', K[state], unpack(ids))
+    end
+  end
+  delete(ids, state)
+  if budget <= 0 then
+    return 1
+  end
+end
+redis.call('DEL', K.wait, K.active, K.prioritized, K.delayed, K.completed, K.failed, K.stalled,
+  K.stalled_check, K.id, K.pc, K.marker, K.events, K.meta)
+if log_start > 0 then
+  redis.call('LTRIM', transition_log, log_start, -1)
+end
+return 0
