@@ -51,7 +51,16 @@ from corral.engine.worker import Worker
 from corral.sim.invariants import COVERAGE_GOALS, Oracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.network import Connection, SimulatedConnectionError
-from corral.sim.scenario import WINDOW_FAULTS, Fault, Scenario, draw_faults
+from corral.sim.operator import Operator
+from corral.sim.scenario import (
+    WINDOW_FAULTS,
+    Fault,
+    Scenario,
+    draw_faults,
+    slot_count,
+    slot_label,
+    slot_of,
+)
 from corral.sim.simloop import SimLoop
 from corral.sim.trace import RunResult, TraceEvent
 
@@ -139,6 +148,7 @@ class World:
         ] = {}  # slot -> kind -> (until, amount)
         self._healed = False
         self._producer_done = False
+        self._operators: dict[int, Operator] = {}  # the latest operator of each slot
         self.store_loop = SimLoop(self._now)
         self.store_clock = VirtualClock(self.store_loop, epoch_ms=DEFAULT_EPOCH_MS)
         # The fakeredis server's loop: part of the store, shared by the servers of a restart.
@@ -377,13 +387,10 @@ class World:
         return process
 
     def _label(self, slot: int) -> str:
-        """Worker slots are w0, w1, ...; the standalone checkers' slots after them c0, c1, ..."""
-        workers = self.scenario.workers
-        return f"w{slot}" if slot < workers else f"c{slot - workers}"
+        return slot_label(self.scenario, slot)
 
     def _slot_of(self, label: str) -> int:
-        index = int(label[1:])
-        return index if label[0] == "w" else self.scenario.workers + index
+        return slot_of(self.scenario, label)
 
     def _start_process(self, slot: int) -> None:
         """Start the program of a slot, unless a live process holds it already."""
@@ -398,8 +405,10 @@ class World:
         self._slots[slot] = process
         if slot < self.scenario.workers:
             self._start_worker(process)
-        else:
+        elif slot < self.scenario.workers + self.scenario.checkers:
             self._start_checker(process)
+        else:
+            self._start_operator(process, slot)
         self.record(name, "start", "", f"offset={process.clock.offset_ms}ms")
 
     def _start_checker(self, process: Process) -> None:
@@ -414,6 +423,25 @@ class World:
         checker.on("error", lambda error, _: self._worker_error(process.name, error, None))
         process.close = checker.close
         process.loop.create_task(checker.run())
+
+    def _start_operator(self, process: Process, slot: int) -> None:
+        queue = Queue(
+            QUEUE,
+            Connection(self, process.name, self.scenario.command_timeout_ms),
+            clock=process.clock,
+        )
+        operator = Operator(
+            process.name,
+            queue,
+            self._rng(f"operator:{process.name}"),
+            functools.partial(self.record, process.name),
+            lambda: self._healed,
+            lambda: self._producer_done,
+            self.scenario.operator,
+        )
+        self._operators[slot] = operator
+        process.close = queue.close
+        process.loop.create_task(operator.run())
 
     def _start_worker(self, process: Process) -> None:
         name = process.name
@@ -557,7 +585,7 @@ class World:
         self._windows.clear()
         for process in self.processes.values():
             process.blocked_until = min(process.blocked_until, self.now)
-        for slot in range(self.scenario.workers + self.scenario.checkers):
+        for slot in range(slot_count(self.scenario)):
             self._start_process(slot)
 
     # ------------------------------------------------------------------ the run
@@ -565,7 +593,12 @@ class World:
     def _done(self) -> bool:
         # Runs always reach the liveness phase, so that healing and the replacement of dead
         # workers are exercised even when every job finished during the safety phase.
-        return self._healed and self._producer_done and not self.oracle.has_unfinished
+        return (
+            self._healed
+            and self._producer_done
+            and not self.oracle.has_unfinished
+            and all(operator.done for operator in self._operators.values())
+        )
 
     def run(self) -> RunResult:
         """Run both phases and return the result."""
@@ -580,7 +613,7 @@ class World:
     def _run(self) -> RunResult:
         started = time.perf_counter()
         self._start_producer()
-        for slot in range(self.scenario.workers + self.scenario.checkers):
+        for slot in range(slot_count(self.scenario)):
             self._start_process(slot)
         self._schedule_faults()
         safety_end = self.scenario.duration_ms / 1000
@@ -656,7 +689,11 @@ class World:
                 f"{self.scenario.liveness_budget_ms} ms budget after healing: "
                 + ", ".join(sorted(lost, key=_id_order)[:20])
             )
-        states = [track.state for track in oracle.jobs.values()]
+        undone = sorted(self._label(slot) for slot, op in self._operators.items() if not op.done)
+        if undone and not violations:
+            violations.append(f"liveness: operator {', '.join(undone)} did not obliterate")
+        # An operator's final obliterate deletes every job: count each as it ended.
+        states = [track.final_state for track in oracle.jobs.values()]
         executions = sum(track.executions for track in oracle.jobs.values())
         executed_jobs = sum(1 for track in oracle.jobs.values() if track.executions)
         digest = hashlib.sha256()
@@ -677,6 +714,7 @@ class World:
             re_executions=executions - executed_jobs,
             reruns=oracle.reruns,
             finishes_repeated=oracle.finishes_repeated,
+            removed_by_operator=oracle.removed_by_operator,
             stalls_recovered=oracle.stalls_recovered,
             virtual_seconds=self.now,
             wall_seconds=wall,
