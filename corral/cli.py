@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 
-from corral import admin_cli, worker_cli
+from corral import admin_cli, queue_cli, worker_cli
 from corral.backends.memory import MemoryBackend
 from corral.engine import Job, Queue, Worker
 from corral.sim import cli as sim_cli
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cli.add_parser(commands)
     admin_cli.add_inspect_parser(commands)
     admin_cli.add_check_stalled_parser(commands)
+    queue_cli.add_parsers(commands)
     for command in commands.choices.values():
         # A usage error found after parsing shows the usage of the subcommand, not corral's.
         command.set_defaults(command_parser=command)
@@ -127,6 +128,8 @@ def _run(args: argparse.Namespace, command: argparse.ArgumentParser) -> int:
         return admin_cli.run_inspect(args, command)
     if args.command == "check-stalled":
         return admin_cli.run_check_stalled(args, command)
+    if args.command in queue_cli.COMMANDS:
+        return queue_cli.run_command(args, command)
     if args.command == "sim":
         return sim_cli.run_command(args, command)
     if args.command == "demo":

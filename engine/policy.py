@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from corral.engine.errors import UnrecoverableError
-from corral.engine.job import Backoff, JobOptions, encode_json
+from corral.engine.job import Backoff, JobOptions, KeepJobs, encode_json
 from corral.engine.storage import Fail, Outcome, RetryLater, RetryNow
 
 if TYPE_CHECKING:
@@ -193,3 +193,12 @@ def finish_retry_delay(
     ceiling = min(FINISH_RETRY_BASE_MS << min(failures - 1, 16), FINISH_RETRY_MAX_MS)
     low = ceiling // 2
     return min(low + int(rng.random() * (ceiling - low + 1)), remaining)
+
+
+def keep_jobs(own: KeepJobs, worker_default: KeepJobs) -> KeepJobs:
+    """The retention a finished job gets (BullMQ's ``getKeepJobs``): its own
+    ``remove_on_complete`` / ``remove_on_fail`` when it has one, else the worker's default.
+
+    A job whose option keeps everything counts as having none (corral does not store a
+    ``false`` option, so the two cannot be told apart)."""
+    return worker_default if own.keeps_all else own

@@ -17,6 +17,7 @@ import json
 import random
 import threading
 import uuid
+from collections.abc import Awaitable, Mapping
 from typing import Any, Final
 
 from corral.engine.checker import StalledChecker
@@ -32,7 +33,7 @@ from corral.engine.errors import (
 from corral.engine.escapes import PROCESS_EXITS, escaped_failure
 from corral.engine.events import EventEmitter, Handler
 from corral.engine.finishing import RETRIED_FINISH_ERRORS, send_finish_again
-from corral.engine.job import Duration, Job, decode_opts, encode_json
+from corral.engine.job import Duration, Job, KeepJobs, decode_opts, encode_json
 from corral.engine.job_decoding import undecodable_reason
 from corral.engine.lock_renewal import LockRenewer
 from corral.engine.loop_turns import LoopTurns
@@ -47,11 +48,13 @@ from corral.engine.policy import (
     BackoffStrategy,
     failure_outcome,
     fetch_backoff_ms,
+    keep_jobs,
 )
 from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
     Complete,
+    Fail,
     Fetched,
     FetchRequest,
     FinishResult,
@@ -59,6 +62,8 @@ from corral.engine.storage import (
     Storage,
 )
 from corral.engine.worker_config import worker_config
+from corral.engine.worker_pause import PauseGate
+from corral.engine.worker_presence import register, unregister
 
 # Processor and ProcessorRunner are re-exported: they lived here before corral.engine.running.
 __all__ = ["WORKER_EVENTS", "Processor", "ProcessorRunner", "Worker"]
@@ -77,6 +82,8 @@ WORKER_EVENTS: Final = frozenset(
     {
         "active",
         "completed",
+        "paused",
+        "resumed",
         "failed",
         "progress",
         "stalled",
@@ -110,7 +117,8 @@ class Worker(ManualFetching):
         skip_stalled_check: do not run the stalled checker.
         skip_lock_renewal: never renew locks (jobs must finish within ``lock_duration``).
         drain_delay: longest single wait for work in ms before fetching again.
-        name: stored as ``pb`` ("processed by") on the jobs this worker takes.
+        name: stored as ``pb`` ("processed by") on the jobs this worker takes, and part of
+            the name under which ``Queue.get_workers`` lists the worker.
         clock: timestamps source (system clock by default).
         rng: randomness for lock tokens and backoff jitter.
         backoff_strategy: custom backoff for job backoff types other than fixed/exponential.
@@ -122,6 +130,10 @@ class Worker(ManualFetching):
         processor_runner: runs the processor instead of the worker (the seam ``sandboxed``
             uses; e.g. a ``corral.sandbox.SandboxedRunner`` with chosen options). The worker
             closes it when it stops.
+        remove_on_complete: retention of completed jobs that have none of their own (as the
+            job option: True, a count, or ``{"age": seconds, "count": n}``); BullMQ's
+            precedence: the job's own option wins.
+        remove_on_fail: the same for failed jobs.
     """
 
     def __init__(
@@ -145,6 +157,8 @@ class Worker(ManualFetching):
         executor: concurrent.futures.Executor | None = None,
         sandboxed: bool = False,
         processor_runner: ProcessorRunner | None = None,
+        remove_on_complete: bool | int | Mapping[str, int] | KeepJobs | None = None,
+        remove_on_fail: bool | int | Mapping[str, int] | KeepJobs | None = None,
     ) -> None:
         config = worker_config(
             queue_name,
@@ -160,6 +174,8 @@ class Worker(ManualFetching):
             name=name,
             sandboxed=sandboxed,
             processor_runner=processor_runner,
+            remove_on_complete=remove_on_complete,
+            remove_on_fail=remove_on_fail,
         )
         # Plain attributes, not properties over the config: the per-job code reads some of them.
         self.queue_name = config.queue_name
@@ -174,6 +190,8 @@ class Worker(ManualFetching):
         self.skip_lock_renewal = config.skip_lock_renewal
         self.drain_delay = config.drain_delay
         self.name = config.name
+        self.remove_on_complete = config.remove_on_complete
+        self.remove_on_fail = config.remove_on_fail
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or system_random()
         self.id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -194,7 +212,9 @@ class Worker(ManualFetching):
         # (the raw ``opts`` of the last job that returned None, its stored outcome): see _success
         self._null_outcome: tuple[str | None, Complete] = (
             "{}",
-            Complete("null", decode_opts("{}").remove_on_complete),
+            Complete(
+                "null", keep_jobs(decode_opts("{}").remove_on_complete, self.remove_on_complete)
+            ),
         )
         self._events = EventEmitter(WORKER_EVENTS)
         # One bound method for every job (not a new one per job, which the GC must then track).
@@ -241,6 +261,9 @@ class Worker(ManualFetching):
         self._loop_turns: LoopTurns | None = None
         self._loop_watch: LoopWatch  # made when the worker starts (see run)
         self._loop_thread = 0
+        self._pause = PauseGate()
+        self._registration: str | None = None  # in the store's list of workers (get_workers)
+        self._waiting_for_work: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<Worker {self.queue_name!r} id={self.id} concurrency={self.concurrency}>"
@@ -255,7 +278,8 @@ class Worker(ManualFetching):
         ``stalled(job_id, previous_state)``, ``locks_renewed(job_ids)``,
         ``lock_renewal_failed(job_ids)``, ``loop_blocked(ms, job_ids)`` (the event loop was
         blocked long enough to endanger locks, while these jobs ran; also logged as a warning),
-        ``drained()``, ``error(error, job_or_none)``, ``closed()``.
+        ``drained()``, ``error(error, job_or_none)``, ``paused()`` and ``resumed()`` (this
+        worker's :meth:`pause` and :meth:`resume`), ``closed()``.
         """
         return self._events.on(event, handler)
 
@@ -286,6 +310,32 @@ class Worker(ManualFetching):
                 found = True
         return found
 
+    async def pause(self, do_not_wait: bool = False) -> None:
+        """Stop taking jobs, on this worker only (BullMQ's ``Worker.pause``; nothing is written
+        to the store: :meth:`Queue.pause <corral.engine.queue.Queue.pause>` pauses every
+        worker). Running jobs go on, their locks renewed; unless ``do_not_wait``, wait until
+        they have finished (or :meth:`resume` was called). The stalled checker rests meanwhile.
+        Emits ``paused`` (unless resumed before it returns)."""
+        if self._pause.paused:
+            return
+        waiting = [slot for slot in self._idle_slots if slot in self._waiting_for_work]
+        self._pause.pause(waiting, len(self._slots))
+        if not do_not_wait:
+            await self._pause.until_all_parked(self._stopped)
+        if self._pause.paused:  # not resumed while it waited
+            self._events.emit("paused")
+
+    def resume(self) -> None:
+        """Take jobs again after :meth:`pause`. Emits ``resumed``."""
+        if not self._pause.paused:
+            return
+        self._pause.resume()
+        self._events.emit("resumed")
+
+    def is_paused(self) -> bool:
+        """Whether :meth:`pause` stopped this worker (not whether its queue is paused)."""
+        return self._pause.paused
+
     async def run(self) -> None:
         """Process jobs until :meth:`close` is called. Cancelling ``run`` closes with force."""
         if self.processor is None:
@@ -307,6 +357,7 @@ class Worker(ManualFetching):
         if self._closing:
             self._stopped.set()
             return
+        self._registration = await register(self.backend, self.queue_name, self.name, self._events)
         if not self.skip_stalled_check:
             self._timers.append(asyncio.create_task(self._stalled_check_timer()))
         if not self.skip_lock_renewal:
@@ -366,6 +417,10 @@ class Worker(ManualFetching):
         window_start = loop.time()
         while not self._closing:
             if fetched is None:
+                if self._pause.paused:
+                    if not await self._park(this):
+                        break
+                    continue
                 fetched = await self._next_job(this)
                 if fetched is None:
                     continue
@@ -397,6 +452,8 @@ class Worker(ManualFetching):
                     and not await self._back_off(slot)
                 ):
                     break
+                if self._pause.paused:
+                    break
                 request = self._fetch_request
                 now = self.clock.now_ms()
                 try:
@@ -421,11 +478,17 @@ class Worker(ManualFetching):
                 if result.next_due_ms is not None:
                     timeout = max(1, min(timeout, result.next_due_ms - self.clock.now_ms()))
                 self._idle_slots[slot] = None
+                self._waiting_for_work.add(slot)
                 try:
-                    await self.backend.wait_for_work(self.queue_name, timeout)
+                    if self._registration is None:
+                        await self.backend.wait_for_work(self.queue_name, timeout)
+                    else:
+                        await self.backend.wait_for_work(
+                            self.queue_name, timeout, self._registration
+                        )
                     self._fetch_errors = 0
                 except asyncio.CancelledError:
-                    if self._closing:
+                    if self._closing or self._pause.was_woken(slot):
                         return None
                     raise
                 except Exception as exc:
@@ -434,7 +497,12 @@ class Worker(ManualFetching):
                         break
                 finally:
                     self._idle_slots.pop(slot, None)
+                    self._waiting_for_work.discard(slot)
         return None
+
+    async def _park(self, slot: asyncio.Task[None]) -> bool:
+        """Wait while the worker is paused; False once it is closing."""
+        return await self._idle(slot, self._pause.park(slot))
 
     async def _back_off(self, slot: asyncio.Task[None]) -> bool:
         """Wait after a failed fetch or wait, or while the store refuses writes (see
@@ -442,9 +510,14 @@ class Worker(ManualFetching):
         meanwhile."""
         self._fetch_errors += 1
         delay_ms = fetch_backoff_ms(self._fetch_errors, self._refused_writes)
+        return await self._idle(slot, asyncio.sleep(delay_ms / 1000))
+
+    async def _idle(self, slot: asyncio.Task[None], wait: Awaitable[None]) -> bool:
+        """Await ``wait`` as an idle slot (which close() wakes); False if the worker began
+        closing meanwhile."""
         self._idle_slots[slot] = None
         try:
-            await asyncio.sleep(delay_ms / 1000)
+            await wait
         except asyncio.CancelledError:
             if self._closing:
                 return False
@@ -501,7 +574,7 @@ class Worker(ManualFetching):
                     else:
                         outcome, result, error = self._success(job, result)
             self._loop_watch.check()
-            fetch = None if self._closing else self._fetch_request
+            fetch = None if self._closing or self._pause.paused else self._fetch_request
             running.renew = False
             running.finishing = True
             now = self.clock.now_ms()
@@ -591,7 +664,7 @@ class Worker(ManualFetching):
             encoded = encode_json(result, "return value of job {}", job.id)
         except InvalidArgumentError as exc:
             return self._failure(job, UnrecoverableError(str(exc)))
-        outcome = Complete(encoded, job.opts.remove_on_complete)
+        outcome = Complete(encoded, keep_jobs(job.opts.remove_on_complete, self.remove_on_complete))
         if result is None:
             # Outcomes are values, and the same options string always decodes to the same
             # retention: the next job with these options that returns None reuses this one.
@@ -609,6 +682,8 @@ class Worker(ManualFetching):
             strategy=self._backoff_strategy,
             previous_stacktrace=job.stacktrace,
         )
+        if isinstance(outcome, Fail):
+            outcome.keep = keep_jobs(outcome.keep, self.remove_on_fail)
         return outcome, None, error
 
     async def _write_progress(self, job_id: str, progress: str) -> None:
@@ -658,7 +733,8 @@ class Worker(ManualFetching):
 
     async def _stalled_check_timer(self) -> None:
         while True:
-            await self.check_stalled()
+            if not self._pause.paused:  # a paused worker's checker rests, as BullMQ's
+                await self.check_stalled()
             await asyncio.sleep(self.stalled_interval / 1000)
 
     async def check_stalled(self) -> None:
@@ -671,6 +747,8 @@ class Worker(ManualFetching):
     # ------------------------------------------------------------------ shutdown
 
     async def _shutdown(self) -> None:
+        await unregister(self.backend, self.queue_name, self._registration, self._events)
+        self._registration = None
         for timer in self._timers:
             timer.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)

@@ -12,7 +12,7 @@ import dataclasses
 
 from corral.engine.errors import InvalidArgumentError
 from corral.engine.inputs import check_utf8
-from corral.engine.job import Duration, duration_ms, validate_queue_name
+from corral.engine.job import Duration, KeepJobs, duration_ms, validate_queue_name
 from corral.engine.running import Processor, ProcessorRunner
 
 
@@ -32,6 +32,8 @@ class WorkerConfig:
     skip_lock_renewal: bool
     drain_delay: int
     name: str | None
+    remove_on_complete: KeepJobs = KeepJobs()
+    remove_on_fail: KeepJobs = KeepJobs()
 
 
 def worker_config(
@@ -49,6 +51,8 @@ def worker_config(
     name: str | None,
     sandboxed: bool,
     processor_runner: ProcessorRunner | None,
+    remove_on_complete: object = None,
+    remove_on_fail: object = None,
 ) -> WorkerConfig:
     """Validate a Worker's options and return them normalised.
 
@@ -104,4 +108,7 @@ def worker_config(
         skip_lock_renewal=skip_lock_renewal,
         drain_delay=drain_ms,
         name=name,
+        # Defaults for jobs without their own (see corral.engine.policy.keep_jobs).
+        remove_on_complete=KeepJobs.parse(remove_on_complete or False, "remove_on_complete"),
+        remove_on_fail=KeepJobs.parse(remove_on_fail or False, "remove_on_fail"),
     )

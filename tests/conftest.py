@@ -256,9 +256,12 @@ class VirtualTimeRedis:
             if not done:
                 return None
 
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
         """Consume the marker if it is set, else wait (in virtual time) for a call that may
-        have set it; False after ``timeout_ms``."""
+        have set it; False after ``timeout_ms`` (a worker's ``registration`` changes nothing
+        here: the wait is a poll)."""
         marker = self.inner.keys(queue).marker
         return bool(await self._poll(lambda: self.inner.client.zpopmin(marker), timeout_ms))
 

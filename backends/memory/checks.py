@@ -41,6 +41,9 @@ def check_queue(name: str, store: QueueStore) -> None:
             f"queue {name!r}: jobs without a place {set(store.jobs) - set(states)} or places "
             f"without a job {set(states) - set(store.jobs)}"
         )
+    orphan_logs = store.logs.keys() - store.jobs.keys()
+    if orphan_logs:
+        raise AssertionError(f"queue {name!r}: logs of deleted jobs {sorted(orphan_logs)}")
 
 
 def check_sizes(name: str, store: QueueStore) -> None:

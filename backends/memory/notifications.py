@@ -59,7 +59,9 @@ class NotificationOps(MemoryCore):
                         store.event_waiters.remove(waiter)
         return await self.get_events(queue, after, count)
 
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
         with self._mutex:
             store = self._store(queue)
             if self._consume_marker(store):

@@ -203,11 +203,12 @@ class RedisCore:
     def _authentication_failed(self, exc: BaseException) -> RedisAuthenticationError:
         return RedisAuthenticationError(f"authentication failed at Redis {self.url}: {exc}")
 
-    def _work_client(self, queue: str) -> Client:
-        """What a worker of ``queue`` blocks on for work: the first registered worker's named
-        connection (see :mod:`corral.backends.redis.workers`), else the shared blocking pool."""
-        registered = self._worker_clients.get(queue)
-        return next(iter(registered.values())) if registered else self._blocking
+    def _work_client(self, queue: str, registration: str | None) -> Client:
+        """What a worker of ``queue`` blocks on for work: its own named connection when it is
+        registered (see :mod:`corral.backends.redis.workers`), else the shared blocking pool."""
+        if registration is None:
+            return self._blocking
+        return self._worker_clients.get(queue, {}).get(registration, self._blocking)
 
     def keys(self, queue: str) -> QueueKeys:
         """The keys of ``queue``."""

@@ -47,10 +47,13 @@ class NotificationOps(RedisCore):
         return [event for _stream, entries in reply or () for event in _stream_events(entries)]
 
     @reaching
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
-        """Block on the queue's marker (BZPOPMIN) and consume it; False after ``timeout_ms``."""
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
+        """Block on the queue's marker (BZPOPMIN) and consume it; False after ``timeout_ms``.
+        A registered worker blocks on its own named connection (see ``register_worker``)."""
         timeout = max(timeout_ms / 1000, _MIN_BLOCK_S)
-        client = self._work_client(queue)
+        client = self._work_client(queue, registration)
         return await client.bzpopmin(self.keys(queue).marker, timeout) is not None
 
 

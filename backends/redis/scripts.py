@@ -151,9 +151,7 @@ class Instrumentation:
         else:
             moved = "local function moved(id, transition, source) end\n"
         planted = ", ".join(f"['{name}'] = true" for name in sorted(self.planted_bugs))
-        # The log's key, for the one script that deletes every key of a queue (obliterate).
-        log = f"local transition_log = base .. '{TRANSITION_LOG}'\n"
-        return moved + log + f"local PLANTED = {{{planted}}}\n"
+        return moved + f"local PLANTED = {{{planted}}}\n"
 
 
 def _read(relative: str) -> str:

@@ -3,15 +3,14 @@ by the names of their connections in ``CLIENT LIST``.
 
 A registered worker gets a connection of its own for the blocking wait for work
 (:meth:`~corral.backends.redis.notifications.NotificationOps.wait_for_work`), named
-``<prefix>:<base64(queue)>[:w:<worker name>]`` by ``CLIENT SETNAME`` on every (re)connect (redis-py
-sends it when a connection opens), exactly as BullMQ names a worker's blocking connection; so
-Node's ``getWorkers`` and bull-board list corral's workers, and corral lists Node's. The other
-connections (commands, a Queue's, QueueEvents' reads) stay unnamed: they are not workers.
-A worker that dies takes its connection, and so its entry, with it.
+``<prefix>:<base64(queue)>[:w:<worker name>]`` by ``CLIENT SETNAME`` on every (re)connect
+(redis-py sends it when a connection opens), exactly as BullMQ names a worker's blocking
+connection; so Node's ``getWorkers`` and bull-board list corral's workers, and corral lists
+Node's. The other connections (commands, a Queue's, QueueEvents' reads) stay unnamed: they are
+not workers. A worker that dies takes its connection, and so its entry, with it.
 
-Workers sharing one backend and one queue share the first one's named connections. On a Redis
-Cluster the connections stay unnamed (as in BullMQ, issue #3340) and ``get_workers`` reads the
-client list of the node the client talks to by default.
+On a Redis Cluster the connections stay unnamed (as in BullMQ, issue #3340) and ``get_workers``
+reads the client list of the node the client talks to by default.
 """
 
 from __future__ import annotations

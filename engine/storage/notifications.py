@@ -27,7 +27,11 @@ class NotificationStorage(Protocol):
         (Redis ``XREAD BLOCK``); an empty list after the timeout."""
         ...
 
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
         """Wait until the queue's marker is set (jobs ready, resumed, a delayed job added) and
-        consume it; return False after ``timeout_ms`` without one."""
+        consume it; return False after ``timeout_ms`` without one. ``registration`` is the
+        waiting worker's (:meth:`~corral.engine.storage.workers.WorkerStorage.register_worker`):
+        on Redis it blocks on that worker's named connection, as BullMQ's workers do."""
         ...

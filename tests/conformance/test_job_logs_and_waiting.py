@@ -176,6 +176,30 @@ async def test_a_worker_without_processor_cannot_run_and_waits_for_work(
     await worker.close()
 
 
+@pytest.mark.virtual_ttl
+async def test_a_manual_worker_runs_the_stalled_checker_on_its_own(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    queue = Queue(Q, backend, clock=clock)
+    worker = Worker(Q, None, backend, clock=clock, lock_duration=1_000, stalled_interval=500)
+    added = await queue.add("j")
+    job = await worker.get_next_job("tok")
+    assert job is not None
+    stalled: list[str] = []
+    worker.on("stalled", lambda job_id, prev: stalled.append(job_id))
+    worker.start_stalled_check_timer()
+    await asyncio.sleep(0.9)  # the lock still holds: marked, not recovered
+    assert await queue.get_job_state(added.id) == "active"
+    assert await job.extend_lock("tok", 1_000)
+    await asyncio.sleep(0.9)
+    assert await queue.get_job_state(added.id) == "active"  # the extension kept it
+    await asyncio.sleep(1.5)  # no more extensions: recovered at a check after its mark
+    assert await queue.get_job_state(added.id) == "waiting"
+    assert stalled == [added.id]
+    assert await job.extend_lock("tok", 1_000) is False  # never re-created
+    await worker.close()
+
+
 # ---------------------------------------------------------------------------- waiting
 
 
@@ -203,11 +227,11 @@ async def test_wait_until_finished_returns_the_result_or_raises_the_failure(
         assert fetched.job.job_id == job_id
         assert await backend.finish(Q, job_id, "t" + job_id, outcome, clock.now_ms()) == 0
     assert await waiting_ok == {"v": 1}
-    with pytest.raises(JobFailedError, match="^it broke$"):
+    with pytest.raises(JobFailedError, match=r"^it broke$"):
         await waiting_bad
     # Already finished: answered from the stored job.
     assert await ok.wait_until_finished(events) == {"v": 1}
-    with pytest.raises(JobFailedError, match="^it broke$"):
+    with pytest.raises(JobFailedError, match=r"^it broke$"):
         await bad.wait_until_finished(events)
     await events.close()
     await task

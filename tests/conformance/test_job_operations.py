@@ -5,7 +5,7 @@ backend."""
 from __future__ import annotations
 
 import pytest
-from helpers import QUEUE, check_invariants, stored_job
+from helpers import QUEUE, check_invariants, stored_job, write_job_field
 
 from corral.engine import InvalidArgumentError, Job, Queue
 from corral.engine.errors import CorralError, JobStateError, ResultCode
@@ -65,6 +65,7 @@ async def test_retry_moves_a_failed_job_back_to_wait_keeping_stacktrace(
     job = await failed_job(queue, clock)
     assert job.failed_reason == "boom"
     assert job.finished_on is not None
+    await write_job_field(backend, Q, job.id, "stc", "1")  # as if it had stalled once
     await job.retry()
     assert await queue.get_job_state(job.id) == "waiting"
     stored = await stored_job(queue, job.id)
@@ -72,6 +73,7 @@ async def test_retry_moves_a_failed_job_back_to_wait_keeping_stacktrace(
         assert gone not in stored.fields
     # BullMQ keeps the stacktrace and the counters unless asked to reset them.
     assert stored.stacktrace == ["trace"]
+    assert stored.stalled_counter == 1
     assert (stored.attempts_made, stored.attempts_started) == (1, 1)
     assert (await events_of(backend, job.id))[-1] == (
         "waiting",

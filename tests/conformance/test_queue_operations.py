@@ -308,7 +308,7 @@ async def test_obliterate_deletes_lock_and_logs_of_jobs(
 ) -> None:
     redis = redis_of(backend)
     if redis is None:
-        pytest.skip("job sub-keys are Redis keys")
+        pytest.skip("the memory backend keeps no per-job sub-keys")
     await queue.add("j", 1)
     await backend.fetch_next(Q, FetchRequest("held", 30_000), clock.now_ms())
     await direct(redis.client.rpush(redis.keys(Q).job("1") + ":logs", "a row"))

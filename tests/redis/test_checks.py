@@ -185,3 +185,29 @@ async def test_production_scripts_keep_no_log_and_plant_nothing() -> None:
 def test_instrumentation_refuses_an_unknown_bug() -> None:
     with pytest.raises(ValueError, match="unknown planted bug"):
         Instrumentation(planted_bugs=frozenset({"typo"}))
+
+
+async def test_operator_scripts_log_their_moves_and_obliterate_leaves_only_its_own() -> None:
+    backend = await make(Instrumentation(transition_log=True))
+    keys = backend.keys(Q)
+    await backend.add_jobs(Q, [make_job(), make_job(priority=1), make_job(delay=10), make_job()])
+    await backend.fetch_next(Q, FetchRequest("a", 1_000), NOW)
+    await backend.finish(Q, "1", "a", Complete("1"), NOW)
+    await read_layout(backend.client, keys, (), drain_log=True)  # the flow's moves, read
+    await backend.move_jobs_to_wait(Q, JobState.COMPLETED, 10, NOW, NOW)
+    await backend.clean(Q, JobState.PRIORITIZED, NOW, 0)
+    await backend.drain(Q, False)
+    await backend.set_paused(Q, True)
+    await backend.obliterate(Q, 100, False)
+    layout = await read_layout(backend.client, keys, (), drain_log=True)
+    moves = [(m.job_id, m.transition, m.source, m.target) for m in layout.log]
+    s, t = JobState, Transition
+    assert moves == [
+        ("1", t.REPROCESS, s.COMPLETED, s.WAITING),
+        ("2", t.CLEAN, s.PRIORITIZED, None),
+        ("1", t.DRAIN, s.WAITING, None),
+        ("4", t.DRAIN, s.WAITING, None),
+        ("3", t.OBLITERATE, s.DELAYED, None),
+    ]
+    # The log was all that obliterate left, and reading drained it.
+    assert await backend.client.keys(keys.base + "*") == []

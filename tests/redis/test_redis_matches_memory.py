@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import fakeredis
@@ -174,14 +175,22 @@ async def step(twins: Twins, rng: random.Random, n: int) -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 async def test_random_operations_match_the_memory_backend(clock: VirtualClock, seed: int) -> None:
-    rng = random.Random(seed)
+    await play(clock, random.Random(seed), step)
+
+
+async def play(
+    clock: VirtualClock,
+    rng: random.Random,
+    next_step: Callable[[Twins, random.Random, int], Awaitable[None]],
+) -> None:
+    """Run ``STEPS`` of ``next_step`` on twin backends, comparing their states as it goes."""
     with virtual_fakeredis(clock):
         client = fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
         redis = RedisBackend(client)
         twins = Twins(MemoryBackend(clock=clock), redis, clock)
         try:
             for n in range(STEPS):
-                await step(twins, rng, n)
+                await next_step(twins, rng, n)
                 if n % FULL_COMPARE_EVERY == 0 or n == STEPS - 1:
                     await twins.compare_state()
         finally:

@@ -17,6 +17,7 @@
   Transitions: CLEAN
 ]]
 --- @include "common"
+--- @include "state"
 
 local timestamp = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
@@ -72,13 +73,7 @@ else
 end
 
 for _, id in ipairs(deleted) do
-  if state == 'waiting' then
-    redis.call('LREM', K.wait, 1, id)
-  elseif state == 'active' then
-    redis.call('LREM', K.active, 1, id)
-  else
-    redis.call('ZREM', K[state], id)
-  end
+  take_out(id, state)
   moved(id, 'CLEAN', state)
   redis.call('DEL', job_key(id), lock_key(id), job_key(id) .. ':logs')
   redis.call('SREM', K.stalled, id)

@@ -15,15 +15,5 @@ local id = ARGV[2]
 if redis.call('ZREM', K.delayed, id) == 0 then
   return -3
 end
-local key = job_key(id)
-redis.call('HSET', key, 'delay', '0')
-local priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
-if priority > 0 then
-  moved(id, 'PROMOTE_PRIORITIZED', 'delayed')
-  push_prioritized(id, priority)
-else
-  moved(id, 'PROMOTE', 'delayed')
-  push_wait(id, false)
-end
-emit('waiting', 'jobId', id, 'prev', 'delayed')
+promote(id)
 return 0

@@ -22,13 +22,7 @@ end
 if redis.call('EXISTS', lock_key(id)) == 1 and not PLANTED['remove-locked-job'] then
   return -20
 end
-if state == 'waiting' then
-  redis.call('LREM', K.wait, 1, id)
-elseif state == 'active' then
-  redis.call('LREM', K.active, 1, id)
-else
-  redis.call('ZREM', K[state], id)
-end
+take_out(id, state)
 moved(id, 'REMOVE', state)
 redis.call('DEL', job_key(id), lock_key(id), logs_key(id))
 redis.call('SREM', K.stalled, id)

@@ -36,13 +36,6 @@ end
 if ARGV[5] == '1' then
   redis.call('HDEL', key, 'ats')
 end
-local priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
-if priority > 0 then
-  moved(id, 'REPROCESS_PRIORITIZED', state)
-  push_prioritized(id, priority)
-else
-  moved(id, 'REPROCESS', state)
-  push_wait(id, job_opts(id).lifo == true)
-end
+make_ready(id, state, 'REPROCESS', 'REPROCESS_PRIORITIZED', job_opts(id).lifo == true)
 emit('waiting', 'jobId', id, 'prev', state)
 return 0

@@ -95,23 +95,34 @@ local function next_due()
   return nil
 end
 
+-- A job taken out of its place made ready to fetch: into prioritized (transition
+-- `prioritized`) when its priority is > 0, else into wait (transition `plain`; at the front
+-- when `front`).
+local function make_ready(id, source, plain, prioritized, front)
+  local priority = tonumber(redis.call('HGET', job_key(id), 'priority') or '0') or 0
+  if priority > 0 then
+    moved(id, prioritized, source)
+    push_prioritized(id, priority)
+  else
+    moved(id, plain, source)
+    push_wait(id, front)
+  end
+end
+
+-- Transition PROMOTE / PROMOTE_PRIORITIZED of a job already taken out of `delayed`.
+local function promote(id)
+  redis.call('HSET', job_key(id), 'delay', '0')
+  make_ready(id, 'delayed', 'PROMOTE', 'PROMOTE_PRIORITIZED', false)
+  emit('waiting', 'jobId', id, 'prev', 'delayed')
+end
+
 -- Transitions PROMOTE / PROMOTE_PRIORITIZED for every delayed job due at `now`.
 local function promote_due(now)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', num((now + 1) * 4096 - 1),
     'LIMIT', 0, PROMOTE_LIMIT)
   for _, id in ipairs(due) do
     redis.call('ZREM', K.delayed, id)
-    local key = job_key(id)
-    redis.call('HSET', key, 'delay', '0')
-    local priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
-    if priority > 0 then
-      moved(id, 'PROMOTE_PRIORITIZED', 'delayed')
-      push_prioritized(id, priority)
-    else
-      moved(id, 'PROMOTE', 'delayed')
-      push_wait(id, false)
-    end
-    emit('waiting', 'jobId', id, 'prev', 'delayed')
+    promote(id)
   end
 end
 

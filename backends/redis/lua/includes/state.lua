@@ -1,6 +1,7 @@
 --[[
   job_state(id): the state a job is in, from the structures that hold it (BullMQ's getState
   order), or nil. Needs K.wait, K.active, K.prioritized, K.delayed, K.completed, K.failed.
+  take_out(id, state): the move out of that structure (a script that writes).
 ]]
 
 local function job_state(id)
@@ -16,4 +17,15 @@ local function job_state(id)
     return 'waiting'
   end
   return nil
+end
+
+-- Take a job out of the structure of `state` (what job_state returned).
+local function take_out(id, state)
+  if state == 'waiting' then
+    redis.call('LREM', K.wait, 1, id)
+  elseif state == 'active' then
+    redis.call('LREM', K.active, 1, id)
+  else
+    redis.call('ZREM', K[state], id)
+  end
 end

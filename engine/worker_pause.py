@@ -1,0 +1,83 @@
+"""A Worker's local pause (BullMQ's ``Worker.pause`` / ``resume``): nothing is written to the
+store; the worker's slots stop fetching and park until resumed, running jobs finish (their
+locks keep renewing) and the stalled checker rests. ``Queue.pause`` is the global one."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class PauseGate:
+    """Where a paused worker's slots park. Slots park when they would fetch; ``pause`` wakes
+    the slots waiting for work (their wait is interrupted, as BullMQ closes its blocking
+    connection) and can wait until every slot has parked, i.e. every running job finished."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._resumed: asyncio.Event | None = None
+        self._parked: set[asyncio.Task[None]] = set()
+        self._all_parked: asyncio.Event | None = None
+        self._woken: set[asyncio.Task[None]] = set()
+        self._slot_count = 0
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        # Made on first use, on the running loop (a Worker is built outside any loop).
+        if self._resumed is None or self._all_parked is None:
+            self._resumed, self._all_parked = asyncio.Event(), asyncio.Event()
+        return self._resumed, self._all_parked
+
+    def pause(self, waiting: list[asyncio.Task[None]], slot_count: int) -> None:
+        """Stop fetching; interrupt the ``waiting`` slots' waits for work."""
+        resumed, all_parked = self._events()
+        self.paused = True
+        resumed.clear()
+        self._slot_count = slot_count
+        if len(self._parked) >= slot_count:
+            all_parked.set()
+        for slot in waiting:
+            self._woken.add(slot)
+            slot.cancel()
+
+    def resume(self) -> None:
+        """Let the parked slots fetch again."""
+        resumed, all_parked = self._events()
+        self.paused = False
+        all_parked.clear()
+        resumed.set()
+
+    def was_woken(self, slot: asyncio.Task[None]) -> bool:
+        """Whether a cancellation that reached ``slot`` was :meth:`pause` interrupting its wait
+        (then it is taken back: the slot goes on to park)."""
+        if slot not in self._woken:
+            return False
+        self._woken.discard(slot)
+        slot.uncancel()
+        return True
+
+    async def park(self, slot: asyncio.Task[None]) -> None:
+        """Wait here while paused (a cancellation, from closing, passes through)."""
+        resumed, all_parked = self._events()
+        self._parked.add(slot)
+        try:
+            if len(self._parked) >= self._slot_count:
+                all_parked.set()
+            await resumed.wait()
+        finally:
+            self._parked.discard(slot)
+
+    async def until_all_parked(self, stopped: asyncio.Event | None) -> None:
+        """Wait until every slot has parked (the running jobs finished), or the worker was
+        resumed meanwhile, or it stopped."""
+        resumed, all_parked = self._events()
+        if stopped is None or all_parked.is_set():
+            return
+        waits = {
+            asyncio.ensure_future(all_parked.wait()),
+            asyncio.ensure_future(resumed.wait()),
+            asyncio.ensure_future(stopped.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
