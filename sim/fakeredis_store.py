@@ -340,8 +340,10 @@ class FakeRedisStore:
     ) -> list[StoredEvent]:
         return await self._blocking(self.backend.wait_for_events(queue, after, timeout_ms, count))
 
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
-        return await self._blocking(self.backend.wait_for_work(queue, timeout_ms))
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
+        return await self._blocking(self.backend.wait_for_work(queue, timeout_ms, registration))
 
     async def close(self) -> None:
         """Nothing to release: the data stays for other users of this store."""

@@ -211,9 +211,11 @@ class Connection:
         )
         return cast(list[StoredEvent], result)
 
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
         result = await self._call(
-            "wait_for_work", queue, timeout_ms, lane="blocking", extra_ms=timeout_ms
+            "wait_for_work", queue, timeout_ms, registration, lane="blocking", extra_ms=timeout_ms
         )
         return cast(bool, result)
 
