@@ -135,6 +135,7 @@ class Oracle:
         self.stalls_recovered = 0
         self.lost_to_store_restart = 0
         self.removed_by_operator = 0
+        self.removed_unfinished = 0  # of those, the ones that had not completed or failed
         self._touched: list[str] = []
         # The moves of the current operation: (job, transition, source, target).
         self._moves: list[tuple[str, Transition, JobState | None, JobState | None]] = []
@@ -250,6 +251,8 @@ class Oracle:
                 if DELIBERATE_LOSSES.get(transition) != op:
                     self._violate(f"job {job_id}: deleted by {transition.name} in {op}")
                 deleted.append(job_id)
+                if source is None or not source.is_terminal:
+                    self.removed_unfinished += 1
         self.removed_by_operator += len(deleted)
         if op == "remove" and (result is ResultCode.OK) != (deleted == [args[1]]):
             self._violate(f"job {args[1]}: remove answered {result!r} but deleted {deleted}")

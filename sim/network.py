@@ -163,15 +163,6 @@ class Connection:
     async def trim_events(self, queue: str, max_length: int) -> int:
         return cast(int, await self._call("trim_events", queue, max_length))
 
-    async def register_worker(self, queue: str, worker_name: str | None) -> str:
-        return cast(str, await self._call("register_worker", queue, worker_name))
-
-    async def unregister_worker(self, queue: str, registration: str) -> None:
-        await self._call("unregister_worker", queue, registration)
-
-    async def get_workers(self, queue: str) -> list[dict[str, str]]:
-        return cast("list[dict[str, str]]", await self._call("get_workers", queue))
-
     async def is_paused(self, queue: str) -> bool:
         return cast(bool, await self._call("is_paused", queue))
 

@@ -50,6 +50,7 @@ def test_the_operator_acts_and_what_it_deletes_is_not_lost(runs: list[RunResult]
         # Everything ends obliterated, so every job was deleted on purpose.
         assert result.removed_by_operator == result.jobs == 120
         assert operator_actions(result)["obliterate"] == 1
+        assert result.completed + result.failed + result.removed_unfinished == result.jobs
     done = sum((operator_actions(result) for result in runs), collections.Counter())
     for action in ("retry_one", "change_priority", "change_delay", "remove", "clean", "resume"):
         assert done[action], f"no {action} in 4 runs: {dict(done)}"
