@@ -10,6 +10,8 @@ tests) applies the same random Storage operations to the backends and to
   fakeredis (its Lua scripts, loaded with a transition log; key expiry on the shared clock via
   ``virtual_fakeredis``) and the model.
 
+The rules draw the core job flow and the operator calls (retry, promote, update data, change
+priority and delay, logs, move jobs to wait, clean, drain, obliterate, counts per priority).
 Every call's result must be identical on every backend and equal to the model's. After every
 step an invariant compares everything observable through the Storage protocol (ids per state in
 order, job fields, locks, stalled marks, counts, paused): identical across the backends and
@@ -561,6 +563,21 @@ def _remove_ignores_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(MemoryBackend, "__init__", planted)
 
 
+def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """clean() deletes active jobs whose lock is still live (rule 3 broken by an operator
+    call on a whole state)."""
+    clean = MemoryBackend.clean
+
+    async def blind(self: MemoryBackend, *args: Any) -> Any:
+        self._lock_of = lambda store, job_id: None  # type: ignore[method-assign]
+        try:
+            return await clean(self, *args)
+        finally:
+            del self._lock_of
+
+    monkeypatch.setattr(MemoryBackend, "clean", blind)
+
+
 @pytest.mark.parametrize(
     "plant",
     [
@@ -568,6 +585,7 @@ def _remove_ignores_lock(monkeypatch: pytest.MonkeyPatch) -> None:
         _stall_check_ignores_locks,
         _stall_limit_not_strict,
         _remove_ignores_lock,
+        _clean_ignores_locks,
     ],
 )
 def test_planted_bug_is_caught(
