@@ -12,6 +12,7 @@ import collections
 
 import pytest
 
+from corral.cli import main
 from corral.engine.errors import ResultCode
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import Fetched, FetchRequest, FetchResult
@@ -194,3 +195,11 @@ def test_a_retry_that_was_not_asked_to_restart_the_counters_may_not() -> None:
     completed(oracle)
     retried(oracle, reset=False, atm_after="0")
     assert oracle.violations == ["job 1: atm went down from 1 to 0"]
+
+
+def test_the_cli_says_what_the_operator_deleted(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "--seed", "1", "--jobs", "40"]) == 0
+    out = capsys.readouterr().out
+    result = run(SCENARIOS["standard"].with_changes(jobs=JobSpec(count=40, arrival_ms=540_000)), 1)
+    expected = f"deleted by an operator: 40 ({result.removed_unfinished} before they finished)"
+    assert expected in out
