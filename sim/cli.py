@@ -182,6 +182,11 @@ def _print_run(result: RunResult, args: argparse.Namespace) -> None:
         f"stalls_recovered={result.stalls_recovered} trace={result.trace_hash}"
     )
     print(f"  faults: {len(result.faults)} ({', '.join(result.enabled_kinds) or 'none'})")
+    if result.removed_by_operator:
+        print(
+            f"  deleted by an operator: {result.removed_by_operator} "
+            f"({result.removed_unfinished} before they finished)"
+        )
     for violation in result.violations[:10]:
         print(f"  violation: {violation}")
     print(f"  replay: {replay_command(args, result.seed)}")

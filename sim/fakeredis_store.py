@@ -53,6 +53,7 @@ from corral.engine.storage import (
     FinishResult,
     LockInfo,
     NewJob,
+    ObliterateResult,
     Outcome,
     SchedulerRecord,
     SchedulerUpsert,
@@ -264,6 +265,82 @@ class FakeRedisStore:
     async def get_job_schedulers_count(self, queue: str) -> int:
         return self.run(self.backend.get_job_schedulers_count(queue))
 
+    async def retry_job(
+        self,
+        queue: str,
+        job_id: str,
+        state: JobState,
+        *,
+        reset_attempts_made: bool,
+        reset_attempts_started: bool,
+        now: int,
+    ) -> ResultCode:
+        call = self.backend.retry_job(
+            queue,
+            job_id,
+            state,
+            reset_attempts_made=reset_attempts_made,
+            reset_attempts_started=reset_attempts_started,
+            now=now,
+        )
+        return self._mutate("retry_job", queue, call)
+
+    async def promote_job(self, queue: str, job_id: str, now: int) -> ResultCode:
+        return self._mutate("promote_job", queue, self.backend.promote_job(queue, job_id, now))
+
+    async def update_data(self, queue: str, job_id: str, data: str) -> ResultCode:
+        return self._mutate("update_data", queue, self.backend.update_data(queue, job_id, data))
+
+    async def change_priority(
+        self, queue: str, job_id: str, priority: int, lifo: bool
+    ) -> ResultCode:
+        call = self.backend.change_priority(queue, job_id, priority, lifo)
+        return self._mutate("change_priority", queue, call)
+
+    async def change_delay(self, queue: str, job_id: str, delay: int, now: int) -> ResultCode:
+        call = self.backend.change_delay(queue, job_id, delay, now)
+        return self._mutate("change_delay", queue, call)
+
+    async def add_log(self, queue: str, job_id: str, row: str, keep_logs: int | None) -> int | None:
+        return self._mutate("add_log", queue, self.backend.add_log(queue, job_id, row, keep_logs))
+
+    async def move_jobs_to_wait(
+        self, queue: str, state: JobState, count: int, timestamp: int, now: int
+    ) -> bool:
+        call = self.backend.move_jobs_to_wait(queue, state, count, timestamp, now)
+        return self._mutate("move_jobs_to_wait", queue, call)
+
+    async def clean(self, queue: str, state: JobState, timestamp: int, limit: int) -> list[str]:
+        return self._mutate("clean", queue, self.backend.clean(queue, state, timestamp, limit))
+
+    async def drain(self, queue: str, delayed: bool) -> None:
+        self._mutate("drain", queue, self.backend.drain(queue, delayed))
+
+    async def obliterate(self, queue: str, count: int, force: bool) -> ObliterateResult:
+        return self._mutate("obliterate", queue, self.backend.obliterate(queue, count, force))
+
+    async def trim_events(self, queue: str, max_length: int) -> int:
+        return self._mutate("trim_events", queue, self.backend.trim_events(queue, max_length))
+
+    async def register_worker(self, queue: str, worker_name: str | None) -> str:
+        return self.run(self.backend.register_worker(queue, worker_name))
+
+    async def unregister_worker(self, queue: str, registration: str) -> None:
+        self.run(self.backend.unregister_worker(queue, registration))
+
+    async def get_workers(self, queue: str) -> list[dict[str, str]]:
+        return self.run(self.backend.get_workers(queue))
+
+    async def get_job_logs(
+        self, queue: str, job_id: str, start: int, end: int, asc: bool
+    ) -> tuple[list[str], int]:
+        return self.run(self.backend.get_job_logs(queue, job_id, start, end, asc))
+
+    async def get_counts_per_priority(
+        self, queue: str, priorities: Sequence[int]
+    ) -> dict[int, int]:
+        return self.run(self.backend.get_counts_per_priority(queue, priorities))
+
     async def is_paused(self, queue: str) -> bool:
         return self.run(self.backend.is_paused(queue))
 
@@ -300,8 +377,10 @@ class FakeRedisStore:
     ) -> list[StoredEvent]:
         return await self._blocking(self.backend.wait_for_events(queue, after, timeout_ms, count))
 
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
-        return await self._blocking(self.backend.wait_for_work(queue, timeout_ms))
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
+        return await self._blocking(self.backend.wait_for_work(queue, timeout_ms, registration))
 
     async def set_rate_limit(self, queue: str, ttl_ms: int) -> None:
         self._mutate("limit_settings", queue, self.backend.set_rate_limit(queue, ttl_ms))

@@ -14,7 +14,16 @@ violation:
 - ``stc``, ``ats`` or ``atm`` going down;
 - a job recovered with ``stc > max_stalled_count``, or failed for stalling without it;
 - a job recovered from a stall while its lock was still live;
-- anything the backend's own ``check()`` finds.
+- anything the backend's own ``check()`` finds;
+- an operator call (retry, promote, change priority or delay, clean, drain, remove, ...) that
+  moves a job whose lock is live (rule 3 of the transition table; only ``obliterate`` with
+  ``force`` may), or that deletes a job without saying so (``remove`` answering other than OK,
+  ``clean`` not returning the id); a job deleted by anything but an operator's ``remove``,
+  ``clean``, ``drain`` or ``obliterate`` (or retention). What operators delete is counted
+  (``removed_by_operator``), never lost: those are deliberate losses.
+
+A job an operator sends back to run again (``REPROCESS``) may complete once more, and its
+attempt counters may restart when the call asked for it.
 
 Re-executions (a processor starting again on a job that already ran) are counted, not forbidden:
 delivery is at least once; completion must be exactly once. A *rerun* is the narrower case of a
@@ -32,7 +41,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Final
 
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.states import JobState, Transition, allowed_moves
@@ -57,6 +66,28 @@ COVERAGE_GOALS = {
 
 _ALLOWED = allowed_moves()
 _COUNTERS = ("atm", "ats", "stc")
+#: The moves operator calls make (rule 3: none from a live lock, bar a forced obliterate).
+OPERATOR_TRANSITIONS: Final = frozenset(
+    {
+        Transition.REMOVE,
+        Transition.REPROCESS,
+        Transition.REPROCESS_PRIORITIZED,
+        Transition.CHANGE_PRIORITY,
+        Transition.CHANGE_PRIORITY_TO_WAIT,
+        Transition.CHANGE_DELAY,
+        Transition.CLEAN,
+        Transition.DRAIN,
+        Transition.OBLITERATE,
+    }
+)
+#: Deletions an operator makes on purpose, and the calls allowed to make each.
+DELIBERATE_LOSSES: Final = {
+    Transition.REMOVE: "remove",
+    Transition.CLEAN: "clean",
+    Transition.DRAIN: "drain",
+    Transition.OBLITERATE: "obliterate",
+}
+_REPROCESS = (Transition.REPROCESS, Transition.REPROCESS_PRIORITIZED)
 
 
 @dataclasses.dataclass
@@ -73,6 +104,14 @@ class _Track:
         default_factory=dict
     )
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    removed_from: JobState | None = None  # where an operator deleted it from
+    # An operator sent it back or deleted it: a finish sent again may then find it changed.
+    operated: bool = False
+
+    @property
+    def final_state(self) -> JobState | None:
+        """Where the job is, or where it was when an operator deleted it."""
+        return self.state if self.state is not None else self.removed_from
 
 
 class Oracle:
@@ -100,7 +139,11 @@ class Oracle:
         self.duplicate_completions = 0
         self.stalls_recovered = 0
         self.lost_to_store_restart = 0
+        self.removed_by_operator = 0
+        self.removed_unfinished = 0  # of those, the ones that had not completed or failed
         self._touched: list[str] = []
+        # The moves of the current operation: (job, transition, source, target).
+        self._moves: list[tuple[str, Transition, JobState | None, JobState | None]] = []
         self._open: set[str] = set()  # jobs that exist and are not finished
         self._before: dict[str, _Track] = {}
         # Every lock token a fetch was given, across store restarts: a token handed out twice
@@ -132,6 +175,17 @@ class Oracle:
             )
         track.state = target
         self.dedup.on_transition(job_id, source, target, fields)
+        self._moves.append((job_id, transition, source, target))
+        if transition in DELIBERATE_LOSSES:
+            track.removed_from = source
+            track.operated = True
+        if transition in _REPROCESS:
+            track.operated = True
+            # Sent back to run again on purpose: one more run, and one more completion if it
+            # had completed, are no duplicates.
+            track.retries += 1
+            if source is JobState.COMPLETED:
+                track.completions -= 1
         if target is None or target.is_terminal:
             self._open.discard(job_id)
         else:
@@ -193,6 +247,7 @@ class Oracle:
             self._checked(result, now)
         elif op == "add_jobs":
             self._added(args[1], result)
+        self._operated(op, args, result, now)
 
     def _added(self, jobs: list[Any], result: AddResult) -> None:
         def state_of(job_id: str) -> JobState | None:
@@ -200,6 +255,43 @@ class Oracle:
             return None if track is None else track.state
 
         self.dedup.on_add(jobs, result, state_of)
+
+    def _operated(self, op: str, args: tuple[Any, ...], result: Any, now: int) -> None:
+        """Rule 3 and the deliberate losses, for whatever operation just ran."""
+        forced = op == "obliterate" and bool(args[2])
+        deleted = []
+        for job_id, transition, source, target in self._moves:
+            if transition not in OPERATOR_TRANSITIONS:
+                continue
+            before = self._before.get(job_id)
+            if (
+                source is JobState.ACTIVE
+                and not forced
+                and before is not None
+                and before.token is not None
+                and now < before.lock_until
+            ):
+                self._violate(
+                    f"job {job_id}: {op} made {transition.name} while {before.owner} held its "
+                    f"lock ({before.lock_until - now} ms left)"
+                )
+            if target is None:
+                if DELIBERATE_LOSSES.get(transition) != op:
+                    self._violate(f"job {job_id}: deleted by {transition.name} in {op}")
+                deleted.append(job_id)
+                if source is None or not source.is_terminal:
+                    self.removed_unfinished += 1
+        self.removed_by_operator += len(deleted)
+        if op == "remove" and (result is ResultCode.OK) != (deleted == [args[1]]):
+            self._violate(f"job {args[1]}: remove answered {result!r} but deleted {deleted}")
+        elif op == "clean" and sorted(result) != sorted(deleted):
+            self._violate(f"clean answered {sorted(result)} but deleted {sorted(deleted)}")
+        elif op == "retry_job" and result is ResultCode.OK:
+            # Asked to start the attempt counters again: they may go down once.
+            track = self.jobs.setdefault(args[1], _Track())
+            for name, reset in (("atm", args[3]), ("ats", args[4])):
+                if reset:
+                    track.counters.pop(name, None)
 
     def _owner_check(self, what: str, job_id: str, token: str, track: _Track, now: int) -> None:
         if track.token != token:
@@ -242,7 +334,7 @@ class Oracle:
         if result_code(result) is not ResultCode.OK:
             self.coverage["late_finish_rejected"] += 1
             first = track.finishes.get(token)
-            if first is not None and first[0] is outcome_type:
+            if first is not None and first[0] is outcome_type and not track.operated:
                 self._violate(
                     f"job {job_id}: its finish by {token}, sent again, was refused "
                     f"({result_code(result).name}) although it had been applied"
@@ -330,6 +422,7 @@ class Oracle:
             for job_id, t in self._held.items()
         }
         self._touched = []
+        self._moves = []
 
     @property
     def _held(self) -> dict[str, _Track]:
@@ -359,6 +452,7 @@ class Oracle:
                     )
                 track.counters[name] = value
         self._touched = []
+        self._moves = []
 
     # ------------------------------------------------------------------ processes and results
 

@@ -69,6 +69,7 @@ from corral.engine.storage import (
     finish_field,
     finish_record,
 )
+from corral.sim.model_ops import OperatorModel
 
 __all__ = [
     "MAX_DELAY_SEQUENCE",
@@ -125,6 +126,7 @@ class JobView:
     stacktrace: str | None
     progress: str | None
     pb: str | None
+    data: str | None = None  # Job.update_data replaces it
 
     @classmethod
     def from_fields(cls, state: JobState | None, fields: dict[str, str]) -> JobView:
@@ -148,6 +150,7 @@ class JobView:
             stacktrace=fields.get("stacktrace"),
             progress=fields.get("progress"),
             pb=fields.get("pb"),
+            data=fields.get("data"),
         )
 
 
@@ -244,6 +247,7 @@ class _Job:
     finishes: dict[str, tuple[str, tuple[str, str] | None]] = dataclasses.field(
         default_factory=dict
     )
+    logs: list[str] = dataclasses.field(default_factory=list)  # the ``<job>:logs`` list
 
     @property
     def options(self) -> JobOptions:
@@ -281,8 +285,9 @@ class _Job:
         return fields
 
 
-class QueueModel:
-    """The reference semantics of one queue's storage (see the module docstring).
+class QueueModel(OperatorModel):
+    """The reference semantics of one queue's storage (see the module docstring; the operator
+    calls are in :mod:`corral.sim.model_ops`).
 
     Args:
         clock: the store's clock (``now_ms()``), which judges lock and throttle expiry. Share it

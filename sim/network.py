@@ -24,6 +24,7 @@ from corral.engine.storage import (
     FinishResult,
     LockInfo,
     NewJob,
+    ObliterateResult,
     Outcome,
     SchedulerRecord,
     SchedulerUpsert,
@@ -101,6 +102,69 @@ class Connection:
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._call("set_paused", queue, paused)
 
+    # The operator calls travel like the rest (retry_job's keywords go by position: the world
+    # spells them out again at the store).
+
+    async def retry_job(
+        self,
+        queue: str,
+        job_id: str,
+        state: JobState,
+        *,
+        reset_attempts_made: bool,
+        reset_attempts_started: bool,
+        now: int,
+    ) -> ResultCode:
+        args = (queue, job_id, state, reset_attempts_made, reset_attempts_started, now)
+        return cast(ResultCode, await self._call("retry_job", *args))
+
+    async def promote_job(self, queue: str, job_id: str, now: int) -> ResultCode:
+        return cast(ResultCode, await self._call("promote_job", queue, job_id, now))
+
+    async def update_data(self, queue: str, job_id: str, data: str) -> ResultCode:
+        return cast(ResultCode, await self._call("update_data", queue, job_id, data))
+
+    async def change_priority(
+        self, queue: str, job_id: str, priority: int, lifo: bool
+    ) -> ResultCode:
+        return cast(ResultCode, await self._call("change_priority", queue, job_id, priority, lifo))
+
+    async def change_delay(self, queue: str, job_id: str, delay: int, now: int) -> ResultCode:
+        return cast(ResultCode, await self._call("change_delay", queue, job_id, delay, now))
+
+    async def add_log(self, queue: str, job_id: str, row: str, keep_logs: int | None) -> int | None:
+        return cast("int | None", await self._call("add_log", queue, job_id, row, keep_logs))
+
+    async def get_job_logs(
+        self, queue: str, job_id: str, start: int, end: int, asc: bool
+    ) -> tuple[list[str], int]:
+        result = await self._call("get_job_logs", queue, job_id, start, end, asc)
+        return cast("tuple[list[str], int]", result)
+
+    async def get_counts_per_priority(
+        self, queue: str, priorities: Sequence[int]
+    ) -> dict[int, int]:
+        result = await self._call("get_counts_per_priority", queue, list(priorities))
+        return cast("dict[int, int]", result)
+
+    async def move_jobs_to_wait(
+        self, queue: str, state: JobState, count: int, timestamp: int, now: int
+    ) -> bool:
+        result = await self._call("move_jobs_to_wait", queue, state, count, timestamp, now)
+        return cast(bool, result)
+
+    async def clean(self, queue: str, state: JobState, timestamp: int, limit: int) -> list[str]:
+        return cast(list[str], await self._call("clean", queue, state, timestamp, limit))
+
+    async def drain(self, queue: str, delayed: bool) -> None:
+        await self._call("drain", queue, delayed)
+
+    async def obliterate(self, queue: str, count: int, force: bool) -> ObliterateResult:
+        return cast(ObliterateResult, await self._call("obliterate", queue, count, force))
+
+    async def trim_events(self, queue: str, max_length: int) -> int:
+        return cast(int, await self._call("trim_events", queue, max_length))
+
     async def is_paused(self, queue: str) -> bool:
         return cast(bool, await self._call("is_paused", queue))
 
@@ -140,9 +204,11 @@ class Connection:
         )
         return cast(list[StoredEvent], result)
 
-    async def wait_for_work(self, queue: str, timeout_ms: int) -> bool:
+    async def wait_for_work(
+        self, queue: str, timeout_ms: int, registration: str | None = None
+    ) -> bool:
         result = await self._call(
-            "wait_for_work", queue, timeout_ms, lane="blocking", extra_ms=timeout_ms
+            "wait_for_work", queue, timeout_ms, registration, lane="blocking", extra_ms=timeout_ms
         )
         return cast(bool, result)
 

@@ -50,7 +50,8 @@ class Fault:
     Attributes:
         kind: one of :data:`FAULT_KINDS`.
         target: the process slot (``"w3"``: whichever worker process occupies slot 3 then;
-            ``"c0"``: the standalone checker process of slot 0), or ``"store"``.
+            ``"c0"``: the standalone checker process of slot 0; ``"o0"``: the operator of
+            slot 0), or ``"store"``.
         at_ms: start, in virtual ms from the start of the run.
         duration_ms: how long it lasts (for crash and shutdown: the pause before the
             replacement process starts).
@@ -142,6 +143,22 @@ class SchedulerSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    """How an operator behaves.
+
+    Attributes:
+        mean_gap_ms: the mean time between two actions (exponentially distributed).
+        drain_weight: the relative frequency of ``drain`` (it deletes everything not yet
+            started, so it is rare).
+        pause_max_ms: the longest a pause lasts before the operator resumes the queue.
+    """
+
+    mean_gap_ms: int = 20_000
+    drain_weight: float = 0.2
+    pause_max_ms: int = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
 class FaultMix:
     """A swarm: each seed enables a random non-empty subset of ``kinds`` at random rates."""
 
@@ -157,6 +174,8 @@ class Scenario:
     description: str
     workers: int = 8
     checkers: int = 0  # standalone StalledChecker processes (slots c0, c1, ...)
+    operators: int = 0  # operator processes acting on the queue (slots o0, ...; sim/operator.py)
+    operator: OperatorSettings = OperatorSettings()
     settings: WorkerSettings = WorkerSettings()
     jobs: JobSpec = JobSpec()
     work: WorkShape = WorkShape()
@@ -232,8 +251,29 @@ def draw_faults(scenario: Scenario, rng: random.Random) -> tuple[tuple[Fault, ..
 
 
 def _random_process(scenario: Scenario, rng: random.Random) -> str:
-    index = rng.randrange(scenario.workers + scenario.checkers)
-    return f"w{index}" if index < scenario.workers else f"c{index - scenario.workers}"
+    return slot_label(scenario, rng.randrange(slot_count(scenario)))
+
+
+def slot_count(scenario: Scenario) -> int:
+    """How many process slots a scenario has: workers, then checkers, then operators."""
+    return scenario.workers + scenario.checkers + scenario.operators
+
+
+def slot_label(scenario: Scenario, slot: int) -> str:
+    """Worker slots are w0, w1, ...; the standalone checkers' slots after them c0, c1, ...;
+    the operators' after those o0, o1, ..."""
+    if slot < scenario.workers:
+        return f"w{slot}"
+    if slot < scenario.workers + scenario.checkers:
+        return f"c{slot - scenario.workers}"
+    return f"o{slot - scenario.workers - scenario.checkers}"
+
+
+def slot_of(scenario: Scenario, label: str) -> int:
+    """The slot a label names (the inverse of :func:`slot_label`)."""
+    index = int(label[1:])
+    offset = {"w": 0, "c": scenario.workers, "o": scenario.workers + scenario.checkers}
+    return offset[label[0]] + index
 
 
 def _poisson(mean: float, rng: random.Random) -> int:
@@ -247,8 +287,13 @@ def _poisson(mean: float, rng: random.Random) -> int:
 
 STANDARD: Final = Scenario(
     name="standard",
-    description="8 workers, 500 jobs arriving over 9 minutes, 10 virtual minutes of swarm faults",
+    description=(
+        "8 workers and an operator (retry, promote, change priority and delay, clean, drain, "
+        "remove, pause; obliterate at the end), 500 jobs arriving over 9 minutes, 10 virtual "
+        "minutes of swarm faults"
+    ),
     jobs=JobSpec(count=500, arrival_ms=540_000),
+    operators=1,
 )
 
 STALL_RECIPES: Final = Scenario(

@@ -64,6 +64,10 @@ class RunResult:
     reruns: int = 0
     #: Finishes sent again after a lost reply and answered like the first.
     finishes_repeated: int = 0
+    #: Jobs an operator deleted on purpose (remove, clean, drain, obliterate): not lost.
+    removed_by_operator: int = 0
+    #: Of those, the jobs deleted before they completed or failed.
+    removed_unfinished: int = 0
     trace: list[TraceEvent] = dataclasses.field(repr=False, default_factory=list)
 
     @property
@@ -87,6 +91,8 @@ class RunResult:
             "re_executions": self.re_executions,
             "reruns": self.reruns,
             "finishes_repeated": self.finishes_repeated,
+            "removed_by_operator": self.removed_by_operator,
+            "removed_unfinished": self.removed_unfinished,
             "stalls_recovered": self.stalls_recovered,
             "virtual_seconds": round(self.virtual_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3),

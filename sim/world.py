@@ -39,7 +39,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from corral.backends.memory import MemoryBackend, TransitionListener
 from corral.engine.checker import StalledChecker
@@ -47,12 +47,22 @@ from corral.engine.job import Job
 from corral.engine.limits import Limiter
 from corral.engine.queue import Queue
 from corral.engine.states import JobState, Transition
-from corral.engine.storage import next_job, result_code
+from corral.engine.storage import Storage, next_job, result_code
 from corral.engine.worker import Worker
 from corral.sim.invariants import COVERAGE_GOALS, LimitWatch, Oracle, SchedulerOracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.network import Connection, SimulatedConnectionError
-from corral.sim.scenario import WINDOW_FAULTS, Fault, Scenario, SchedulerSpec, draw_faults
+from corral.sim.operator import Operator
+from corral.sim.scenario import (
+    WINDOW_FAULTS,
+    Fault,
+    Scenario,
+    SchedulerSpec,
+    draw_faults,
+    slot_count,
+    slot_label,
+    slot_of,
+)
 from corral.sim.simloop import SimLoop
 from corral.sim.trace import RunResult, TraceEvent
 
@@ -140,6 +150,7 @@ class World:
         ] = {}  # slot -> kind -> (until, amount)
         self._healed = False
         self._producer_done = False
+        self._operators: dict[int, Operator] = {}  # the latest operator of each slot
         self.store_loop = SimLoop(self._now)
         self.store_clock = VirtualClock(self.store_loop, epoch_ms=DEFAULT_EPOCH_MS)
         # The fakeredis server's loop: part of the store, shared by the servers of a restart.
@@ -299,6 +310,16 @@ class World:
             result: Any = await backend.check_stalled(
                 queue, max_stalled_count=max_stalled, stalled_interval=interval, now=now
             )
+        elif op == "retry_job":
+            queue, job_id, state, reset_made, reset_started, now = args
+            result = await backend.retry_job(
+                queue,
+                job_id,
+                state,
+                reset_attempts_made=reset_made,
+                reset_attempts_started=reset_started,
+                now=now,
+            )
         else:
             result = await getattr(backend, op)(*args)
         if backend is not self.backend:  # the store restarted while this call waited
@@ -389,13 +410,10 @@ class World:
         return process
 
     def _label(self, slot: int) -> str:
-        """Worker slots are w0, w1, ...; the standalone checkers' slots after them c0, c1, ..."""
-        workers = self.scenario.workers
-        return f"w{slot}" if slot < workers else f"c{slot - workers}"
+        return slot_label(self.scenario, slot)
 
     def _slot_of(self, label: str) -> int:
-        index = int(label[1:])
-        return index if label[0] == "w" else self.scenario.workers + index
+        return slot_of(self.scenario, label)
 
     def _start_process(self, slot: int) -> None:
         """Start the program of a slot, unless a live process holds it already."""
@@ -410,15 +428,17 @@ class World:
         self._slots[slot] = process
         if slot < self.scenario.workers:
             self._start_worker(process)
-        else:
+        elif slot < self.scenario.workers + self.scenario.checkers:
             self._start_checker(process)
+        else:
+            self._start_operator(process, slot)
         self.record(name, "start", "", f"offset={process.clock.offset_ms}ms")
 
     def _start_checker(self, process: Process) -> None:
         settings = self.scenario.settings
         checker = StalledChecker(
             QUEUE,
-            Connection(self, process.name, self.scenario.command_timeout_ms),
+            self._connection(process.name),
             stalled_interval=settings.stalled_interval,
             max_stalled_count=settings.max_stalled_count,
             clock=process.clock,
@@ -427,13 +447,39 @@ class World:
         process.close = checker.close
         process.loop.create_task(checker.run())
 
+    def _connection(self, process: str) -> Storage:
+        """A process's link to the store. It carries every Storage call but the worker
+        registry's (``register_worker``, ``get_workers``): ``corral.engine.worker_presence``
+        leaves a worker unlisted on a store without them, so a simulated worker's start costs
+        no extra round trip and the hand-written timelines keep their timings."""
+        return cast(Storage, Connection(self, process, self.scenario.command_timeout_ms))
+
+    def _start_operator(self, process: Process, slot: int) -> None:
+        queue = Queue(
+            QUEUE,
+            self._connection(process.name),
+            clock=process.clock,
+        )
+        operator = Operator(
+            process.name,
+            queue,
+            self._rng(f"operator:{process.name}"),
+            functools.partial(self.record, process.name),
+            lambda: self._healed,
+            lambda: self._producer_done,
+            self.scenario.operator,
+        )
+        self._operators[slot] = operator
+        process.close = queue.close
+        process.loop.create_task(operator.run())
+
     def _start_worker(self, process: Process) -> None:
         name = process.name
         settings = self.scenario.settings
         worker = Worker(
             QUEUE,
             self._processor(process),
-            Connection(self, name, self.scenario.command_timeout_ms),
+            self._connection(name),
             concurrency=settings.concurrency,
             lock_duration=settings.lock_duration,
             lock_renew_time=settings.lock_renew_time,
@@ -492,7 +538,7 @@ class World:
         process = self._spawn("producer", None)
         queue = Queue(
             QUEUE,
-            Connection(self, "producer", self.scenario.command_timeout_ms),
+            self._connection("producer"),
             clock=process.clock,
         )
         process.loop.create_task(self._produce(queue))
@@ -604,7 +650,7 @@ class World:
         self._windows.clear()
         for process in self.processes.values():
             process.blocked_until = min(process.blocked_until, self.now)
-        for slot in range(self.scenario.workers + self.scenario.checkers):
+        for slot in range(slot_count(self.scenario)):
             self._start_process(slot)
 
     # ------------------------------------------------------------------ the run
@@ -612,7 +658,12 @@ class World:
     def _done(self) -> bool:
         # Runs always reach the liveness phase, so that healing and the replacement of dead
         # workers are exercised even when every job finished during the safety phase.
-        return self._healed and self._producer_done and not self.oracle.has_unfinished
+        return (
+            self._healed
+            and self._producer_done
+            and not self.oracle.has_unfinished
+            and all(operator.done for operator in self._operators.values())
+        )
 
     def run(self) -> RunResult:
         """Run both phases and return the result."""
@@ -627,7 +678,7 @@ class World:
     def _run(self) -> RunResult:
         started = time.perf_counter()
         self._start_producer()
-        for slot in range(self.scenario.workers + self.scenario.checkers):
+        for slot in range(slot_count(self.scenario)):
             self._start_process(slot)
         self._schedule_faults()
         safety_end = self.scenario.duration_ms / 1000
@@ -705,7 +756,11 @@ class World:
                 f"{self.scenario.liveness_budget_ms} ms budget after healing: "
                 + ", ".join(sorted(lost, key=_id_order)[:20])
             )
-        states = [track.state for track in oracle.jobs.values()]
+        undone = sorted(self._label(slot) for slot, op in self._operators.items() if not op.done)
+        if undone and not violations:
+            violations.append(f"liveness: operator {', '.join(undone)} did not obliterate")
+        # An operator's final obliterate deletes every job: count each as it ended.
+        states = [track.final_state for track in oracle.jobs.values()]
         executions = sum(track.executions for track in oracle.jobs.values())
         executed_jobs = sum(1 for track in oracle.jobs.values() if track.executions)
         digest = hashlib.sha256()
@@ -726,6 +781,8 @@ class World:
             re_executions=executions - executed_jobs,
             reruns=oracle.reruns,
             finishes_repeated=oracle.finishes_repeated,
+            removed_by_operator=oracle.removed_by_operator,
+            removed_unfinished=oracle.removed_unfinished,
             stalls_recovered=oracle.stalls_recovered,
             virtual_seconds=self.now,
             wall_seconds=wall,
@@ -761,6 +818,9 @@ _READ_ONLY = frozenset(
         "get_job_scheduler",
         "get_job_schedulers",
         "get_job_schedulers_count",
+        "get_job_logs",
+        "get_counts_per_priority",
+        "get_workers",
     }
 )
 

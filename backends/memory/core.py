@@ -32,6 +32,8 @@ PLANTABLE_BUGS: Final = {
     "no-shared-limiter": "activations are never counted in the queue's rate-limit window",
     "ignore-global-concurrency": "fetches ignore the queue's global concurrency",
     "scheduler-no-guard": "a scheduler makes a next iteration for any activation of its jobs",
+    "remove-locked-job": "remove deletes a job whose lock is held (an operator call moves a "
+    "running job)",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.

@@ -121,6 +121,7 @@ PLANTABLE_BUGS: Final = frozenset(
         "no-shared-limiter",
         "ignore-global-concurrency",
         "scheduler-no-guard",
+        "remove-locked-job",
     }
 )
 

