@@ -150,9 +150,11 @@ class QueueOps(MemoryCore):
     async def drain(self, queue: str, delayed: bool) -> None:
         with self._mutex:
             store = self._store(queue)
-            states = [JobState.WAITING, JobState.PRIORITIZED]
+            # BullMQ's order: wait, then delayed (when asked), then prioritized.
+            states = [JobState.WAITING]
             if delayed:
                 states.append(JobState.DELAYED)
+            states.append(JobState.PRIORITIZED)
             for state in states:
                 doomed = list(store.wait) if state is JobState.WAITING else list(store.zset(state))
                 self._take_out(store, state, doomed)
@@ -172,7 +174,7 @@ class QueueOps(MemoryCore):
                 if state is JobState.ACTIVE:
                     doomed = active
                 elif state is JobState.WAITING:
-                    doomed = list(store.wait)[-budget:][::-1]
+                    doomed = list(store.wait)[:budget]  # LRANGE wait 0 count-1: newest first
                 else:
                     doomed = store.zset(state).range(0, budget - 1)
                 self._take_out(store, state, doomed)

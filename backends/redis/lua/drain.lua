@@ -23,9 +23,10 @@ local function drain(key, state, ids)
   drained = drained + #ids
 end
 
+-- BullMQ's order: wait, then delayed (when asked), then prioritized.
 drain(K.wait, 'waiting', redis.call('LRANGE', K.wait, 0, -1))
-drain(K.prioritized, 'prioritized', redis.call('ZRANGE', K.prioritized, 0, -1))
 if ARGV[2] == '1' then
   drain(K.delayed, 'delayed', redis.call('ZRANGE', K.delayed, 0, -1))
 end
+drain(K.prioritized, 'prioritized', redis.call('ZRANGE', K.prioritized, 0, -1))
 return drained

@@ -47,12 +47,10 @@ end
 for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'failed'}) do
   local ids
   if state == 'waiting' then
-    -- oldest first, as the memory backend
-    local newest = redis.call('LRANGE', K.wait, -budget, -1)
-    ids = {}
-    for i = #newest, 1, -1 do
-      ids[#ids + 1] = newest[i]
-      redis.call('LREM', K.wait, 1, newest[i])
+    -- BullMQ's LRANGE 0 count-1: the newest first (the left end of the list)
+    ids = redis.call('LRANGE', K.wait, 0, budget - 1)
+    if #ids > 0 then
+      redis.call('LTRIM', K.wait, #ids, -1)
     end
   else
     ids = redis.call('ZRANGE', K[state], 0, budget - 1)
