@@ -15,7 +15,7 @@ import pytest
 from corral.cli import main
 from corral.engine.errors import ResultCode
 from corral.engine.states import JobState, Transition
-from corral.engine.storage import Fetched, FetchRequest, FetchResult
+from corral.engine.storage import AddResult, Fetched, FetchRequest, FetchResult
 from corral.sim.invariants import Oracle
 from corral.sim.scenario import SCENARIOS, JobSpec
 from corral.sim.world import RunResult, run
@@ -146,7 +146,13 @@ def test_a_lapsed_lock_or_a_forced_obliterate_may_go() -> None:
 def test_deletions_must_be_an_operator_calls_and_answered() -> None:
     oracle = new_oracle()
     for job_id in "123":
-        operate(oracle, "add_jobs", (), None, (job_id, Transition.ADD, None, JobState.WAITING))
+        operate(
+            oracle,
+            "add_jobs",
+            ("q", []),
+            AddResult([], []),
+            (job_id, Transition.ADD, None, JobState.WAITING),
+        )
     drained = ("1", Transition.DRAIN, JobState.WAITING, None)
     operate(oracle, "finish", ("q", "9", "t", None, NOW, None), ResultCode.MISSING_JOB, drained)
     cleaned = ("2", Transition.CLEAN, JobState.WAITING, None)
