@@ -27,15 +27,31 @@ def is_rate_limit_error(error: BaseException) -> bool:
 
 async def give_back(
     backend: Storage, queue: str, job: Job, token: str, events: EventEmitter
-) -> None:
-    """Put a job whose processor raised a rate-limit error back in wait, no attempt used."""
+) -> int:
+    """Put a job whose processor raised a rate-limit error back in wait, no attempt used.
+
+    Returns the remaining TTL (ms) of the queue's rate-limit window, 0 if none (or if the job
+    could not be given back): BullMQ's worker fetches nothing until it has run out (§2.3),
+    with or without a ``limiter`` of its own (see :func:`limited_until`).
+    """
     try:
-        code, _ = await backend.move_to_wait(queue, job.id, token)
+        code, ttl = await backend.move_to_wait(queue, job.id, token)
     except Exception as exc:
         events.emit("error", exc, job)
-        return
+        return 0
     if code is not ResultCode.OK:
         events.emit("error", LockLostError(code, job.id, MOVE_TO_WAIT_COMMAND), job)
+        return 0
+    return max(0, ttl)
+
+
+def limited_until(ttl_ms: int, maximum_rate_limit_delay: int, now: int) -> int:
+    """When a worker that gave a job back with ``ttl_ms`` left on the window may fetch again
+    (BullMQ's ``limitUntil``; the wait bounded by ``maximum_rate_limit_delay``); ``now`` if
+    there is no window, so nothing waits."""
+    if ttl_ms <= 0:
+        return now
+    return now + rate_limit_sleep_ms(ttl_ms, maximum_rate_limit_delay)
 
 
 #: Redis times a blocked command out on its own clock tick (``hz`` 10: up to 100 ms late), which

@@ -51,7 +51,12 @@ from corral.engine.policy import (
     fetch_backoff_ms,
     keep_jobs,
 )
-from corral.engine.rate_limited import give_back, idle_timeout_ms, is_rate_limit_error
+from corral.engine.rate_limited import (
+    give_back,
+    idle_timeout_ms,
+    is_rate_limit_error,
+    limited_until,
+)
 from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
 from corral.engine.scheduler_iterations import schedule_next
 from corral.engine.storage import (
@@ -276,6 +281,9 @@ class Worker(ManualFetching):
         self._pause = PauseGate()
         self._registration: str | None = None  # in the store's list of workers (get_workers)
         self._waiting_for_work: set[asyncio.Task[None]] = set()
+        # BullMQ's limitUntil: no fetch before this time (ms), set by a job given back
+        # with RateLimitError while the queue's window still runs (see rate_limited).
+        self._limit_until = 0
 
     def __repr__(self) -> str:
         return f"<Worker {self.queue_name!r} id={self.id} concurrency={self.concurrency}>"
@@ -472,8 +480,12 @@ class Worker(ManualFetching):
                     break
                 if self._pause.paused:
                     break
-                request = self._fetch_request
                 now = self.clock.now_ms()
+                if self._limit_until > now:  # a job given back rate limited: sleep it out
+                    if not await self._idle(slot, asyncio.sleep((self._limit_until - now) / 1000)):
+                        break
+                    continue
+                request = self._fetch_request
                 try:
                     result = await self.backend.fetch_next(self.queue_name, request, now)
                 except Exception as exc:
@@ -589,7 +601,13 @@ class Worker(ManualFetching):
                     if is_rate_limit_error(exc):  # back to wait, no attempt used
                         running.renew = False
                         running.finishing = True
-                        await give_back(self.backend, self.queue_name, job, token, self._events)
+                        ttl = await give_back(
+                            self.backend, self.queue_name, job, token, self._events
+                        )
+                        until = limited_until(
+                            ttl, self.maximum_rate_limit_delay, self.clock.now_ms()
+                        )
+                        self._limit_until = max(self._limit_until, until)
                         return None
                     outcome, result, error = self._failure(job, exc)
                 except BaseException as exc:
@@ -604,10 +622,11 @@ class Worker(ManualFetching):
                     else:
                         outcome, result, error = self._success(job, result)
             self._loop_watch.check()
-            fetch = None if self._closing or self._pause.paused else self._fetch_request
+            now = self.clock.now_ms()
+            limited = self._limit_until > now
+            fetch = None if self._closing or self._pause.paused or limited else self._fetch_request
             running.renew = False
             running.finishing = True
-            now = self.clock.now_ms()
             try:
                 finish = await self.backend.finish(
                     self.queue_name, job.id, token, outcome, now, fetch

@@ -146,6 +146,43 @@ async def test_manual_limit_does_not_hold_back_workers_without_a_max(
     assert starts == [0]  # BullMQ: no max anywhere, no check (§8 fact 5)
 
 
+@pytest.mark.parametrize(
+    ("window", "maximum", "waited"), [(1000, 30_000, 1000), (60_000, 2000, 2000)]
+)
+async def test_rate_limit_error_without_a_limiter_waits_out_the_window(
+    backend: Storage, clock: VirtualClock, window: int, maximum: int, waited: int
+) -> None:
+    """BullMQ (§2.3): the worker sets limitUntil from the TTL moveJobFromActiveToWait returns
+    and fetches nothing until then (at most ``maximum_rate_limit_delay``), even with no
+    ``limiter.max``: the given-back job is not taken again at once, over and over."""
+    queue = Queue(QUEUE, backend, clock=clock)
+    added = await queue.add("j", None)
+    calls: list[int] = []
+
+    async def limited_once(job: Job) -> str:
+        calls.append(elapsed_ms(clock))
+        if len(calls) == 1:
+            await queue.rate_limit(window)
+            raise RateLimitError()
+        return "ok"
+
+    worker, task = await start_worker(
+        backend, limited_once, clock, maximum_rate_limit_delay=maximum
+    )
+
+    async def completed() -> bool:
+        return await queue.get_job_state(added.id) == "completed"
+
+    await wait_for(completed, timeout_s=120, what="the job to complete")
+    await stop_worker(worker, task)
+    job = await stored_job(queue, added.id)
+    assert job.attempts_started == 2  # taken once more, not once per loop turn
+    assert calls[0] == 0
+    # The store's PTTL (a real server's clock may have run a little meanwhile), bounded.
+    assert waited - 50 < calls[1] <= waited
+    check_invariants(backend)
+
+
 async def test_rate_limit_ttl_queries(backend: Storage, clock: VirtualClock) -> None:
     queue = Queue(QUEUE, backend, clock=clock)
     assert await queue.get_rate_limit_ttl() == -2  # no window at all
