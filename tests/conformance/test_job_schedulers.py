@@ -5,7 +5,6 @@ and the refusals. Every backend; virtual time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -127,9 +126,7 @@ async def test_limit_stops_the_schedule(backend: Storage, clock: VirtualClock) -
 async def test_end_date_stops_the_schedule(backend: Storage, clock: VirtualClock) -> None:
     queue = Queue(QUEUE, backend, clock=clock)
     t0 = clock.now_ms()
-    started, times = await run_iterations(
-        backend, clock, queue, 4, 10, every=1000, end_date=t0 + 2500
-    )
+    _, times = await run_iterations(backend, clock, queue, 4, 10, every=1000, end_date=t0 + 2500)
     # Slots t0, t0+1000, t0+2000 start before the end date; the one at t0+3000 was still
     # made (its maker ran at t0+2000) but no later one: BullMQ checks the maker's time.
     assert times == [t0, t0 + 1000, t0 + 2000, t0 + 3000]
