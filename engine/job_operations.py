@@ -54,8 +54,8 @@ class JobHost(Protocol):
         """The fetch a finish makes for the next job under ``token``, or None (none)."""
         ...
 
-    def adopt(self, fetched: Fetched) -> Job:
-        """A job this host fetched, as a Job it hosts."""
+    async def adopt(self, fetched: Fetched) -> Job | None:
+        """A job this host fetched, as a Job it hosts (None if the host had to leave it)."""
         ...
 
 
@@ -359,7 +359,7 @@ class JobOperations:
             self.queue_name, self.id, token, outcome, host.clock.now_ms(), fetch
         )
         if isinstance(result, Fetched):
-            return host.adopt(result)
+            return await host.adopt(result)
         if result is not ResultCode.OK:
             raise LockLostError(result, self.id, OUTCOME_COMMANDS[type(outcome)])
         return None

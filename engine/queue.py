@@ -294,7 +294,7 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         """A queue takes no jobs: finishes through it fetch none."""
         return None
 
-    def adopt(self, fetched: Fetched) -> Job:
+    async def adopt(self, fetched: Fetched) -> Job | None:
         """A fetched job, made a job of this queue."""
         return Job(self.name, fetched.job_id, fetched.fields, self._progress_writer, fetched.token)
 

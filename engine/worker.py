@@ -58,7 +58,6 @@ from corral.engine.rate_limited import (
     limited_until,
 )
 from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
-from corral.engine.scheduler_iterations import schedule_next
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
     Complete,
@@ -671,24 +670,6 @@ class Worker(ManualFetching):
             job._record_attempt("failedReason", getattr(outcome, "reason", None))
             self._events.emit("failed", job, error)
         return fetched_next
-
-    async def _schedule_next(self, job: Job, fields: dict[str, str]) -> bool:
-        """Make the next iteration of the scheduler ``job`` belongs to; False if the store could
-        not be reached while the job's lock held (the job is then left to stall, and whoever
-        takes it next tries again). Bad stored options are reported as an ``error`` event and
-        the job still runs."""
-        try:
-            return await schedule_next(
-                self.backend,
-                self.queue_name,
-                job.id,
-                fields,
-                self.clock.now_ms(),
-                lambda: not (self._closing or job.cancellation.is_cancelled),
-            )
-        except Exception as exc:
-            self._events.emit("error", exc, job)
-            return True
 
     async def _finish_again(
         self,

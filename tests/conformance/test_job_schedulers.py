@@ -437,3 +437,37 @@ async def test_an_iteration_is_not_failed_for_stalling_while_its_scheduler_lives
     assert await _stall(backend, clock, "b") == ([], [job_id])
     assert await queue.get_job_state(job_id) == "failed"
     check_invariants(backend)
+
+
+async def test_manual_fetching_makes_the_next_iteration(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    """§1.6/§5.10: ``get_next_job`` activates like the worker's own fetch, so it makes the next
+    iteration too (as does a finish that fetches the next job)."""
+    from corral.engine import Worker
+
+    queue = Queue(QUEUE, backend, clock=clock)
+    t0 = clock.now_ms()
+    first = await queue.upsert_job_scheduler("s", {"every": 1000}, {"name": "tick"})
+    worker = Worker(QUEUE, None, backend, clock=clock)
+    job = await worker.get_next_job("tok-1")
+    assert job is not None
+    assert job.id == first
+    second = f"repeat:s:{t0 + 1000}"
+    assert await queue.get_job_state(second) == "delayed"
+    await asyncio.sleep(1)
+    # The finish takes the next iteration under the same token: the one after it is made.
+    nxt = await job.move_to_completed("ok", "tok-1", fetch_next=True)
+    assert nxt is not None
+    assert nxt.id == second
+    assert await queue.get_job_state(f"repeat:s:{t0 + 2000}") == "delayed"
+    await nxt.move_to_completed("ok", "tok-1")
+    await asyncio.sleep(1)
+    third = await worker.get_next_job("tok-2", block=False)
+    assert third is not None
+    assert third.id == f"repeat:s:{t0 + 2000}"
+    scheduler = await queue.get_job_scheduler("s")
+    assert scheduler is not None
+    assert scheduler["iteration_count"] == 4
+    await worker.close()
+    check_invariants(backend)
