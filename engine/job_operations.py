@@ -18,14 +18,13 @@ import json
 from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.engine.errors import (
-    CorralError,
     InvalidArgumentError,
     JobFailedError,
     JobStateError,
     LockLostError,
     ResultCode,
     WaitTimeoutError,
-    removal_locked_text,
+    removal_result,
 )
 from corral.engine.inputs import check_utf8
 from corral.engine.states import JobState
@@ -209,11 +208,10 @@ class JobOperations:
 
         Raises:
             CorralError: if a worker holds the job's lock.
+            JobSchedulerError: if the job is a scheduler's current iteration (BullMQ's -8).
         """
         code = await self._require_host().backend.remove(self.queue_name, self.id)
-        if code is ResultCode.JOB_LOCKED:
-            raise CorralError(removal_locked_text(self.id))
-        return code is ResultCode.OK
+        return removal_result(code, self.id)
 
     # ------------------------------------------------------------------ logs
 

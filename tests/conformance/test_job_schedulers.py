@@ -195,9 +195,13 @@ async def test_an_iteration_cannot_be_removed_directly(
     assert await backend.remove(QUEUE, job_id) is ResultCode.SCHEDULER_JOB
     with pytest.raises(JobSchedulerError, match=f"Job {job_id} belongs to a job scheduler"):
         await queue.remove(job_id)
+    # Job.remove maps the result code as Queue.remove does (BullMQ's job.remove() throws -8).
+    job = await job_of(queue, job_id)
+    with pytest.raises(JobSchedulerError, match=f"Job {job_id} belongs to a job scheduler"):
+        await job.remove()
     assert await queue.get_job_state(job_id) == "waiting"
     await queue.remove_job_scheduler("s")
-    assert await queue.remove(job_id) is True
+    assert await job.remove() is True
 
 
 async def test_the_producer_guard_makes_each_iteration_once(
