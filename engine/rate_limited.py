@@ -9,11 +9,16 @@ once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from corral.engine.errors import LockLostError, ResultCode
 from corral.engine.events import EventEmitter
-from corral.engine.job import Job
-from corral.engine.limits import RATE_LIMIT_ERROR_MESSAGE, rate_limit_sleep_ms
+from corral.engine.job import Duration, Job
+from corral.engine.limits import RATE_LIMIT_ERROR_MESSAGE, rate_limit_sleep_ms, window_ms
 from corral.engine.storage import FetchResult, Storage
+
+if TYPE_CHECKING:
+    from corral.engine.clock import Clock
 
 #: BullMQ's script name for giving a rate-limited job back (in error texts).
 MOVE_TO_WAIT_COMMAND = "moveJobFromActiveToWait"
@@ -72,3 +77,27 @@ def idle_timeout_ms(
     if result.next_due_ms is not None:
         return max(1, min(drain_delay, result.next_due_ms - now)), 0
     return drain_delay, 0
+
+
+class RateLimitedWorker:
+    """A Worker's side of manual rate limiting (mixed into
+    :class:`~corral.engine.worker.Worker`)."""
+
+    if TYPE_CHECKING:  # provided by Worker
+        queue_name: str
+        backend: Storage
+        clock: Clock
+        maximum_rate_limit_delay: int
+        _events: EventEmitter
+        _limit_until: int
+
+    async def rate_limit(self, expire_time: Duration) -> None:
+        """Rate-limit the queue for ``expire_time`` ms (the alias of ``Queue.rate_limit``)."""
+        await self.backend.set_rate_limit(self.queue_name, window_ms(expire_time, "expire_time"))
+
+    async def _give_back(self, job: Job, token: str) -> None:
+        """Give back a job whose processor raised RateLimitError, and fetch nothing until the
+        queue's window has run out (BullMQ's ``limitUntil``, §2.3)."""
+        ttl = await give_back(self.backend, self.queue_name, job, token, self._events)
+        until = limited_until(ttl, self.maximum_rate_limit_delay, self.clock.now_ms())
+        self._limit_until = max(self._limit_until, until)
