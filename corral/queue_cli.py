@@ -1,7 +1,11 @@
 """``corral retry | promote | clean | drain | obliterate | pause | resume | remove``: operate a
 queue in Redis (BullMQ's queue management from the command line).
 
-Each prints one line saying what it did, or one JSON object with ``--json``. The destructive
+Each prints one line saying what it did, or one JSON object with ``--json``. The store's bulk
+moves and deletions (retry, promote, drain, obliterate) do not count the jobs they touch, and
+workers change the counts meanwhile: those commands say what was requested and how many jobs of
+the state are left, never a "before minus after" guess. ``remove`` reports each id: removed,
+missing, or refused with the store's reason (the other ids are still tried). The destructive
 ones (clean, drain, obliterate, remove) ask for confirmation on a terminal; without one (a pipe,
 a script) they refuse unless ``--yes`` is given, so nothing is deleted by accident.
 """
@@ -83,15 +87,13 @@ def _parser(
 
 
 async def _retry(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
-    before = await queue.get_job_count(args.state)
     await queue.retry_jobs(args.state, args.count, args.before)
-    return {"retried": before - await queue.get_job_count(args.state), "state": args.state}
+    return {"state": args.state, "left": await queue.get_job_count(args.state)}
 
 
 async def _promote(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
-    before = await queue.get_delayed_count()
     await queue.promote_jobs(args.count)
-    return {"promoted": before - await queue.get_delayed_count()}
+    return {"left": await queue.get_delayed_count()}
 
 
 async def _clean(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
@@ -101,15 +103,13 @@ async def _clean(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
 
 async def _drain(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
     states = ("waiting", "prioritized", "delayed") if args.delayed else ("waiting", "prioritized")
-    before = await queue.get_job_count(*states)
     await queue.drain(args.delayed)
-    return {"removed": before - await queue.get_job_count(*states)}
+    return {"left": await queue.get_job_count(*states)}
 
 
 async def _obliterate(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
-    before = await queue.get_job_count()
     await queue.obliterate(force=args.force, count=args.count)
-    return {"removed": before}
+    return {"obliterated": True}
 
 
 async def _pause(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
@@ -123,11 +123,17 @@ async def _resume(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _remove(queue: Queue, args: argparse.Namespace) -> dict[str, Any]:
+    """Remove each id in turn; a refusal (a locked job, a scheduler's current iteration) is
+    reported with its reason and the next ids are still tried."""
     removed: list[str] = []
     missing: list[str] = []
+    refused: dict[str, str] = {}
     for job_id in args.job_ids:
-        (removed if await queue.remove(job_id) else missing).append(job_id)
-    return {"removed": removed, "missing": missing}
+        try:
+            (removed if await queue.remove(job_id) else missing).append(job_id)
+        except CorralError as exc:
+            refused[job_id] = str(exc)
+    return {"removed": removed, "missing": missing, "refused": refused}
 
 
 ACTIONS: dict[str, Action] = {
@@ -159,15 +165,22 @@ def _describe(command: str, args: argparse.Namespace) -> str:
 def _summary(command: str, report: dict[str, Any]) -> str:
     if command in ("clean", "remove"):
         text = f"{command}: removed {len(report['removed'])} job(s)"
+        if report["removed"] and command == "remove":
+            text += f" ({', '.join(report['removed'])})"
         if report.get("missing"):
             text += f"; no such job(s): {', '.join(report['missing'])}"
+        for job_id, reason in report.get("refused", {}).items():
+            text += f"; refused {job_id}: {reason}"
         return text
-    if command in ("drain", "obliterate"):
-        return f"{command}: removed {report['removed']} job(s)"
+    if command == "drain":
+        return f"drain: deleted the queued jobs; {report['left']} left (added since)"
+    if command == "obliterate":
+        return "obliterate: the queue and its jobs are deleted"
     if command == "retry":
-        return f"retry: moved {report['retried']} {report['state']} job(s) to wait"
+        state = report["state"]
+        return f"retry: moved the {state} jobs to wait; {report['left']} {state} job(s) left"
     if command == "promote":
-        return f"promote: moved {report['promoted']} delayed job(s) to wait"
+        return f"promote: moved the delayed jobs to wait; {report['left']} delayed job(s) left"
     return f"{command}: the queue is {'paused' if report['paused'] else 'running'}"
 
 
@@ -212,7 +225,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         print(json.dumps({"command": command, "queue": args.queue, **report}))
     else:
         print(_summary(command, report))
-    return 0
+    return 1 if report.get("refused") else 0
 
 
 async def _run(

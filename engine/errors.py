@@ -171,3 +171,18 @@ class JobSchedulerError(CorralError):
     def __init__(self, code: ResultCode, job_id: str, command: str) -> None:
         self.code = code
         super().__init__(scheduler_error_text(code, job_id, command))
+
+
+def removal_result(code: ResultCode, job_id: str) -> bool:
+    """What a job removal's result code means to the caller (``Queue.remove`` and
+    ``Job.remove`` alike): True if the job was deleted, False if it did not exist.
+
+    Raises:
+        CorralError: if a worker holds the job's lock (BullMQ's text).
+        JobSchedulerError: if the job is a scheduler's current iteration (BullMQ's -8).
+    """
+    if code is ResultCode.JOB_LOCKED:
+        raise CorralError(removal_locked_text(job_id))
+    if code is ResultCode.SCHEDULER_JOB:
+        raise JobSchedulerError(code, job_id, "removeJob")
+    return code is ResultCode.OK

@@ -19,11 +19,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from corral.engine.clock import Clock
-from corral.engine.errors import StoreRefusedError
+from corral.engine.errors import LockLostError, ResultCode, StoreRefusedError
 from corral.engine.policy import finish_retry_delay
-from corral.engine.storage import FinishResult
+from corral.engine.storage import FetchRequest, FinishResult, Outcome
+
+if TYPE_CHECKING:
+    from corral.engine.events import EventEmitter
+    from corral.engine.running import Running
+    from corral.engine.storage import Storage
 
 #: What a finish call may fail with and still be sent again.
 RETRIED_FINISH_ERRORS = (OSError, StoreRefusedError)
@@ -83,3 +89,67 @@ async def send_finish_again(
             return await send()
         except RETRIED_FINISH_ERRORS as exc:
             error = exc
+
+
+class WorkerFinishing:
+    """A Worker's finishes sent again, and its forced releases (mixed into
+    :class:`~corral.engine.worker.Worker`)."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # provided by Worker
+        queue_name: str
+        backend: Storage
+        clock: Clock
+        lock_duration: int
+        _rng: random.Random
+        _events: EventEmitter
+        _closing: bool
+
+        def _store_answered(self, error: Exception | None) -> None: ...
+
+    async def _finish_again(
+        self,
+        running: Running,
+        outcome: Outcome,
+        fetch: FetchRequest | None,
+        error: OSError | StoreRefusedError,
+    ) -> FinishResult | None:
+        """Send again a finish the store refused or left unanswered (see
+        :mod:`corral.engine.finishing`); None if the worker closed meanwhile."""
+        job = running.job
+
+        def on_error(exc: Exception) -> None:
+            self._store_answered(exc)
+            self._events.emit("error", exc, job)
+
+        def keep_lock(renew: bool) -> None:
+            running.renew = renew
+
+        result = await send_finish_again(
+            error,
+            lambda: self.backend.finish(
+                self.queue_name, job.id, running.token, outcome, self.clock.now_ms(), fetch
+            ),
+            clock=self.clock,
+            rng=self._rng,
+            lock_expires_ms=lambda: running.last_renewed + self.lock_duration,
+            keep_lock=keep_lock,
+            closing=lambda: self._closing,
+            on_error=on_error,
+        )
+        if result is not None:
+            self._store_answered(None)
+        return result
+
+    async def _release(self, running: Running) -> None:
+        running.job.cancellation.cancel("worker closed with force")
+        try:
+            code = await self.backend.release(
+                self.queue_name, running.job.id, running.token, self.clock.now_ms()
+            )
+        except Exception as exc:
+            self._events.emit("error", exc, running.job)
+            return
+        if code is not ResultCode.OK:
+            self._events.emit("error", LockLostError(code, running.job.id, "release"), running.job)

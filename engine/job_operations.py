@@ -18,14 +18,13 @@ import json
 from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.engine.errors import (
-    CorralError,
     InvalidArgumentError,
     JobFailedError,
     JobStateError,
     LockLostError,
     ResultCode,
     WaitTimeoutError,
-    removal_locked_text,
+    removal_result,
 )
 from corral.engine.inputs import check_utf8
 from corral.engine.states import JobState
@@ -54,8 +53,8 @@ class JobHost(Protocol):
         """The fetch a finish makes for the next job under ``token``, or None (none)."""
         ...
 
-    def adopt(self, fetched: Fetched) -> Job:
-        """A job this host fetched, as a Job it hosts."""
+    async def adopt(self, fetched: Fetched) -> Job | None:
+        """A job this host fetched, as a Job it hosts (None if the host had to leave it)."""
         ...
 
 
@@ -209,11 +208,10 @@ class JobOperations:
 
         Raises:
             CorralError: if a worker holds the job's lock.
+            JobSchedulerError: if the job is a scheduler's current iteration (BullMQ's -8).
         """
         code = await self._require_host().backend.remove(self.queue_name, self.id)
-        if code is ResultCode.JOB_LOCKED:
-            raise CorralError(removal_locked_text(self.id))
-        return code is ResultCode.OK
+        return removal_result(code, self.id)
 
     # ------------------------------------------------------------------ logs
 
@@ -359,7 +357,7 @@ class JobOperations:
             self.queue_name, self.id, token, outcome, host.clock.now_ms(), fetch
         )
         if isinstance(result, Fetched):
-            return host.adopt(result)
+            return await host.adopt(result)
         if result is not ResultCode.OK:
             raise LockLostError(result, self.id, OUTCOME_COMMANDS[type(outcome)])
         return None

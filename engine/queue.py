@@ -11,9 +11,8 @@ from corral.engine.errors import (
     ClosedError,
     CorralError,
     InvalidArgumentError,
-    JobSchedulerError,
     ResultCode,
-    removal_locked_text,
+    removal_result,
 )
 from corral.engine.inputs import check_utf8, lookup_job_id, unknown_option_error
 from corral.engine.job import (
@@ -294,7 +293,7 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         """A queue takes no jobs: finishes through it fetch none."""
         return None
 
-    def adopt(self, fetched: Fetched) -> Job:
+    async def adopt(self, fetched: Fetched) -> Job | None:
         """A fetched job, made a job of this queue."""
         return Job(self.name, fetched.job_id, fetched.fields, self._progress_writer, fetched.token)
 
@@ -436,11 +435,7 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         if not lookup_job_id(job_id):
             return False
         code = await self.backend.remove(self.name, job_id)
-        if code is ResultCode.JOB_LOCKED:
-            raise CorralError(removal_locked_text(job_id))
-        if code is ResultCode.SCHEDULER_JOB:
-            raise JobSchedulerError(code, job_id, "removeJob")
-        return code is ResultCode.OK
+        return removal_result(code, job_id)
 
     async def get_deduplication_job_id(self, dedup_id: str) -> str | None:
         """The id of the job that holds the deduplication id now (``de:<id>``), or None."""

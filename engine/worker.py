@@ -17,7 +17,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from corral.engine.checker import StalledChecker
@@ -32,7 +32,7 @@ from corral.engine.errors import (
 )
 from corral.engine.escapes import PROCESS_EXITS, escaped_failure
 from corral.engine.events import EventEmitter, Handler
-from corral.engine.finishing import RETRIED_FINISH_ERRORS, send_finish_again
+from corral.engine.finishing import RETRIED_FINISH_ERRORS, WorkerFinishing
 from corral.engine.job import Duration, Job, KeepJobs, decode_opts, encode_json
 from corral.engine.job_decoding import undecodable_reason
 from corral.engine.limits import DEFAULT_MAXIMUM_RATE_LIMIT_DELAY, Limiter, window_ms
@@ -48,24 +48,22 @@ from corral.engine.manual_fetch import ManualFetching, no_processor
 from corral.engine.policy import (
     BackoffStrategy,
     failure_outcome,
-    fetch_backoff_ms,
     keep_jobs,
 )
-from corral.engine.rate_limited import give_back, idle_timeout_ms, is_rate_limit_error
+from corral.engine.rate_limited import RateLimitedWorker, is_rate_limit_error
 from corral.engine.running import Processor, ProcessorCalls, ProcessorRunner, Running
-from corral.engine.scheduler_iterations import schedule_next
 from corral.engine.storage import (
     OUTCOME_COMMANDS,
     Complete,
     Fail,
     Fetched,
     FetchRequest,
-    FinishResult,
     Outcome,
     Storage,
 )
 from corral.engine.worker_config import worker_config
-from corral.engine.worker_pause import PauseGate
+from corral.engine.worker_idle import IdleSlots
+from corral.engine.worker_pause import PausableWorker, PauseGate
 from corral.engine.worker_presence import register, unregister
 
 # Processor and ProcessorRunner are re-exported: they lived here before corral.engine.running.
@@ -100,7 +98,7 @@ WORKER_EVENTS: Final = frozenset(
 )
 
 
-class Worker(ManualFetching):
+class Worker(ManualFetching, PausableWorker, IdleSlots, WorkerFinishing, RateLimitedWorker):
     """Processes the jobs of one queue.
 
     Args:
@@ -276,6 +274,9 @@ class Worker(ManualFetching):
         self._pause = PauseGate()
         self._registration: str | None = None  # in the store's list of workers (get_workers)
         self._waiting_for_work: set[asyncio.Task[None]] = set()
+        # BullMQ's limitUntil: no fetch before this time (ms), set by a job given back
+        # with RateLimitError while the queue's window still runs (see rate_limited).
+        self._limit_until = 0
 
     def __repr__(self) -> str:
         return f"<Worker {self.queue_name!r} id={self.id} concurrency={self.concurrency}>"
@@ -321,32 +322,6 @@ class Worker(ManualFetching):
                 running.job.cancellation.cancel(reason)
                 found = True
         return found
-
-    async def pause(self, do_not_wait: bool = False) -> None:
-        """Stop taking jobs, on this worker only (BullMQ's ``Worker.pause``; nothing is written
-        to the store: :meth:`Queue.pause <corral.engine.queue.Queue.pause>` pauses every
-        worker). Running jobs go on, their locks renewed; unless ``do_not_wait``, wait until
-        they have finished (or :meth:`resume` was called). The stalled checker rests meanwhile.
-        Emits ``paused`` (unless resumed before it returns)."""
-        if self._pause.paused:
-            return
-        waiting = [slot for slot in self._idle_slots if slot in self._waiting_for_work]
-        self._pause.pause(waiting, len(self._slots))
-        if not do_not_wait:
-            await self._pause.until_all_parked(self._stopped)
-        if self._pause.paused:  # not resumed while it waited
-            self._events.emit("paused")
-
-    def resume(self) -> None:
-        """Take jobs again after :meth:`pause`. Emits ``resumed``."""
-        if not self._pause.paused:
-            return
-        self._pause.resume()
-        self._events.emit("resumed")
-
-    def is_paused(self) -> bool:
-        """Whether :meth:`pause` stopped this worker (not whether its queue is paused)."""
-        return self._pause.paused
 
     async def run(self) -> None:
         """Process jobs until :meth:`close` is called. Cancelling ``run`` closes with force."""
@@ -472,8 +447,12 @@ class Worker(ManualFetching):
                     break
                 if self._pause.paused:
                     break
-                request = self._fetch_request
                 now = self.clock.now_ms()
+                if self._limit_until > now:  # a job given back rate limited: sleep it out
+                    if not await self._sleep_out_limit(slot, now):
+                        break
+                    continue
+                request = self._fetch_request
                 try:
                     result = await self.backend.fetch_next(self.queue_name, request, now)
                 except Exception as exc:
@@ -492,61 +471,12 @@ class Worker(ManualFetching):
                     self._events.emit("drained")
                 if self._closing:  # close() began while the fetch was in flight
                     break
-                timeout, rest = idle_timeout_ms(
-                    result, self.drain_delay, self.maximum_rate_limit_delay, self.clock.now_ms()
-                )
-                self._idle_slots[slot] = None
-                self._waiting_for_work.add(slot)
-                try:
-                    # (a rate limit: the rest is slept to its end, see rate_limited.BLOCK_SLACK_MS)
-                    until = asyncio.get_running_loop().time() + (timeout + rest) / 1000
-                    if self._registration is None:
-                        woken = await self.backend.wait_for_work(self.queue_name, timeout)
-                    else:
-                        woken = await self.backend.wait_for_work(
-                            self.queue_name, timeout, self._registration
-                        )
-                    if not woken and rest:
-                        await asyncio.sleep(max(0.0, until - asyncio.get_running_loop().time()))
-                    self._fetch_errors = 0
-                except asyncio.CancelledError:
-                    if self._closing or self._pause.was_woken(slot):
-                        return None
-                    raise
-                except Exception as exc:
-                    self._events.emit("error", exc, None)
-                    if not await self._back_off(slot):
-                        break
-                finally:
-                    self._idle_slots.pop(slot, None)
-                    self._waiting_for_work.discard(slot)
+                waited = await self._wait_for_work(slot, result)
+                if waited is None:  # woken by close() or pause()
+                    return None
+                if not waited:
+                    break
         return None
-
-    async def _park(self, slot: asyncio.Task[None]) -> bool:
-        """Wait while the worker is paused; False once it is closing."""
-        return await self._idle(slot, self._pause.park(slot))
-
-    async def _back_off(self, slot: asyncio.Task[None]) -> bool:
-        """Wait after a failed fetch or wait, or while the store refuses writes (see
-        :func:`~corral.engine.policy.fetch_backoff_ms`); False if the worker began closing
-        meanwhile."""
-        self._fetch_errors += 1
-        delay_ms = fetch_backoff_ms(self._fetch_errors, self._refused_writes)
-        return await self._idle(slot, asyncio.sleep(delay_ms / 1000))
-
-    async def _idle(self, slot: asyncio.Task[None], wait: Awaitable[None]) -> bool:
-        """Await ``wait`` as an idle slot (which close() wakes); False if the worker began
-        closing meanwhile."""
-        self._idle_slots[slot] = None
-        try:
-            await wait
-        except asyncio.CancelledError:
-            if self._closing:
-                return False
-            raise
-        finally:
-            self._idle_slots.pop(slot, None)
-        return not self._closing
 
     async def _process(self, slot: asyncio.Task[None], fetched: Fetched) -> Fetched | None:
         """Run one job and finish it; return the next job if the finish fetched one."""
@@ -589,7 +519,7 @@ class Worker(ManualFetching):
                     if is_rate_limit_error(exc):  # back to wait, no attempt used
                         running.renew = False
                         running.finishing = True
-                        await give_back(self.backend, self.queue_name, job, token, self._events)
+                        await self._give_back(job, token)
                         return None
                     outcome, result, error = self._failure(job, exc)
                 except BaseException as exc:
@@ -604,10 +534,11 @@ class Worker(ManualFetching):
                     else:
                         outcome, result, error = self._success(job, result)
             self._loop_watch.check()
-            fetch = None if self._closing or self._pause.paused else self._fetch_request
+            now = self.clock.now_ms()
+            limited = self._limit_until > now
+            fetch = None if self._closing or self._pause.paused or limited else self._fetch_request
             running.renew = False
             running.finishing = True
-            now = self.clock.now_ms()
             try:
                 finish = await self.backend.finish(
                     self.queue_name, job.id, token, outcome, now, fetch
@@ -653,58 +584,6 @@ class Worker(ManualFetching):
             self._events.emit("failed", job, error)
         return fetched_next
 
-    async def _schedule_next(self, job: Job, fields: dict[str, str]) -> bool:
-        """Make the next iteration of the scheduler ``job`` belongs to; False if the store could
-        not be reached while the job's lock held (the job is then left to stall, and whoever
-        takes it next tries again). Bad stored options are reported as an ``error`` event and
-        the job still runs."""
-        try:
-            return await schedule_next(
-                self.backend,
-                self.queue_name,
-                job.id,
-                fields,
-                self.clock.now_ms(),
-                lambda: not (self._closing or job.cancellation.is_cancelled),
-            )
-        except Exception as exc:
-            self._events.emit("error", exc, job)
-            return True
-
-    async def _finish_again(
-        self,
-        running: Running,
-        outcome: Outcome,
-        fetch: FetchRequest | None,
-        error: OSError | StoreRefusedError,
-    ) -> FinishResult | None:
-        """Send again a finish the store refused or left unanswered (see
-        :mod:`corral.engine.finishing`); None if the worker closed meanwhile."""
-        job = running.job
-
-        def on_error(exc: Exception) -> None:
-            self._store_answered(exc)
-            self._events.emit("error", exc, job)
-
-        def keep_lock(renew: bool) -> None:
-            running.renew = renew
-
-        result = await send_finish_again(
-            error,
-            lambda: self.backend.finish(
-                self.queue_name, job.id, running.token, outcome, self.clock.now_ms(), fetch
-            ),
-            clock=self.clock,
-            rng=self._rng,
-            lock_expires_ms=lambda: running.last_renewed + self.lock_duration,
-            keep_lock=keep_lock,
-            closing=lambda: self._closing,
-            on_error=on_error,
-        )
-        if result is not None:
-            self._store_answered(None)
-        return result
-
     def _success(self, job: Job, result: Any) -> tuple[Outcome, Any, BaseException | None]:
         """The outcome to store for a processor that returned ``result``, the result and the
         error (a result JSON cannot encode fails the job)."""
@@ -743,23 +622,7 @@ class Worker(ManualFetching):
                 if running.job.id == job_id:
                     self._events.emit("progress", running.job, json.loads(progress))
 
-    async def _release(self, running: Running) -> None:
-        running.job.cancellation.cancel("worker closed with force")
-        try:
-            code = await self.backend.release(
-                self.queue_name, running.job.id, running.token, self.clock.now_ms()
-            )
-        except Exception as exc:
-            self._events.emit("error", exc, running.job)
-            return
-        if code is not ResultCode.OK:
-            self._events.emit("error", LockLostError(code, running.job.id, "release"), running.job)
-
     # ------------------------------------------------------------------ timers
-
-    async def rate_limit(self, expire_time: Duration) -> None:
-        """Rate-limit the queue for ``expire_time`` ms (the alias of ``Queue.rate_limit``)."""
-        await self.backend.set_rate_limit(self.queue_name, window_ms(expire_time, "expire_time"))
 
     async def renew_locks(self) -> None:
         """Renew, in one storage call, every lock due for renewal (the timer calls this)."""

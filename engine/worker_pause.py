@@ -5,6 +5,10 @@ locks keep renewing) and the stalled checker rests. ``Queue.pause`` is the globa
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.engine.events import EventEmitter
 
 
 class PauseGate:
@@ -81,3 +85,43 @@ class PauseGate:
         finally:
             for wait in waits:
                 wait.cancel()
+
+
+class PausableWorker:
+    """A Worker's ``pause`` / ``resume`` (mixed into :class:`~corral.engine.worker.Worker`)."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # provided by Worker
+        _pause: PauseGate
+        _events: EventEmitter
+        _idle_slots: dict[asyncio.Task[None], None]
+        _waiting_for_work: set[asyncio.Task[None]]
+        _slots: list[asyncio.Task[None]]
+        _stopped: asyncio.Event | None
+
+    async def pause(self, do_not_wait: bool = False) -> None:
+        """Stop taking jobs, on this worker only (BullMQ's ``Worker.pause``; nothing is written
+        to the store: :meth:`Queue.pause <corral.engine.queue.Queue.pause>` pauses every
+        worker). Running jobs go on, their locks renewed; unless ``do_not_wait``, wait until
+        they have finished (or :meth:`resume` was called). The stalled checker rests meanwhile.
+        Emits ``paused`` (unless resumed before it returns)."""
+        if self._pause.paused:
+            return
+        waiting = [slot for slot in self._idle_slots if slot in self._waiting_for_work]
+        self._pause.pause(waiting, len(self._slots))
+        if not do_not_wait:
+            await self._pause.until_all_parked(self._stopped)
+        if self._pause.paused:  # not resumed while it waited
+            self._events.emit("paused")
+
+    def resume(self) -> None:
+        """Take jobs again after :meth:`pause`. Emits ``resumed``."""
+        if not self._pause.paused:
+            return
+        self._pause.resume()
+        self._events.emit("resumed")
+
+    def is_paused(self) -> bool:
+        """Whether :meth:`pause` stopped this worker (not whether its queue is paused)."""
+        return self._pause.paused

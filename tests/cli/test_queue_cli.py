@@ -65,10 +65,12 @@ def test_queue_commands_end_to_end(
     target = ("--url", redis_url, "--prefix", key_prefix, "--queue", "q", "--json")
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal
 
+    # The store does not count bulk moves: what is left is reported, not "before minus after".
     status, report, _ = run(capsys, "retry", *target)
-    assert (status, report["retried"], report["counts"]["failed"]) == (0, 2, 0)
+    assert (status, report["left"], report["counts"]["failed"]) == (0, 0, 0)
+    assert "retried" not in report
     status, report, _ = run(capsys, "promote", *target)
-    assert (status, report["promoted"], report["counts"]["delayed"]) == (0, 1, 0)
+    assert (status, report["left"], report["counts"]["delayed"]) == (0, 0, 0)
 
     # Destructive without --yes and without a terminal: refused, nothing deleted.
     status, _, err = run(capsys, "clean", *target, "--grace", "0")
@@ -86,7 +88,12 @@ def test_queue_commands_end_to_end(
     assert "nothing done" in err
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
     status, report, err = run(capsys, "remove", *target, "7", "99")
-    assert (status, report["removed"], report["missing"]) == (0, ["7"], ["99"])
+    assert (status, report["removed"], report["missing"], report["refused"]) == (
+        0,
+        ["7"],
+        ["99"],
+        {},
+    )
     assert "delete job(s) 7, 99 of queue 'q'" in err
 
     status, report, _ = run(capsys, "pause", *target)
@@ -95,7 +102,7 @@ def test_queue_commands_end_to_end(
     assert (status, report["paused"]) == (0, False)
 
     status, report, _ = run(capsys, "drain", *target, "--yes")
-    assert (status, report["removed"]) == (0, 4)  # 1, 2, 5 and 6 were waiting
+    assert (status, report["left"]) == (0, 0)  # 1, 2, 5 and 6 were waiting
     assert report["counts"] == {
         "waiting": 0,
         "prioritized": 0,
@@ -109,7 +116,7 @@ def test_queue_commands_end_to_end(
     assert status == 1
     assert err.strip() == "corral obliterate: Cannot obliterate queue with active jobs"
     status, report, _ = run(capsys, "obliterate", *target, "--yes", "--force")
-    assert (status, report["removed"]) == (0, 1)
+    assert (status, report["obliterated"]) == (0, True)
     assert on_queue(redis_url, key_prefix, counts) == {}
 
 
@@ -126,3 +133,25 @@ def test_plain_output_and_usage_errors(
     with pytest.raises(SystemExit):
         main(["clean", *target, "--grace", "0", "--state", "finished"])
     assert "invalid choice: 'finished'" in capsys.readouterr().err
+
+
+def test_remove_reports_each_id_and_goes_on_past_a_refusal(
+    redis_url: str, key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A locked job in the middle is refused with its reason; the ids after it are still
+    removed, and the ones before it stay in the report."""
+    on_queue(redis_url, key_prefix, populate)  # job 4 is active, its lock held
+    target = ("--url", redis_url, "--prefix", key_prefix, "--queue", "q", "--yes")
+    status, report, _ = run(capsys, "remove", *target, "--json", "5", "4", "7", "99")
+    assert status == 1  # something was refused
+    assert (report["removed"], report["missing"]) == (["5", "7"], ["99"])
+    assert report["refused"] == {
+        "4": "Job 4 could not be removed because it is locked by another worker"
+    }
+    assert on_queue(redis_url, key_prefix, counts)["active"] == 1
+    status, text, _ = run(capsys, "remove", *target, "1", "4")
+    assert status == 1
+    assert text == (
+        "remove: removed 1 job(s) (1); refused 4: "
+        "Job 4 could not be removed because it is locked by another worker\n"
+    )

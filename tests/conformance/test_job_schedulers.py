@@ -5,7 +5,6 @@ and the refusals. Every backend; virtual time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -29,10 +28,21 @@ async def job_of(queue: Queue, job_id: str) -> Job:
 
 
 async def run_iterations(
-    backend: Storage, clock: VirtualClock, queue: Queue, count: int, **repeat: Any
+    backend: Storage,
+    clock: VirtualClock,
+    queue: Queue,
+    count: int,
+    settle_s: float = 0.0,
+    **repeat: Any,
 ) -> tuple[list[str], list[int]]:
     """Upsert scheduler ``s`` with ``repeat``, run a worker until ``count`` iterations have
-    started (or 60 virtual s pass), and return the started job ids and their start times."""
+    started, then ``settle_s`` virtual seconds more (for a schedule that must stop: any
+    iteration too many shows), and return the started job ids and their start times.
+
+    Raises:
+        AssertionError: if fewer than ``count`` iterations started within 60 virtual s (the
+            schedule stalled).
+    """
     started: list[str] = []
     times: list[int] = []
 
@@ -43,9 +53,13 @@ async def run_iterations(
 
     await queue.upsert_job_scheduler("s", repeat, {"name": "tick", "data": {"a": 1}})
     worker, task = await start_worker(backend, processor, clock)
-    with contextlib.suppress(AssertionError):
-        await wait_for(lambda: len(started) >= count, timeout_s=60, what="iterations")
-    await stop_worker(worker, task)
+    try:
+        await wait_for(
+            lambda: len(started) >= count, timeout_s=60, what=f"{count} iterations to start"
+        )
+        await asyncio.sleep(settle_s)
+    finally:
+        await stop_worker(worker, task)
     check_invariants(backend)
     return started, times
 
@@ -102,7 +116,7 @@ async def test_iterations_are_made_on_activation_every_interval(
 
 async def test_limit_stops_the_schedule(backend: Storage, clock: VirtualClock) -> None:
     queue = Queue(QUEUE, backend, clock=clock)
-    started, _ = await run_iterations(backend, clock, queue, 10, every=1000, limit=3)
+    started, _ = await run_iterations(backend, clock, queue, 3, 10, every=1000, limit=3)
     assert len(started) == 3
     counts = await queue.get_job_counts()
     assert counts["completed"] == 3
@@ -112,12 +126,10 @@ async def test_limit_stops_the_schedule(backend: Storage, clock: VirtualClock) -
 async def test_end_date_stops_the_schedule(backend: Storage, clock: VirtualClock) -> None:
     queue = Queue(QUEUE, backend, clock=clock)
     t0 = clock.now_ms()
-    started, times = await run_iterations(backend, clock, queue, 10, every=1000, end_date=t0 + 2500)
+    _, times = await run_iterations(backend, clock, queue, 4, 10, every=1000, end_date=t0 + 2500)
     # Slots t0, t0+1000, t0+2000 start before the end date; the one at t0+3000 was still
     # made (its maker ran at t0+2000) but no later one: BullMQ checks the maker's time.
-    assert times[:3] == [t0, t0 + 1000, t0 + 2000]
-    assert all(t <= t0 + 3000 for t in times)
-    assert len(started) <= 4
+    assert times == [t0, t0 + 1000, t0 + 2000, t0 + 3000]
 
 
 async def test_start_date_delays_the_first_iteration(backend: Storage, clock: VirtualClock) -> None:
@@ -183,9 +195,13 @@ async def test_an_iteration_cannot_be_removed_directly(
     assert await backend.remove(QUEUE, job_id) is ResultCode.SCHEDULER_JOB
     with pytest.raises(JobSchedulerError, match=f"Job {job_id} belongs to a job scheduler"):
         await queue.remove(job_id)
+    # Job.remove maps the result code as Queue.remove does (BullMQ's job.remove() throws -8).
+    job = await job_of(queue, job_id)
+    with pytest.raises(JobSchedulerError, match=f"Job {job_id} belongs to a job scheduler"):
+        await job.remove()
     assert await queue.get_job_state(job_id) == "waiting"
     await queue.remove_job_scheduler("s")
-    assert await queue.remove(job_id) is True
+    assert await job.remove() is True
 
 
 async def test_the_producer_guard_makes_each_iteration_once(
@@ -355,7 +371,7 @@ async def test_pattern_iterations_run_at_each_slot_up_to_the_limit(
     queue = Queue(QUEUE, backend, clock=clock)
     first = next_ten_seconds(clock.now_ms())
     started, times = await run_iterations(
-        backend, clock, queue, 5, pattern="*/10 * * * * *", tz="UTC", limit=3
+        backend, clock, queue, 3, 40, pattern="*/10 * * * * *", tz="UTC", limit=3
     )
     assert started == [f"repeat:s:{first + k * 10_000}" for k in range(3)]
     assert times == [first + k * 10_000 for k in range(3)]
@@ -424,4 +440,38 @@ async def test_an_iteration_is_not_failed_for_stalling_while_its_scheduler_lives
     assert await queue.remove_job_scheduler("s") is True  # (the waiting iteration stays)
     assert await _stall(backend, clock, "b") == ([], [job_id])
     assert await queue.get_job_state(job_id) == "failed"
+    check_invariants(backend)
+
+
+async def test_manual_fetching_makes_the_next_iteration(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    """§1.6/§5.10: ``get_next_job`` activates like the worker's own fetch, so it makes the next
+    iteration too (as does a finish that fetches the next job)."""
+    from corral.engine import Worker
+
+    queue = Queue(QUEUE, backend, clock=clock)
+    t0 = clock.now_ms()
+    first = await queue.upsert_job_scheduler("s", {"every": 1000}, {"name": "tick"})
+    worker = Worker(QUEUE, None, backend, clock=clock)
+    job = await worker.get_next_job("tok-1")
+    assert job is not None
+    assert job.id == first
+    second = f"repeat:s:{t0 + 1000}"
+    assert await queue.get_job_state(second) == "delayed"
+    await asyncio.sleep(1)
+    # The finish takes the next iteration under the same token: the one after it is made.
+    nxt = await job.move_to_completed("ok", "tok-1", fetch_next=True)
+    assert nxt is not None
+    assert nxt.id == second
+    assert await queue.get_job_state(f"repeat:s:{t0 + 2000}") == "delayed"
+    await nxt.move_to_completed("ok", "tok-1")
+    await asyncio.sleep(1)
+    third = await worker.get_next_job("tok-2", block=False)
+    assert third is not None
+    assert third.id == f"repeat:s:{t0 + 2000}"
+    scheduler = await queue.get_job_scheduler("s")
+    assert scheduler is not None
+    assert scheduler["iteration_count"] == 4
+    await worker.close()
     check_invariants(backend)

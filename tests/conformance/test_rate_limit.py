@@ -146,6 +146,82 @@ async def test_manual_limit_does_not_hold_back_workers_without_a_max(
     assert starts == [0]  # BullMQ: no max anywhere, no check (§8 fact 5)
 
 
+@pytest.mark.parametrize(
+    ("window", "maximum", "waited"), [(1000, 30_000, 1000), (60_000, 2000, 2000)]
+)
+async def test_rate_limit_error_without_a_limiter_waits_out_the_window(
+    backend: Storage, clock: VirtualClock, window: int, maximum: int, waited: int
+) -> None:
+    """BullMQ (§2.3): the worker sets limitUntil from the TTL moveJobFromActiveToWait returns
+    and fetches nothing until then (at most ``maximum_rate_limit_delay``), even with no
+    ``limiter.max``: the given-back job is not taken again at once, over and over."""
+    queue = Queue(QUEUE, backend, clock=clock)
+    added = await queue.add("j", None)
+    calls: list[int] = []
+
+    async def limited_once(job: Job) -> str:
+        calls.append(elapsed_ms(clock))
+        if len(calls) == 1:
+            await queue.rate_limit(window)
+            raise RateLimitError()
+        return "ok"
+
+    worker, task = await start_worker(
+        backend, limited_once, clock, maximum_rate_limit_delay=maximum
+    )
+
+    async def completed() -> bool:
+        return await queue.get_job_state(added.id) == "completed"
+
+    await wait_for(completed, timeout_s=120, what="the job to complete")
+    await stop_worker(worker, task)
+    job = await stored_job(queue, added.id)
+    assert job.attempts_started == 2  # taken once more, not once per loop turn
+    assert calls[0] == 0
+    # The store's PTTL (a real server's clock may have run a little meanwhile), bounded.
+    assert waited - 50 < calls[1] <= waited
+    check_invariants(backend)
+
+
+async def test_manual_fetching_obeys_and_counts_in_the_worker_limiter(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    """§5.10: ``get_next_job`` takes the same path as the worker's fetch, limiter included."""
+    queue = Queue(QUEUE, backend, clock=clock)
+    await queue.add_bulk([{"name": "j", "data": i} for i in range(3)])
+    worker = Worker(QUEUE, None, backend, clock=clock, limiter={"max": 1, "duration": 10_000})
+    first = await worker.get_next_job("t1", block=False)
+    assert first is not None
+    assert await worker.get_next_job("t2", block=False) is None  # the window is used up
+    # The manual activation counted in the queue's window: another worker's fetch waits too.
+    other = FetchRequest("t3", 30_000, limiter=(1, 10_000))
+    assert (await backend.fetch_next(QUEUE, other, clock.now_ms())).rate_limit_ms > 0
+    # A finish that fetches the next job obeys it as well.
+    assert await first.move_to_completed("ok", "t1", fetch_next=True) is None
+    assert await queue.get_waiting_count() == 2
+    await worker.close()
+
+
+@pytest.mark.virtual_ttl
+@pytest.mark.parametrize(("window", "got_at"), [(2000, 2000), (60_000, None)])
+async def test_a_rate_limited_blocking_manual_fetch_waits_within_drain_delay(
+    backend: Storage, clock: VirtualClock, window: int, got_at: int | None
+) -> None:
+    queue = Queue(QUEUE, backend, clock=clock)
+    await queue.add_bulk([{"name": "j", "data": i} for i in range(2)])
+    limiter = {"max": 1, "duration": window}
+    worker = Worker(QUEUE, None, backend, clock=clock, limiter=limiter, drain_delay=5000)
+    assert await worker.get_next_job("t1") is not None
+    second = await worker.get_next_job("t2")
+    if got_at is None:  # the window outlasts drain_delay: None once it has passed
+        assert second is None
+        assert elapsed_ms(clock) == 5000
+    else:  # taken as soon as the window ended
+        assert second is not None
+        assert elapsed_ms(clock) == got_at
+    await worker.close()
+
+
 async def test_rate_limit_ttl_queries(backend: Storage, clock: VirtualClock) -> None:
     queue = Queue(QUEUE, backend, clock=clock)
     assert await queue.get_rate_limit_ttl() == -2  # no window at all
