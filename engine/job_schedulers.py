@@ -78,7 +78,8 @@ class Template:
     @classmethod
     def build(cls, scheduler_id: str, template: Mapping[str, Any] | None) -> Template:
         """Validate ``upsert_job_scheduler``'s ``template`` (``name`` defaults to the
-        scheduler id; ``opts`` takes ``Queue.add``'s options but ``job_id`` and ``delay``).
+        scheduler id; ``opts`` takes ``Queue.add``'s options but ``job_id``, ``delay`` and
+        ``deduplication``).
 
         Raises:
             InvalidArgumentError: naming what is wrong.
@@ -104,6 +105,13 @@ class Template:
                 raise InvalidArgumentError(
                     f"template opts must not set {refused!r}: the scheduler sets it"
                 )
+        if "deduplication" in opts:
+            # BullMQ's scheduler path never deduplicates (an iteration would carry a `deid`
+            # nothing claimed), and its types exclude the option from templates.
+            raise InvalidArgumentError(
+                "template opts must not set 'deduplication': job schedulers do not deduplicate "
+                "their iterations"
+            )
         encoded = JobOptions.build(opts).to_json()
         encoded.pop("delay", None)
         if "attempts" not in opts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
@@ -16,8 +17,11 @@ from corral.backends.memory.store import (
     resolve_waiter,
 )
 from corral.engine.clock import Clock, SystemClock
+from corral.engine.deduplication import releases_on_remove
 from corral.engine.errors import ResultCode
 from corral.engine.job import KeepJobs
+from corral.engine.limits import is_maxed
+from corral.engine.scheduling import iteration_job_id
 from corral.engine.states import MOVES_BY_VALUE, JobState, Transition, invalid_transition
 from corral.engine.storage.records import NewJob, hash_fields
 
@@ -48,6 +52,22 @@ _OK: Final = ResultCode.OK
 _ADD: Final = Transition.ADD
 _ADD_PRIORITIZED: Final = Transition.ADD_PRIORITIZED
 _ADD_DELAYED: Final = Transition.ADD_DELAYED
+
+#: The transitions that place a new job, by where it goes: (wait, prioritized, delayed).
+PlacingMoves = tuple[Transition, Transition, Transition]
+#: An add's (``_enqueue_new``'s default).
+ADD_MOVES: Final[PlacingMoves] = (_ADD, _ADD_PRIORITIZED, _ADD_DELAYED)
+#: A job scheduler's iteration's.
+SCHEDULE_MOVES: Final[PlacingMoves] = (
+    Transition.SCHEDULE,
+    Transition.SCHEDULE_PRIORITIZED,
+    Transition.SCHEDULE_DELAYED,
+)
+
+#: The deletions that leave the job's deduplication key alone (every other one releases it, as
+#: BullMQ's removal paths): retention (BullMQ's removeJob without the release: the owner has
+#: finished, and a key with a TTL must outlive it) and DEBOUNCE (the key passes to the new job).
+_KEEPS_DEDUP_KEY: Final = frozenset({Transition.TRIM, Transition.DEBOUNCE})
 
 
 class MemoryCore:
@@ -187,14 +207,24 @@ class MemoryCore:
             store.wait.append(job_id)
         else:
             store.wait.appendleft(job_id)
-        if not store.paused:
+        if self._may_signal(store):
             self._signal(store)
 
     def _push_prioritized(self, store: QueueStore, job_id: str, priority: int) -> None:
         store.priority_counter += 1
         store.prioritized.add(job_id, priority_score(priority, store.priority_counter))
-        if not store.paused:
+        if self._may_signal(store):
             self._signal(store)
+
+    @staticmethod
+    def _may_signal(store: QueueStore) -> bool:
+        """Whether a job made ready sets the marker: not while the queue is paused or its
+        global concurrency is reached (BullMQ's isQueuePausedOrMaxed, which every add,
+        promotion, retry and recovery consults: no worker could take the job anyway)."""
+        if store.paused:
+            return False
+        concurrency = store.limit_meta.get("concurrency")
+        return concurrency is None or not is_maxed(concurrency, len(store.active))
 
     def _push_delayed(self, store: QueueStore, job_id: str, due_ms: int) -> None:
         low = delayed_score(due_ms, 0)
@@ -218,27 +248,38 @@ class MemoryCore:
             self._emit(store, ("waiting", "jobId", job_id, "prev", "delayed"))
 
     def _enqueue_new(
-        self, queue: str, store: QueueStore, job: NewJob, job_id: str, dedup_id: str | None
+        self,
+        queue: str,
+        store: QueueStore,
+        job: NewJob,
+        job_id: str,
+        dedup_id: str | None,
+        moves: PlacingMoves = ADD_MOVES,
+        scheduler_id: str | None = None,
     ) -> bool:
-        """Store a new job and place it (``ADD``, ``ADD_PRIORITIZED`` or ``ADD_DELAYED``) with
-        its events; True if it is ready to fetch. The caller signals ready jobs (once per
-        batch: a wait push here does not)."""
+        """Store a new job and place it (``moves``: into wait, prioritized or delayed) with its
+        events; True if it is ready to fetch. ``dedup_id`` and ``scheduler_id`` are stored as
+        the fields ``deid`` and ``rjk``. The caller signals ready jobs (once per batch: a wait
+        push here does not)."""
         name, _, _, timestamp, delay, priority, lifo, _ = job
         fields = store.jobs[job_id] = hash_fields(job)
         if dedup_id is not None:
             fields["deid"] = dedup_id
+        if scheduler_id is not None:
+            fields["rjk"] = scheduler_id
+        to_wait, to_prioritized, to_delayed = moves
         added = ("added", "jobId", job_id, "name", name)
         if delay > 0:
-            self._move(queue, store, job_id, _ADD_DELAYED)
+            self._move(queue, store, job_id, to_delayed)
             due = timestamp + delay
             self._push_delayed(store, job_id, due)
             self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(due)))
             return False
         if priority:
-            self._move(queue, store, job_id, _ADD_PRIORITIZED)
+            self._move(queue, store, job_id, to_prioritized)
             self._push_prioritized(store, job_id, priority)
         else:
-            self._move(queue, store, job_id, _ADD)
+            self._move(queue, store, job_id, to_wait)
             # (_push_wait without its signal, which is sent once for the batch)
             if lifo:
                 store.wait.append(job_id)
@@ -247,12 +288,65 @@ class MemoryCore:
         self._emit(store, added, ("waiting", "jobId", job_id))
         return True
 
+    # ----------------------------------------------------------------- removal (lock held)
+
     def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
+        """Transition ``how`` of a job already taken out of its structure: delete its hash,
+        lock, stalled mark and logs, and release its deduplication key (see
+        ``_KEEPS_DEDUP_KEY``). Every removal path goes through here."""
+        dedup_id = store.jobs[job_id].get("deid")
         self._move(queue, store, job_id, how)
         del store.jobs[job_id]
         store.locks.pop(job_id, None)
         store.stalled.pop(job_id, None)
         store.logs.pop(job_id, None)
+        if dedup_id is not None and how not in _KEEPS_DEDUP_KEY:
+            self._dedup_removed(store, dedup_id, job_id)
+
+    @staticmethod
+    def _take_out(store: QueueStore, state: JobState, job_ids: list[str]) -> None:
+        """Take the ids out of the structure of ``state`` (not of the state index)."""
+        if not job_ids:
+            return
+        if state is JobState.WAITING:
+            if len(job_ids) == 1:
+                store.wait.remove(job_ids[0])
+            else:
+                gone = set(job_ids)
+                store.wait = collections.deque(i for i in store.wait if i not in gone)
+        elif state is JobState.ACTIVE:
+            for job_id in job_ids:
+                del store.active[job_id]
+        else:
+            zset = store.zset(state)
+            for job_id in job_ids:
+                zset.remove(job_id)
+
+    @staticmethod
+    def _is_current_iteration(store: QueueStore, job_id: str) -> bool:
+        """Whether the job is its scheduler's current iteration (``repeat:<rjk>:<score of rjk
+        in repeat>``): remove refuses it, clean and drain skip it, or the schedule would stop
+        (BullMQ's isJobSchedulerJob)."""
+        scheduler_id = store.jobs[job_id].get("rjk")
+        if scheduler_id is None:
+            return False
+        slot = store.repeat.score(scheduler_id)
+        return slot is not None and job_id == iteration_job_id(scheduler_id, slot)
+
+    def _dedup_key(self, store: QueueStore, dedup_id: str) -> tuple[str, int | None] | None:
+        """``de:<id>`` as (owner, expiry), or None; an expired key is deleted on sight."""
+        key = store.dedup.get(dedup_id)
+        if key is not None and key[1] is not None and key[1] <= self._mutex.now:
+            del store.dedup[dedup_id]
+            return None
+        return key
+
+    def _dedup_removed(self, store: QueueStore, dedup_id: str, job_id: str) -> None:
+        """A job holding ``deid`` was removed: release ``de``/``dn`` if it owns the key."""
+        key = self._dedup_key(store, dedup_id)
+        if key is not None and releases_on_remove(key[0], job_id):
+            del store.dedup[dedup_id]
+            store.dedup_next.pop(dedup_id, None)
 
     def _trim(
         self, queue: str, store: QueueStore, state: JobState, keep: KeepJobs, now: int

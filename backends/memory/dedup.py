@@ -16,11 +16,10 @@ from corral.engine.deduplication import (
     Owner,
     decide,
     releases_on_finish,
-    releases_on_remove,
     replaced_key_ttl,
     reschedules,
 )
-from corral.engine.states import Transition
+from corral.engine.states import JobState, Transition
 from corral.engine.storage.records import NewJob, new_job
 
 _DELAYED_STATE: Final = "delayed"
@@ -30,14 +29,6 @@ class DedupOps(MemoryCore):
     """Deduplication keys (``de:<id>``) and parked jobs (``dn:<id>``)."""
 
     # ----------------------------------------------------------------- helpers (lock held)
-
-    def _dedup_key(self, store: QueueStore, dedup_id: str) -> tuple[str, int | None] | None:
-        """``de:<id>`` as (owner, expiry), or None; an expired key is deleted on sight."""
-        key = store.dedup.get(dedup_id)
-        if key is not None and key[1] is not None and key[1] <= self._mutex.now:
-            del store.dedup[dedup_id]
-            return None
-        return key
 
     def _claim(self, store: QueueStore, dedup_id: str, job_id: str, ttl: int | None) -> None:
         store.dedup[dedup_id] = (job_id, None if ttl is None else self._mutex.now + ttl)
@@ -67,7 +58,7 @@ class DedupOps(MemoryCore):
             return None, dedup_id
         assert owner is not None  # (every other action has one)
         if action is Action.REPLACE:
-            store.delayed.remove(owner.job_id)
+            self._take_out(store, JobState.DELAYED, [owner.job_id])
             self._delete_job(queue, store, owner.job_id, Transition.DEBOUNCE)
             self._emit(
                 store,
@@ -130,15 +121,8 @@ class DedupOps(MemoryCore):
             raw.get("lifo") is True,
             next_id,
         )
-        if self._enqueue_new(queue, store, job, next_id, dedup_id) and not store.paused:
+        if self._enqueue_new(queue, store, job, next_id, dedup_id) and self._may_signal(store):
             self._signal(store)
-
-    def _dedup_removed(self, store: QueueStore, dedup_id: str, job_id: str) -> None:
-        """A job holding ``deid`` was removed: release ``de``/``dn`` if it owns the key."""
-        key = self._dedup_key(store, dedup_id)
-        if key is not None and releases_on_remove(key[0], job_id):
-            del store.dedup[dedup_id]
-            store.dedup_next.pop(dedup_id, None)
 
     # ----------------------------------------------------------------- DedupStorage
 

@@ -185,7 +185,7 @@ class JobFlowOps(DedupOps, LimitOps):
                     job_ids.append(job_id)
                     created.append(True)
             finally:  # the jobs stored before an error are ready all the same
-                if ready and not store.paused:
+                if ready and self._may_signal(store):
                     self._signal(store)
             return AddResult(job_ids, created)
 

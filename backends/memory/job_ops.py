@@ -7,7 +7,6 @@ from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import ResultCode
 from corral.engine.job import decode_opts
-from corral.engine.scheduling import iteration_job_id
 from corral.engine.states import JobState, Transition
 
 # The field a retry clears besides finishedOn and processedOn, per finished state.
@@ -27,21 +26,10 @@ class JobOps(DedupOps):
             locked = self._lock_of(store, job_id) is not None
             if locked and "remove-locked-job" not in self.planted_bugs:
                 return ResultCode.JOB_LOCKED
-            scheduler_id = store.jobs[job_id].get("rjk")
-            if scheduler_id is not None:
-                slot = store.repeat.score(scheduler_id)
-                if slot is not None and job_id == iteration_job_id(scheduler_id, slot):
-                    return ResultCode.SCHEDULER_JOB
-            if state is JobState.WAITING:
-                store.wait.remove(job_id)
-            elif state is JobState.ACTIVE:
-                del store.active[job_id]
-            else:
-                store.zset(state).remove(job_id)
-            dedup_id = store.jobs[job_id].get("deid")
+            if self._is_current_iteration(store, job_id):
+                return ResultCode.SCHEDULER_JOB
+            self._take_out(store, state, [job_id])
             self._delete_job(queue, store, job_id, Transition.REMOVE)
-            if dedup_id is not None:
-                self._dedup_removed(store, dedup_id, job_id)
             self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
             return ResultCode.OK
 

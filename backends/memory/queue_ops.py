@@ -7,7 +7,6 @@ touches a job that holds a lock, except ``obliterate`` with ``force``.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterable
 
 from corral.backends.memory.core import MemoryCore
@@ -31,9 +30,11 @@ _CLEARED_ON_RETRY = {
     JobState.DELAYED: (),
 }
 
-#: The order in which obliterate empties a queue (BullMQ's), after the active jobs.
+#: The order in which obliterate empties a queue (BullMQ's), after the active jobs; None is
+#: the job schedulers' step.
 _OBLITERATE_ORDER = (
     JobState.DELAYED,
+    None,
     JobState.COMPLETED,
     JobState.WAITING,
     JobState.PRIORITIZED,
@@ -91,7 +92,7 @@ class QueueOps(MemoryCore):
                 # The back of the line whatever the priority, as BullMQ's moveJobsToWait.
                 store.wait.appendleft(job_id)
                 self._emit(store, ("waiting", "jobId", job_id, "prev", state.value))
-            if moved and not store.paused:
+            if moved and self._may_signal(store):
                 self._signal(store)
             return count - len(moved) <= 0
 
@@ -113,7 +114,7 @@ class QueueOps(MemoryCore):
     ) -> list[str]:
         """The ids of ``state`` (a list's oldest ``limit`` entries, or all of a set's) dated at
         or before ``timestamp``, at most ``limit`` of them (0: no limit); active jobs only when
-        their lock is gone."""
+        their lock is gone, and never a job scheduler's current iteration."""
         if state is JobState.WAITING or state is JobState.ACTIVE:
             newest_first = list(store.wait) if state is JobState.WAITING else [*store.active][::-1]
             candidates = newest_first[-limit:] if limit else newest_first
@@ -126,26 +127,12 @@ class QueueOps(MemoryCore):
                 break
             if state is JobState.ACTIVE and self._lock_of(store, job_id) is not None:
                 continue
+            if self._is_current_iteration(store, job_id):  # (or the schedule would stop)
+                continue
             date = job_date(store.jobs[job_id], dates)
             if date is None or date <= timestamp:
                 doomed.append(job_id)
         return doomed
-
-    @staticmethod
-    def _take_out(store: QueueStore, state: JobState, job_ids: list[str]) -> None:
-        """Take the ids out of the structure of ``state`` (not of the state index)."""
-        if not job_ids:
-            return
-        if state is JobState.WAITING:
-            gone = set(job_ids)
-            store.wait = collections.deque(i for i in store.wait if i not in gone)
-        elif state is JobState.ACTIVE:
-            for job_id in job_ids:
-                del store.active[job_id]
-        else:
-            zset = store.zset(state)
-            for job_id in job_ids:
-                zset.remove(job_id)
 
     async def drain(self, queue: str, delayed: bool) -> None:
         with self._mutex:
@@ -156,7 +143,9 @@ class QueueOps(MemoryCore):
                 states.append(JobState.DELAYED)
             states.append(JobState.PRIORITIZED)
             for state in states:
-                doomed = list(store.wait) if state is JobState.WAITING else list(store.zset(state))
+                ids = store.wait if state is JobState.WAITING else store.zset(state)
+                # A scheduler's current iteration stays, or the schedule would stop (BullMQ).
+                doomed = [i for i in ids if not self._is_current_iteration(store, i)]
                 self._take_out(store, state, doomed)
                 for job_id in doomed:
                     self._delete_job(queue, store, job_id, Transition.DRAIN)
@@ -171,6 +160,11 @@ class QueueOps(MemoryCore):
                 return ObliterateResult.ACTIVE_JOBS
             budget = count
             for state in (JobState.ACTIVE, *_OBLITERATE_ORDER):
+                if state is None:
+                    budget -= self._obliterate_schedulers(store, budget)
+                    if budget <= 0:
+                        return ObliterateResult.MORE
+                    continue
                 if state is JobState.ACTIVE:
                     doomed = active
                 elif state is JobState.WAITING:
@@ -183,11 +177,28 @@ class QueueOps(MemoryCore):
                 budget -= len(doomed)
                 if budget <= 0:
                     return ObliterateResult.MORE
-            # Nothing of the queue is left: its counters, marks, events and meta go too. The
-            # blocked workers and event listeners stay with the fresh store.
-            fresh = QueueStore(waiters=store.waiters, event_waiters=store.event_waiters)
-            self._queues[queue] = fresh
+            # Nothing of the queue is left: its counters, marks, events and meta go too, as
+            # BullMQ's. What BullMQ's obliterate leaves stays: the rate-limit window and the
+            # deduplication keys (de:*, dn:*); so do the blocked workers and event listeners.
+            self._queues[queue] = QueueStore(
+                waiters=store.waiters,
+                event_waiters=store.event_waiters,
+                dedup=store.dedup,
+                dedup_next=store.dedup_next,
+                limiter_count=store.limiter_count,
+                limiter_expires=store.limiter_expires,
+            )
             return ObliterateResult.DONE
+
+    @staticmethod
+    def _obliterate_schedulers(store: QueueStore, budget: int) -> int:
+        """Obliterate's scheduler step: delete up to ``budget`` job schedulers (their ``repeat``
+        entry and hash; their iterations go with the jobs); return how many."""
+        doomed = store.repeat.range(0, budget - 1)
+        for scheduler_id in doomed:
+            store.repeat.remove(scheduler_id)
+            store.schedulers.pop(scheduler_id, None)
+        return len(doomed)
 
     async def trim_events(self, queue: str, max_length: int) -> int:
         with self._mutex:

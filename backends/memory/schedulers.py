@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from corral.backends.memory.core import MemoryCore
+from corral.backends.memory.core import SCHEDULE_MOVES, MemoryCore
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import ResultCode
 from corral.engine.job_schedulers import EVERY_SLOT_TRIES
 from corral.engine.scheduling import every_next_millis, iteration_job_id
 from corral.engine.states import JobState, Transition
-from corral.engine.storage import SchedulerRecord, SchedulerUpsert, hash_fields, new_job
+from corral.engine.storage import SchedulerRecord, SchedulerUpsert, new_job
 
 
 class SchedulerOps(MemoryCore):
@@ -34,23 +34,11 @@ class SchedulerOps(MemoryCore):
         opts = {**opts, "jobId": job_id, "delay": delay, "timestamp": now}
         priority = int(opts.get("priority") or 0)
         store.id_counter += 1  # BullMQ counts every add, custom id or not
-        job = new_job(name, data, json.dumps(opts, separators=(",", ":")), now, delay, priority)
-        fields = hash_fields(job)
-        fields["rjk"] = scheduler_id
-        store.jobs[job_id] = fields
-        added = ("added", "jobId", job_id, "name", name)
-        if delay > 0:
-            self._move(queue, store, job_id, Transition.SCHEDULE_DELAYED)
-            self._push_delayed(store, job_id, millis)
-            self._emit(store, added, ("delayed", "jobId", job_id, "delay", str(millis)))
-        else:
-            if priority:
-                self._move(queue, store, job_id, Transition.SCHEDULE_PRIORITIZED)
-                self._push_prioritized(store, job_id, priority)
-            else:
-                self._move(queue, store, job_id, Transition.SCHEDULE)
-                self._push_wait(store, job_id, front=bool(opts.get("lifo")))
-            self._emit(store, added, ("waiting", "jobId", job_id))
+        encoded = json.dumps(opts, separators=(",", ":"))
+        job = new_job(name, data, encoded, now, delay, priority, bool(opts.get("lifo")))
+        ready = self._enqueue_new(queue, store, job, job_id, None, SCHEDULE_MOVES, scheduler_id)
+        if ready and self._may_signal(store):
+            self._signal(store)
         return job_id, delay
 
     def _unschedule(
@@ -58,12 +46,9 @@ class SchedulerOps(MemoryCore):
     ) -> bool:
         """Drop a pending iteration if it is in one of ``states``."""
         state = store.states.get(job_id)
-        if state not in states:
+        if state is None or state not in states:
             return False
-        if state is JobState.WAITING:
-            store.wait.remove(job_id)
-        else:
-            store.zset(state).remove(job_id)
+        self._take_out(store, state, [job_id])
         self._delete_job(queue, store, job_id, Transition.UNSCHEDULE)
         return True
 

@@ -8,7 +8,8 @@ structures atomically (one Lua script) and asserts
 - every job hash under the queue's key base is in one of them (no job is stored unplaced);
 - only active jobs hold a lock, and the ``stalled`` set holds only active jobs;
 - the fields each state implies (``finishedOn`` when finished, ``processedOn`` when active, a
-  priority when prioritized), and no marker while the queue is paused.
+  priority when prioritized), and no marker while the queue is paused;
+- no job's log (``<id>:logs``) outlives the job (a full read only).
 
 :func:`read_layout` with ``job_ids`` reads only what concerns those jobs (plus the sizes and the
 stalled set), which is cheap enough to follow every operation (the simulator does).
@@ -51,7 +52,7 @@ PLACES: Final = (
 # ARGV: base, the transition log's key or "" (to drain it first and look at the jobs it names),
 #       then "*" for every job, or the ids of the jobs to look at.
 # Returns: {sizes, placements {id, {state, ...}}, stalled {id, in active}, paused, marker size,
-#           jobs {id, {field, value, ...}}, locked ids, log entries}
+#           jobs {id, {field, value, ...}}, locked ids, log entries, ids of orphan logs}
 _LAYOUT_LUA: Final = r"""
 local base = ARGV[1]
 local names = {'waiting', 'active', 'prioritized', 'delayed', 'completed', 'failed'}
@@ -113,7 +114,7 @@ for i = 1, 6 do
     end
   end
 end
-local hashes = {}
+local hashes, orphan_logs = {}, {}
 if full then
   local pattern = string.gsub(base, '([%*%?%[%]\\])', '\\%1') .. '*'
   for _, key in ipairs(redis.call('KEYS', pattern)) do
@@ -129,6 +130,9 @@ if full then
       hashes[suffix] = true
     elseif kind == 'string' and string.sub(suffix, -5) == ':lock' then
       consider(string.sub(suffix, 1, -6))
+    elseif kind == 'list' and string.sub(suffix, -5) == ':logs'
+        and redis.call('EXISTS', base .. string.sub(suffix, 1, -6)) == 0 then
+      orphan_logs[#orphan_logs + 1] = string.sub(suffix, 1, -6)
     end
   end
 else
@@ -168,7 +172,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
   stalled[#stalled + 1] = redis.call('LPOS', KEYS[2], id) and 1 or 0
 end
 return {sizes, placed, stalled, redis.call('HEXISTS', KEYS[9], 'paused'),
-  redis.call('ZCARD', KEYS[8]), jobs, locked, entries}
+  redis.call('ZCARD', KEYS[8]), jobs, locked, entries, orphan_logs}
 """
 
 
@@ -226,6 +230,8 @@ class Layout:
         marker_size: the number of members of the marker.
         complete: whether every job of the queue was looked at (a full read).
         log: the transition log drained before reading (``drain_log``), oldest change first.
+        orphan_logs: the ids whose ``<id>:logs`` list exists without the job's hash (a full
+            read only).
     """
 
     sizes: dict[JobState, int]
@@ -237,6 +243,7 @@ class Layout:
     marker_size: int
     complete: bool
     log: list[LoggedTransition] = dataclasses.field(default_factory=list)
+    orphan_logs: frozenset[str] = frozenset()
 
 
 async def read_layout(
@@ -268,7 +275,7 @@ async def read_layout(
     log = keys.base + TRANSITION_LOG if drain_log else ""
     args = [keys.base, log, "*"] if job_ids is None else [keys.base, log, "-", *job_ids]
     raw = await script(keys=key_list, args=args)
-    sizes_raw, placed, stalled, paused, marker_size, jobs, locked, entries = raw
+    sizes_raw, placed, stalled, paused, marker_size, jobs, locked, entries, orphans = raw
     placements = {
         _str(placed[i]): [JobState(_str(state)) for state in placed[i + 1]]
         for i in range(0, len(placed), 2)
@@ -289,6 +296,7 @@ async def read_layout(
         marker_size=int(marker_size),
         complete=job_ids is None,
         log=[LoggedTransition.parse(_str(entry)) for entry in entries],
+        orphan_logs=frozenset(_str(job_id) for job_id in orphans),
     )
 
 
@@ -330,6 +338,8 @@ def check_layout(
     for job_id, active in layout.stalled.items():
         if not active:
             raise AssertionError(f"{where}: job {job_id} is marked stalled but is not active")
+    if layout.orphan_logs:
+        raise AssertionError(f"{where}: logs of deleted jobs {sorted(layout.orphan_logs)}")
     if layout.paused and layout.marker_size:
         raise AssertionError(f"{where}: the marker is set while the queue is paused")
     placed = sum(layout.sizes.values())

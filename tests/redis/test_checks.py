@@ -63,6 +63,7 @@ async def test_bullmq_hashes_that_are_not_jobs_are_not_flagged() -> None:
     base = busy.keys(Q).base
     await busy.client.hset(base + "metrics:completed", "count", "1")
     await busy.client.hset(base + "1:processed", "x", "1")
+    await busy.client.rpush(base + "3:logs", "a living job's log")
     await check_queue(busy, Q)
 
 
@@ -97,6 +98,10 @@ async def _active_without_processed_on(client: Any, base: str) -> None:
     await client.hdel(base + "2", "processedOn")
 
 
+async def _logs_of_a_deleted_job(client: Any, base: str) -> None:
+    await client.rpush(base + "77:logs", "row")
+
+
 async def _marker_while_paused(client: Any, base: str) -> None:
     await client.hset(base + "meta", "paused", "1")
     await client.zadd(base + "marker", {"0": 0})
@@ -113,6 +118,7 @@ async def _marker_while_paused(client: Any, base: str) -> None:
         (_place_without_a_hash, "job ghost is waiting but has no hash"),
         (_active_without_processed_on, "job 2 is active without processedOn"),
         (_marker_while_paused, "the marker is set while the queue is paused"),
+        (_logs_of_a_deleted_job, r"logs of deleted jobs \['77'\]"),
     ],
 )
 async def test_a_broken_layout_is_named(corrupt: Corruption, message: str) -> None:

@@ -2,7 +2,7 @@
 --[[
   add_job_scheduler: create or replace a job scheduler and store its current iteration.
 
-  KEYS: repeat wait prioritized delayed id pc marker events meta
+  KEYS: repeat wait prioritized delayed id pc marker events meta active
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  scheduler id

@@ -3,7 +3,7 @@
   change_priority: set a job's priority (BullMQ's changePriority). A waiting or prioritized
   job is queued again by it; a job anywhere else only gets the field. No event (as BullMQ).
 
-  KEYS: wait prioritized pc marker meta
+  KEYS: wait prioritized pc marker meta active
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  job id

@@ -4,9 +4,11 @@
   cleanJobsInSet). Finished jobs are dated by their score; the others by the first of
   finishedOn, processedOn, timestamp present (delayed: processedOn, timestamp; prioritized:
   timestamp), a job with none of them counting as old. From wait and active only the oldest
-  `limit` entries are looked at, and an active job is skipped while its lock is held.
+  `limit` entries are looked at, and an active job is skipped while its lock is held. A job
+  scheduler's current iteration is never deleted (or the schedule would stop). Each job's
+  deduplication key is released.
 
-  KEYS: wait active prioritized delayed completed failed stalled events
+  KEYS: wait active prioritized delayed completed failed stalled events repeat
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  timestamp
@@ -66,7 +68,8 @@ else
     if limit > 0 and #deleted >= limit then
       break
     end
-    if (state ~= 'active' or redis.call('EXISTS', lock_key(id)) == 0) and is_old(id) then
+    if (state ~= 'active' or redis.call('EXISTS', lock_key(id)) == 0)
+        and not is_current_iteration(id) and is_old(id) then
       deleted[#deleted + 1] = id
     end
   end
@@ -74,9 +77,7 @@ end
 
 for _, id in ipairs(deleted) do
   take_out(id, state)
-  moved(id, 'CLEAN', state)
-  redis.call('DEL', job_key(id), lock_key(id), job_key(id) .. ':logs')
-  redis.call('SREM', K.stalled, id)
+  delete_job(id, state, 'CLEAN')
 end
 redis.call('XADD', K.events, '*', 'event', 'cleaned', 'count', #deleted)
 return deleted

@@ -1,9 +1,11 @@
 #!lua flags=allow-oom
 --[[
   drain: delete every job not yet started: wait and prioritized, and delayed when asked
-  (BullMQ's drain). Active and finished jobs stay. No event, as BullMQ.
+  (BullMQ's drain). Active and finished jobs stay, and so does a job scheduler's current
+  iteration (or the schedule would stop). Each job's deduplication key is released. No event,
+  as BullMQ.
 
-  KEYS: wait prioritized delayed
+  KEYS: wait prioritized delayed repeat
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  "1" to drain the delayed jobs too, else "0"
@@ -12,15 +14,27 @@
   Transitions: DRAIN
 ]]
 --- @include "common"
+--- @include "state"
 
 local drained = 0
 local function drain(key, state, ids)
+  local doomed = {}
   for _, id in ipairs(ids) do
-    moved(id, 'DRAIN', state)
-    redis.call('DEL', job_key(id), job_key(id) .. ':logs')
+    if not is_current_iteration(id) then
+      doomed[#doomed + 1] = id
+    end
   end
-  redis.call('DEL', key)
-  drained = drained + #ids
+  if #doomed == #ids then
+    redis.call('DEL', key)
+  else
+    for _, id in ipairs(doomed) do
+      take_out(id, state)
+    end
+  end
+  for _, id in ipairs(doomed) do
+    delete_job(id, state, 'DRAIN')
+  end
+  drained = drained + #doomed
 end
 
 -- BullMQ's order: wait, then delayed (when asked), then prioritized.

@@ -5,7 +5,7 @@
   Queue.retry_jobs and Queue.promote_jobs). A finished job loses its finish fields; a promoted
   one keeps its `delay` field, as BullMQ's.
 
-  KEYS: wait completed failed delayed marker events meta
+  KEYS: wait completed failed delayed marker events meta active
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  count
@@ -34,7 +34,7 @@ for _, id in ipairs(ids) do
   redis.call('LPUSH', K.wait, id)
   emit('waiting', 'jobId', id, 'prev', state)
 end
-if #ids > 0 and not is_paused() then
+if #ids > 0 and may_signal() then
   signal('0', 0)
 end
 if count - #ids <= 0 then

@@ -1,13 +1,15 @@
 #!lua flags=allow-oom
 --[[
   obliterate: delete up to `count` jobs of a paused queue, active ones first (only with
-  force), then delayed, completed, wait, prioritized and failed (BullMQ's order); once a call
-  finds budget left after all of them, delete every key of the queue: its structures,
-  counters, marks, events and meta. Each job goes with its lock and logs. The one key left is
+  force), then delayed, the job schedulers (`repeat` and their hashes), completed, wait,
+  prioritized and failed (BullMQ's order); once a call finds budget left after all of them,
+  delete the queue's structures, counters, marks, events and meta. Each job goes with its
+  lock and logs, and releases its deduplication key. As BullMQ's, the rate-limit window
+  (`limiter`) and deduplication keys no job deleted here owned (de:*, dn:*) stay. The one key left is
   corral's transition log, which exists only when tests load the scripts instrumented: it
   belongs to its reader, who empties it (a move it has not read yet must not be lost).
 
-  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta
+  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta repeat
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  count
@@ -30,9 +32,19 @@ end
 
 local function delete(ids, state)
   for _, id in ipairs(ids) do
-    moved(id, 'OBLITERATE', state)
-    redis.call('DEL', job_key(id), lock_key(id), job_key(id) .. ':logs')
-    redis.call('SREM', K.stalled, id)
+    delete_job(id, state, 'OBLITERATE')
+  end
+  budget = budget - #ids
+end
+
+-- The job schedulers' step: their `repeat` entries and hashes (their iterations are jobs).
+local function delete_schedulers()
+  local ids = redis.call('ZRANGE', K['repeat'], 0, budget - 1)
+  for _, scheduler_id in ipairs(ids) do
+    redis.call('DEL', base .. 'repeat:' .. scheduler_id)
+  end
+  if #ids > 0 then
+    redis.call('ZREM', K['repeat'], unpack(ids))
   end
   budget = budget - #ids
 end
@@ -44,9 +56,11 @@ delete(active, 'active')
 if budget <= 0 then
   return 1
 end
-for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'failed'}) do
-  local ids
-  if state == 'waiting' then
+for _, state in ipairs({'delayed', 'repeat', 'completed', 'waiting', 'prioritized', 'failed'}) do
+  local ids = {}
+  if state == 'repeat' then
+    delete_schedulers()
+  elseif state == 'waiting' then
     -- BullMQ's LRANGE 0 count-1: the newest first (the left end of the list)
     ids = redis.call('LRANGE', K.wait, 0, budget - 1)
     if #ids > 0 then

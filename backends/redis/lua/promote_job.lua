@@ -2,7 +2,7 @@
 --[[
   promote_job: a delayed job made ready now, its delay set to 0 (BullMQ's promote).
 
-  KEYS: wait prioritized delayed pc marker events meta
+  KEYS: wait prioritized delayed pc marker events meta active
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  job id

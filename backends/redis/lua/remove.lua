@@ -13,7 +13,6 @@
   Transitions: REMOVE
 ]]
 --- @include "common"
---- @include "dedup"
 --- @include "state"
 
 local id = ARGV[2]
@@ -24,20 +23,10 @@ end
 if redis.call('EXISTS', lock_key(id)) == 1 and not PLANTED['remove-locked-job'] then
   return -20
 end
-local scheduler_id = redis.call('HGET', job_key(id), 'rjk')
-if scheduler_id then
-  local slot = redis.call('ZSCORE', K['repeat'], scheduler_id)
-  if slot and id == 'repeat:' .. scheduler_id .. ':' .. num(tonumber(slot)) then
-    return -8
-  end
+if is_current_iteration(id) then
+  return -8
 end
 take_out(id, state)
-local deid = redis.call('HGET', job_key(id), 'deid')
-moved(id, 'REMOVE', state)
-redis.call('DEL', job_key(id), lock_key(id), logs_key(id))
-if deid then
-  dedup_removed(deid, id)
-end
-redis.call('SREM', K.stalled, id)
+delete_job(id, state, 'REMOVE')
 emit('removed', 'jobId', id, 'prev', state)
 return 0

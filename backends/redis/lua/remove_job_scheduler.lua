@@ -3,7 +3,7 @@
   remove_job_scheduler: delete a job scheduler, and its current iteration if that is delayed
   (one already waiting or prioritized still runs once, as in BullMQ).
 
-  KEYS: repeat wait prioritized delayed id pc marker events meta
+  KEYS: repeat wait prioritized delayed id pc marker events meta active
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  scheduler id

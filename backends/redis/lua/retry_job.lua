@@ -3,7 +3,7 @@
   retry_job: a finished job (completed or failed) back to be fetched again (BullMQ's
   reprocessJob). There is no lock to check: a finished job holds none.
 
-  KEYS: wait prioritized completed failed pc marker events meta
+  KEYS: wait prioritized completed failed pc marker events meta active
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  job id

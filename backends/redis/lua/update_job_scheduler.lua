@@ -2,7 +2,7 @@
 --[[
   update_job_scheduler: store a scheduler's next iteration once its current one was activated.
 
-  KEYS: repeat wait prioritized delayed id pc marker events meta
+  KEYS: repeat wait prioritized delayed id pc marker events meta active
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  scheduler id

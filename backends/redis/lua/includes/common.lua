@@ -39,6 +39,19 @@ local function is_paused()
   return redis.call('HEXISTS', K.meta, 'paused') == 1
 end
 
+-- Whether global concurrency is reached: LLEN active >= meta.concurrency (a script that can
+-- make a job ready lists `active` and `meta`).
+local function is_maxed()
+  local concurrency = tonumber(redis.call('HGET', K.meta, 'concurrency'))
+  return concurrency ~= nil and redis.call('LLEN', K.active) >= concurrency
+end
+
+-- Whether a job made ready sets the marker: not while the queue is paused or maxed (BullMQ's
+-- isQueuePausedOrMaxed: no worker could take the job anyway).
+local function may_signal()
+  return not is_paused() and not is_maxed()
+end
+
 -- XADD one BullMQ event: field "event" = name, then the given field/value pairs.
 local function emit(name, ...)
   redis.call('XADD', K.events, 'MAXLEN', '~', MAX_EVENTS, '*', 'event', name, ...)
@@ -57,7 +70,7 @@ local function push_wait(id, front)
   else
     redis.call('LPUSH', K.wait, id)
   end
-  if not is_paused() then
+  if may_signal() then
     signal('0', 0)
   end
 end
@@ -66,7 +79,7 @@ end
 local function push_prioritized(id, priority)
   local counter = redis.call('INCR', K.pc)
   redis.call('ZADD', K.prioritized, num(priority * 4294967296 + counter % 4294967296), id)
-  if not is_paused() then
+  if may_signal() then
     signal('0', 0)
   end
 end
@@ -209,6 +222,56 @@ local function drop_lock(id)
   redis.call('SREM', K.stalled, id)
 end
 
+-- ----------------------------------------------------------------- removal
+
+local function dedup_key(dedup_id)
+  return base .. 'de:' .. dedup_id
+end
+
+local function dedup_next_key(dedup_id)
+  return base .. 'dn:' .. dedup_id
+end
+
+-- A job holding `deid` was removed: release de and dn if it owns the key.
+local function dedup_removed(deid, id)
+  if redis.call('GET', dedup_key(deid)) == id then
+    redis.call('DEL', dedup_key(deid), dedup_next_key(deid))
+  end
+end
+
+-- The deletions that leave the job's deduplication key alone (every other one releases it,
+-- as BullMQ's removal paths): retention (the owner has finished, and a key with a TTL must
+-- outlive it) and DEBOUNCE (the key passes to the new job).
+local KEEPS_DEDUP_KEY = {TRIM = true, DEBOUNCE = true}
+
+-- Transition `transition` of a job already taken out of the structure of `state`: delete its
+-- hash, lock and logs (and its stalled mark: an active job's; the script lists `stalled`), and
+-- release its deduplication key. Every removal path goes through here.
+local function delete_job(id, state, transition)
+  local key = job_key(id)
+  local deid = redis.call('HGET', key, 'deid')
+  moved(id, transition, state)
+  redis.call('DEL', key, lock_key(id), logs_key(id))
+  if state == 'active' then
+    redis.call('SREM', K.stalled, id)
+  end
+  if deid and not KEEPS_DEDUP_KEY[transition] then
+    dedup_removed(deid, id)
+  end
+end
+
+-- Whether job `id` is its scheduler's current iteration (repeat:<rjk>:<score of rjk in
+-- repeat>): remove refuses it, clean and drain skip it, or the schedule would stop (BullMQ's
+-- isJobSchedulerJob). Needs K['repeat'].
+local function is_current_iteration(id)
+  local scheduler_id = redis.call('HGET', job_key(id), 'rjk')
+  if not scheduler_id then
+    return false
+  end
+  local slot = redis.call('ZSCORE', K['repeat'], scheduler_id)
+  return slot ~= false and id == 'repeat:' .. scheduler_id .. ':' .. num(tonumber(slot))
+end
+
 -- Transition TRIM: retention of a finished set (count and age_ms are '' for "no limit").
 local function trim(finished, count, age_ms, now)
   if count == '' and age_ms == '' then
@@ -237,9 +300,7 @@ local function trim(finished, count, age_ms, now)
     source = 'completed'
   end
   for _, id in ipairs(doomed) do
-    moved(id, 'TRIM', source)
-    redis.call('DEL', job_key(id), lock_key(id), logs_key(id))
-    redis.call('SREM', K.stalled, id)
+    delete_job(id, source, 'TRIM')
   end
 end
 
@@ -293,27 +354,36 @@ local function keep_from(spec)
   return '', ''
 end
 
--- Store a new job's hash and place it (ADD, ADD_PRIORITIZED or ADD_DELAYED), with its events.
--- `deid` (or nil) is its deduplication id, stored as BullMQ's job field of that name.
-local function store_new_job(id, name, data, opts, timestamp, delay, priority, lifo, deid)
+-- The transitions that place a new job, by where it goes.
+local ADD_MOVES = {wait = 'ADD', prioritized = 'ADD_PRIORITIZED', delayed = 'ADD_DELAYED'}
+
+-- Store a new job's hash and place it (`moves`, ADD_MOVES when nil), with its events. `deid`
+-- and `rjk` (or nil) are its deduplication id and job scheduler, stored as BullMQ's job fields
+-- of those names.
+local function store_new_job(id, name, data, opts, timestamp, delay, priority, lifo, deid,
+    moves, rjk)
+  moves = moves or ADD_MOVES
   local key = job_key(id)
   redis.call('HSET', key, 'name', name, 'data', data, 'opts', opts, 'timestamp', timestamp,
     'delay', num(delay), 'priority', num(priority))
   if deid then
     redis.call('HSET', key, 'deid', deid)
   end
+  if rjk then
+    redis.call('HSET', key, 'rjk', rjk)
+  end
   emit('added', 'jobId', id, 'name', name)
   if delay > 0 then
     local due = tonumber(timestamp) + delay
-    moved(id, 'ADD_DELAYED', nil)
+    moved(id, moves.delayed, nil)
     push_delayed(id, due)
     emit('delayed', 'jobId', id, 'delay', num(due))
   else
     if priority > 0 then
-      moved(id, 'ADD_PRIORITIZED', nil)
+      moved(id, moves.prioritized, nil)
       push_prioritized(id, priority)
     else
-      moved(id, 'ADD', nil)
+      moved(id, moves.wait, nil)
       push_wait(id, lifo)
     end
     emit('waiting', 'jobId', id)

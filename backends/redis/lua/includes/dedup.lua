@@ -6,17 +6,9 @@
   deduplicate(...)      the add-time step; needs K.delayed, K.active, K.events
   dedup_finished(...)   release on final completion/failure, then store the parked job;
                         needs K.id and what store_new_job needs
-  dedup_removed(...)    release on removal
+  (the release on removal, dedup_removed, is common's: delete_job makes it)
   A key with a ttl is SET with PX ttl - 1: held during [t, t + ttl), as the engine's locks.
 ]]
-
-local function dedup_key(dedup_id)
-  return base .. 'de:' .. dedup_id
-end
-
-local function dedup_next_key(dedup_id)
-  return base .. 'dn:' .. dedup_id
-end
 
 local function claim_dedup(key, job_id, ttl)
   if ttl then
@@ -83,8 +75,7 @@ local function deduplicate(id, opts_json, timestamp, delay, custom_id, name, dat
   end
   if option.replace and state == 'delayed' then
     redis.call('ZREM', K.delayed, owner)
-    moved(owner, 'DEBOUNCE', 'delayed')
-    redis.call('DEL', job_key(owner), lock_key(owner))
+    delete_job(owner, 'delayed', 'DEBOUNCE')
     emit('removed', 'jobId', owner, 'prev', 'delayed')
     emit_deduplicated(id, option.id, owner)
     redis.call('DEL', next_key)
@@ -150,11 +141,4 @@ local function dedup_finished(deid, id, now)
   claim_dedup(key, next_id, option and option.key_ttl)
   store_new_job(next_id, parked.name, parked.data, parked.opts, now,
     tonumber(opts.delay) or 0, tonumber(opts.priority) or 0, opts.lifo == true, deid)
-end
-
--- A job holding `deid` was removed: release de and dn if it owns the key.
-local function dedup_removed(deid, id)
-  if redis.call('GET', dedup_key(deid)) == id then
-    redis.call('DEL', dedup_key(deid), dedup_next_key(deid))
-  end
 end

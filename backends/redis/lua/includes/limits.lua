@@ -13,11 +13,6 @@
   beats meta.duration.
 ]]
 
-local function is_maxed()
-  local concurrency = tonumber(redis.call('HGET', K.meta, 'concurrency'))
-  return concurrency ~= nil and redis.call('LLEN', K.active) >= concurrency
-end
-
 local function limits_for(worker_max, worker_duration)
   local meta = redis.call('HMGET', K.meta, 'max', 'duration', 'concurrency')
   local max_jobs = tonumber(meta[1]) or tonumber(worker_max)
@@ -69,7 +64,7 @@ end
 -- Set the marker when jobs are ready and the queue may serve them (a limit was lifted).
 local function wake()
   if (redis.call('LLEN', K.wait) > 0 or redis.call('ZCARD', K.prioritized) > 0)
-      and not is_paused() and not is_maxed() then
+      and may_signal() then
     signal('0', 0)
   end
 end

@@ -1,8 +1,8 @@
 --[[
   Job scheduler helpers (inserted by `--- @include "scheduler"`, after "common"). They mirror
   corral.engine.job_schedulers (every_next_millis, iteration_id) and the memory backend's
-  SchedulerOps, and need K.wait, K.prioritized, K.delayed, K.id, K.pc, K.marker, K.events and
-  K.meta. A scheduler's hash is base .. 'repeat:' .. id; its iterations are ordinary jobs.
+  SchedulerOps, and need K.wait, K.active, K.prioritized, K.delayed, K.id, K.pc, K.marker,
+  K.events and K.meta. A scheduler's hash is base .. 'repeat:' .. id; its iterations are ordinary jobs.
 ]]
 
 local function scheduler_key(scheduler_id)
@@ -44,6 +44,9 @@ local function every_next(prev, every, now, offset, start_date)
   return math.floor(next_ms), math.floor(new_offset)
 end
 
+local SCHEDULE_MOVES = {wait = 'SCHEDULE', prioritized = 'SCHEDULE_PRIORITIZED',
+  delayed = 'SCHEDULE_DELAYED'}
+
 -- Transitions SCHEDULE / SCHEDULE_PRIORITIZED / SCHEDULE_DELAYED: store the iteration of slot
 -- `millis` (its id is free) with `opts` (a table); returns its id and delay.
 local function store_iteration(scheduler_id, millis, name, data, opts, now)
@@ -54,23 +57,8 @@ local function store_iteration(scheduler_id, millis, name, data, opts, now)
   opts['timestamp'] = now
   local priority = tonumber(opts['priority'] or 0) or 0
   redis.call('INCR', K.id)  -- BullMQ counts every add, custom id or not
-  redis.call('HSET', job_key(id), 'name', name, 'data', data, 'opts', cjson.encode(opts),
-    'timestamp', num(now), 'delay', num(delay), 'priority', num(priority), 'rjk', scheduler_id)
-  emit('added', 'jobId', id, 'name', name)
-  if delay > 0 then
-    moved(id, 'SCHEDULE_DELAYED', nil)
-    push_delayed(id, millis)
-    emit('delayed', 'jobId', id, 'delay', num(millis))
-  else
-    if priority > 0 then
-      moved(id, 'SCHEDULE_PRIORITIZED', nil)
-      push_prioritized(id, priority)
-    else
-      moved(id, 'SCHEDULE', nil)
-      push_wait(id, opts['lifo'] == true)
-    end
-    emit('waiting', 'jobId', id)
-  end
+  store_new_job(id, name, data, cjson.encode(opts), num(now), delay, priority,
+    opts['lifo'] == true, nil, SCHEDULE_MOVES, scheduler_id)
   return id, delay
 end
 
@@ -88,8 +76,7 @@ local function unschedule(id, delayed_only)
     end
   end
   if state then
-    moved(id, 'UNSCHEDULE', state)
-    redis.call('DEL', job_key(id), lock_key(id), job_key(id) .. ':logs')
+    delete_job(id, state, 'UNSCHEDULE')
   end
   return state
 end
