@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -49,18 +50,24 @@ from hypothesis.stateful import (
 import corral.backends.memory.job_flow as memory_job_flow
 from corral.backends.memory import MemoryBackend
 from corral.backends.redis.fake import virtual_fakeredis
+from corral.engine.deduplication import Deduplication
 from corral.engine.errors import ResultCode
 from corral.engine.job import JobOptions, KeepJobs, encode_json
+from corral.engine.job_schedulers import Template, iteration_opts, scheduler_fields
+from corral.engine.scheduler_iterations import next_iteration_request
+from corral.engine.scheduling import pattern_next_millis, validate_repeat
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import (
     Complete,
     Fail,
     Fetched,
     FetchRequest,
+    FetchResult,
     NewJob,
     Outcome,
     RetryLater,
     RetryNow,
+    SchedulerUpsert,
     new_job,
     next_job,
 )
@@ -85,6 +92,18 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
     raise AssertionError("a backend operation suspended: only wait_for_work may await")
 
 
+def canonical(result: T) -> T:
+    """``result`` with a fetched job's ``opts`` in sorted key order: Lua's cjson writes a scheduler
+    iteration's options in its own key order (as BullMQ's scripts do), the same object."""
+    if isinstance(result, FetchResult) and result.job is not None:
+        return dataclasses.replace(result, job=canonical(result.job))  # type: ignore[return-value]
+    if isinstance(result, Fetched) and "opts" in result.fields:
+        opts = json.dumps(json.loads(result.fields["opts"]), sort_keys=True, separators=(",", ":"))
+        fields = {**result.fields, "opts": opts}
+        return dataclasses.replace(result, fields=fields)  # type: ignore[return-value]
+    return result
+
+
 class Lease(NamedTuple):
     """A (job id, token) pair handed out by a fetch; the machine keeps it after it goes stale."""
 
@@ -101,6 +120,8 @@ class JobSpec:
     lifo: bool
     job_id: str | None
     remove_on_fail: KeepJobs
+    deduplication: Deduplication | None = None
+    data: str = "{}"  # (deduplicated adds draw several: debounce must keep the last one)
 
     def new_job(self, now: int) -> NewJob:
         opts = JobOptions(
@@ -109,10 +130,11 @@ class JobSpec:
             lifo=self.lifo,
             job_id=self.job_id,
             remove_on_fail=self.remove_on_fail,
+            deduplication=self.deduplication,
         )
         return new_job(
             name="job",
-            data="{}",
+            data=self.data,
             opts=encode_json(opts.to_json(), "opts"),
             timestamp=now,
             delay=self.delay,
@@ -135,6 +157,28 @@ job_specs = st.builds(
     job_id=st.none() | st.sampled_from(["a", "b", "c"]),  # few names: duplicates happen
     remove_on_fail=keeps,
 )
+#: Every deduplication mode, on two dedup ids (simple, throttle with a ttl, extend, debounce
+#: with replace, reschedule, keep_last_if_active, and their mixes).
+DEDUP_IDS = ("d1", "d2")
+deduplications = st.builds(
+    Deduplication,
+    id=st.sampled_from(DEDUP_IDS),
+    ttl=st.none() | st.sampled_from([1, 1_000, 5_000]),
+    extend=st.booleans(),
+    replace=st.booleans(),
+    reschedule=st.booleans(),
+    keep_last_if_active=st.booleans(),
+)
+dedup_specs = st.builds(
+    JobSpec,
+    priority=st.sampled_from([0, 0, 2]),
+    delay=st.sampled_from([0, 0, 1_000, 3_000]),
+    lifo=st.booleans(),
+    job_id=st.none() | st.sampled_from(["a", "b"]),
+    remove_on_fail=keeps,
+    deduplication=deduplications,
+    data=st.sampled_from(['{"v":1}', '{"v":2}', '{"v":3}']),
+)
 outcomes = st.one_of(
     st.builds(Complete, return_value=st.sampled_from(["1", '"ok"']), keep=keeps),
     st.builds(Fail, reason=st.just("boom"), stacktrace=st.just('["trace"]'), keep=keeps),
@@ -147,6 +191,8 @@ lock_durations = st.runner().flatmap(lambda machine: st.sampled_from(machine.loc
 stalled_intervals = st.runner().flatmap(
     lambda machine: st.sampled_from(machine.stalled_interval_choices)
 )
+#: A worker's ``limiter`` (max, duration ms), mostly none.
+worker_limiters = st.sampled_from([None, None, None, (1, 1_000), (2, 5_000)])
 #: How a rule uses a lease: as held, with a token nobody holds, or on a job that never existed.
 tampering = st.sampled_from(["as-held"] * 4 + ["wrong-token", "unknown-job"])
 milliseconds = st.sampled_from([1, 999, 1_000, 5_000, 30_000]) | st.integers(0, 40_000)
@@ -170,6 +216,26 @@ def tamper(lease: Lease, how: str) -> Lease:
     if how == "unknown-job":
         return Lease("never-added", lease.token)
     return lease
+
+
+#: Two job schedulers; ``every`` or a 6-field cron pattern (UTC), with the options that change
+#: the slots (``start_date`` is relative to the rule's ``now``).
+SCHEDULER_IDS = ("s1", "s2")
+repeats = st.one_of(
+    st.fixed_dictionaries(
+        {"every": st.sampled_from([1_000, 5_000])},
+        optional={
+            "offset": st.sampled_from([300]),
+            "start_date": st.sampled_from([2_000]),
+            "limit": st.sampled_from([1, 2]),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"pattern": st.sampled_from(["*/5 * * * * *", "0 * * * * *"]), "tz": st.just("UTC")},
+        optional={"limit": st.sampled_from([1, 2]), "immediately": st.just(True)},
+    ),
+)
+META = ("max", "duration", "concurrency")
 
 
 class StorageAgreement(RuleBasedStateMachine):
@@ -225,7 +291,7 @@ class StorageAgreement(RuleBasedStateMachine):
     def call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         """Apply one Storage call to every backend; the results must be identical."""
         results = {
-            name: drive(getattr(backend, operation)(*args, **kwargs))
+            name: canonical(drive(getattr(backend, operation)(*args, **kwargs)))
             for name, backend in self.backends.items()
         }
         expected = results["memory"]
@@ -236,17 +302,36 @@ class StorageAgreement(RuleBasedStateMachine):
     def now(self) -> int:
         return self.clock.now_ms() + self.client_skew
 
-    def request(self, lock_duration: int, named: bool, minted: bool) -> FetchRequest:
+    def request(
+        self,
+        lock_duration: int,
+        named: bool,
+        minted: bool,
+        limiter: tuple[int, int] | None = None,
+    ) -> FetchRequest:
         """A request with a token of the test's own, or one asking each store to mint it."""
         name = "w1" if named else None
         if minted:
-            return FetchRequest(None, lock_duration, name, token_prefix="minted:")
+            return FetchRequest(
+                None, lock_duration, name, token_prefix="minted:", limiter=limiter
+            )
         self.tokens += 1
-        return FetchRequest(f"token-{self.tokens}", lock_duration, name)
+        return FetchRequest(f"token-{self.tokens}", lock_duration, name, limiter=limiter)
 
     def remember(self, fetched: Fetched | None) -> None:
-        if fetched is not None:
-            self.leases.append(Lease(fetched.job_id, fetched.token))
+        """Keep the lease, and make the next iteration of a scheduler's job as the worker
+        does at activation (``updateJobScheduler``, with the producer guard)."""
+        if fetched is None:
+            return
+        self.leases.append(Lease(fetched.job_id, fetched.token))
+        request = next_iteration_request(fetched.fields, self.now())
+        if request is not None:
+            scheduler_id, next_millis, opts = request
+            args = (scheduler_id, fetched.job_id, next_millis, opts, self.now())
+            got = self.call("update_job_scheduler", QUEUE, *args)
+            assert got == self.model.update_job_scheduler(*args)
+            if got is not None:
+                self.known_ids.add(got)
 
     def holds(self, lease: Lease) -> bool:
         lock = self.model.get_lock(lease.job_id)
@@ -279,11 +364,22 @@ class StorageAgreement(RuleBasedStateMachine):
         self.known_ids.update(ids)
         return multiple(*ids)
 
-    @rule(lock_duration=lock_durations, named=st.booleans(), minted=st.booleans())
-    def fetch_next(self, lock_duration: int, named: bool, minted: bool) -> None:
-        request = self.request(lock_duration, named, minted)
+    @rule(
+        lock_duration=lock_durations,
+        named=st.booleans(),
+        minted=st.booleans(),
+        limiter=worker_limiters,
+    )
+    def fetch_next(
+        self,
+        lock_duration: int,
+        named: bool,
+        minted: bool,
+        limiter: tuple[int, int] | None = None,
+    ) -> None:
+        request = self.request(lock_duration, named, minted, limiter)
         got = self.call("fetch_next", QUEUE, request, self.now())
-        assert got == self.model.fetch_next(request, self.now())
+        assert got == canonical(self.model.fetch_next(request, self.now()))
         self.remember(got.job)
 
     @precondition(has_leases)
@@ -294,6 +390,7 @@ class StorageAgreement(RuleBasedStateMachine):
         fetch_next=st.booleans(),
         lock_duration=lock_durations,
         minted=st.booleans(),
+        limiter=worker_limiters,
     )
     def finish(
         self,
@@ -303,11 +400,12 @@ class StorageAgreement(RuleBasedStateMachine):
         fetch_next: bool,
         lock_duration: int,
         minted: bool,
+        limiter: tuple[int, int] | None,
     ) -> None:
         job_id, token = tamper(lease, how)
-        request = self.request(lock_duration, False, minted) if fetch_next else None
+        request = self.request(lock_duration, False, minted, limiter) if fetch_next else None
         got = self.call("finish", QUEUE, job_id, token, outcome, self.now(), request)
-        assert got == self.model.finish(job_id, token, outcome, self.now(), request)
+        assert got == canonical(self.model.finish(job_id, token, outcome, self.now(), request))
         self.remember(next_job(got))
 
     @precondition(has_leases)
@@ -481,6 +579,129 @@ class StorageAgreement(RuleBasedStateMachine):
         got = self.call("get_counts_per_priority", QUEUE, priorities)
         assert got == self.model.get_counts_per_priority(priorities)
 
+    # ------------------------------------------------------------------ deduplication
+
+    @rule(target=job_ids, specs=st.lists(dedup_specs, min_size=1, max_size=3))
+    def add_deduplicated(self, specs: list[JobSpec]) -> object:
+        """Adds with the ``deduplication`` option, every mode, on two dedup ids."""
+        return self.add(specs)
+
+    @rule(dedup_id=st.sampled_from(DEDUP_IDS))
+    def remove_deduplication_key(self, dedup_id: str) -> None:
+        got = self.call("remove_deduplication_key", QUEUE, dedup_id)
+        assert got == self.model.remove_deduplication_key(dedup_id)
+
+    # ------------------------------------------------------------------ rate limits
+
+    @rule(ttl=st.sampled_from([1, 1_000, 5_000]))
+    def rate_limit(self, ttl: int) -> None:
+        self.call("set_rate_limit", QUEUE, ttl)
+        self.model.set_rate_limit(ttl)
+
+    @rule(max_jobs=st.sampled_from([None, 1, 2, 5]))
+    def get_rate_limit_ttl(self, max_jobs: int | None) -> None:
+        got = self.call("get_rate_limit_ttl", QUEUE, max_jobs)
+        assert got == self.model.get_rate_limit_ttl(max_jobs)
+
+    @rule()
+    def remove_rate_limit_key(self) -> None:
+        assert self.call("remove_rate_limit_key", QUEUE) == self.model.remove_rate_limit_key()
+
+    @rule(
+        fields=st.sampled_from(
+            [
+                {"max": 1, "duration": 1_000},
+                {"max": 2, "duration": 3_000},
+                {"concurrency": 1},
+                {"concurrency": 2},
+            ]
+        )
+    )
+    def set_queue_meta(self, fields: dict[str, int]) -> None:
+        """``set_global_rate_limit`` (both fields, as the Queue sets them) or
+        ``set_global_concurrency``."""
+        self.call("set_queue_meta", QUEUE, fields)
+        self.model.set_queue_meta(fields)
+
+    @rule(names=st.sampled_from([("max", "duration"), ("concurrency",)]))
+    def remove_queue_meta(self, names: tuple[str, ...]) -> None:
+        self.call("remove_queue_meta", QUEUE, names)
+        self.model.remove_queue_meta(names)
+
+    @precondition(has_leases)
+    @rule(lease=leases(), how=tampering)
+    def move_to_wait(self, lease: Lease, how: str) -> None:
+        """A processor raised ``RateLimitError``."""
+        job_id, token = tamper(lease, how)
+        got = self.call("move_to_wait", QUEUE, job_id, token)
+        assert got == self.model.move_to_wait(job_id, token)
+
+    # ------------------------------------------------------------------ job schedulers
+
+    @rule(
+        scheduler_id=st.sampled_from(SCHEDULER_IDS),
+        repeat=repeats,
+        priority=st.sampled_from([0, 0, 2]),
+        data=st.sampled_from([None, {"s": 1}]),
+    )
+    def upsert_job_scheduler(
+        self, scheduler_id: str, repeat: dict[str, Any], priority: int, data: object
+    ) -> None:
+        """``Queue.upsert_job_scheduler``'s store call, built as the Queue builds it."""
+        now = self.now()
+        repeat = {
+            key: now + value if key == "start_date" else value for key, value in repeat.items()
+        }
+        options = validate_repeat(repeat, now)
+        template: dict[str, Any] = {"opts": {"priority": priority} if priority else {}}
+        if data is not None:
+            template["data"] = data
+        built = Template.build(scheduler_id, template)
+        next_millis = None
+        if options.pattern is not None:
+            next_millis = pattern_next_millis(options, now, 0)
+            if next_millis is None:
+                return
+        opts = iteration_opts(json.loads(built.opts), scheduler_id, options, 1, next_millis)
+        upsert = SchedulerUpsert(
+            scheduler_id,
+            scheduler_fields(options, built.name),
+            built.data,
+            built.opts,
+            json.dumps(opts, separators=(",", ":")),
+            next_millis,
+        )
+        got = self.call("upsert_job_scheduler", QUEUE, upsert, now)
+        assert got == self.model.upsert_job_scheduler(upsert, now)
+        if not isinstance(got, ResultCode):
+            self.known_ids.add(got[0])
+
+    @precondition(has_leases)
+    @rule(lease=leases())
+    def activate_again(self, lease: Lease) -> None:
+        """The producer guard: a second activation of a job (a retry, a stall, a repeated
+        call) asks for the next iteration again; only the current iteration may make one."""
+        fields = self.model.get_job(lease.job_id)
+        request = None if fields is None else next_iteration_request(fields, self.now())
+        if request is None:
+            return
+        scheduler_id, next_millis, opts = request
+        args = (scheduler_id, lease.job_id, next_millis, opts, self.now())
+        got = self.call("update_job_scheduler", QUEUE, *args)
+        assert got == self.model.update_job_scheduler(*args)
+        if got is not None:
+            self.known_ids.add(got)
+
+    @rule(scheduler_id=st.sampled_from(SCHEDULER_IDS))
+    def remove_job_scheduler(self, scheduler_id: str) -> None:
+        got = self.call("remove_job_scheduler", QUEUE, scheduler_id, self.now())
+        assert got == self.model.remove_job_scheduler(scheduler_id, self.now())
+
+    @rule(start=st.integers(-2, 2), end=st.integers(-2, 2), asc=st.booleans())
+    def get_job_schedulers(self, start: int, end: int, asc: bool) -> None:
+        got = self.call("get_job_schedulers", QUEUE, start, end, asc)
+        assert got == self.model.get_job_schedulers(start, end, asc)
+
     # ------------------------------------------------------------------ after every step
 
     @invariant()
@@ -494,6 +715,19 @@ class StorageAgreement(RuleBasedStateMachine):
             assert self.moves[name] == self.moves["memory"], f"{name}: the moves differ"
         assert views["memory"] == self.model.observe(self.known_ids)
         assert self.moves["memory"] == self.model.moves
+        # The new concerns' state: dedup keys, the rate-limit window, the limit settings,
+        # the job schedulers.
+        for dedup_id in DEDUP_IDS:
+            got = self.call("get_deduplication_job_id", QUEUE, dedup_id)
+            assert got == self.model.get_deduplication_job_id(dedup_id), dedup_id
+        assert self.call("get_rate_limit_ttl", QUEUE, None) == self.model.get_rate_limit_ttl(None)
+        assert self.call("get_queue_meta", QUEUE, META) == self.model.get_queue_meta(META)
+        for scheduler_id in SCHEDULER_IDS:
+            got = self.call("get_job_scheduler", QUEUE, scheduler_id)
+            assert got == self.model.get_job_scheduler(scheduler_id), scheduler_id
+        assert self.call("get_job_schedulers_count", QUEUE) == (
+            self.model.get_job_schedulers_count()
+        )
         if self.fakeredis is not None:
             self.call("get_events", QUEUE)  # identical on both, stream ids included
 
