@@ -183,9 +183,18 @@ class QueueOps(MemoryCore):
                 budget -= len(doomed)
                 if budget <= 0:
                     return ObliterateResult.MORE
-            # Nothing of the queue is left: its counters, marks, events and meta go too. The
-            # blocked workers and event listeners stay with the fresh store.
-            fresh = QueueStore(waiters=store.waiters, event_waiters=store.event_waiters)
+            # Nothing of the queue is left: its counters, marks, events, meta and job
+            # schedulers go too. The blocked workers and event listeners stay with the fresh
+            # store, and so do the keys BullMQ's obliterate does not list: the dedup keys
+            # (``de:``/``dn:``) and the rate-limit window (``limiter``).
+            fresh = QueueStore(
+                waiters=store.waiters,
+                event_waiters=store.event_waiters,
+                dedup=store.dedup,
+                dedup_next=store.dedup_next,
+                limiter_count=store.limiter_count,
+                limiter_expires=store.limiter_expires,
+            )
             self._queues[queue] = fresh
             return ObliterateResult.DONE
 

@@ -3,11 +3,11 @@
   obliterate: delete up to `count` jobs of a paused queue, active ones first (only with
   force), then delayed, completed, wait, prioritized and failed (BullMQ's order); once a call
   finds budget left after all of them, delete every key of the queue: its structures,
-  counters, marks, events and meta. Each job goes with its lock and logs. The one key left is
+  counters, marks, events, meta and job schedulers. Each job goes with its lock and logs. The one key left is
   corral's transition log, which exists only when tests load the scripts instrumented: it
   belongs to its reader, who empties it (a move it has not read yet must not be lost).
 
-  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta
+  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta repeat
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  count
@@ -63,6 +63,11 @@ for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'faile
     return 1
   end
 end
+-- Every job scheduler goes too (its hash, then the `repeat` set); the dedup keys and the
+-- rate-limit window are not the queue's listed keys and stay, as in BullMQ.
+for _, sid in ipairs(redis.call('ZRANGE', K['repeat'], 0, -1)) do
+  redis.call('DEL', base .. 'repeat:' .. sid)
+end
 redis.call('DEL', K.wait, K.active, K.prioritized, K.delayed, K.completed, K.failed, K.stalled,
-  K.stalled_check, K.id, K.pc, K.marker, K.events, K.meta)
+  K.stalled_check, K.id, K.pc, K.marker, K.events, K.meta, K['repeat'])
 return 0
