@@ -54,7 +54,7 @@ class LimitsModel:
         if expires is None:
             return count, -1
         left = expires - self.clock.now_ms()
-        if left <= 0:
+        if left < 0:  # (a key with PX d lives through its last millisecond, PTTL 0)
             self._limiter = None
             return None, -2
         return count, left
@@ -72,8 +72,11 @@ class LimitsModel:
             max_jobs = request.limiter[0]
         if max_jobs is not None:
             count, ttl = self._window()
-            if count is not None and count >= max_jobs and ttl > 0:
-                return ttl, max_jobs
+            if count is not None and count >= max_jobs:
+                if ttl > 0:
+                    return ttl, max_jobs
+                if ttl == 0:  # full, expiring now: deleted, so a new window opens
+                    self._limiter = None
         return 0, max_jobs
 
     def _maxed(self) -> bool:
