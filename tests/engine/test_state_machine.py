@@ -163,7 +163,7 @@ DEDUP_IDS = ("d1", "d2")
 deduplications = st.builds(
     Deduplication,
     id=st.sampled_from(DEDUP_IDS),
-    ttl=st.none() | st.sampled_from([1, 1_000, 5_000]),
+    ttl=st.none() | st.sampled_from([2, 1_000, 5_000]),  # (PX 1 lives 2 ms on Redis)
     extend=st.booleans(),
     replace=st.booleans(),
     reschedule=st.booleans(),
@@ -786,15 +786,24 @@ def _stall_limit_not_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_job_flow, "stall_limit_exceeded", lambda stc, limit: stc >= limit)
 
 
-def _remove_ignores_lock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """remove() deletes a job whose lock is held (the planted bug ``remove-locked-job``)."""
-    init = MemoryBackend.__init__
+def _planted(bug: str) -> Callable[[pytest.MonkeyPatch], None]:
+    """Plant one of the memory backend's ``PLANTABLE_BUGS`` in every backend made."""
 
-    def planted(self: MemoryBackend, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self.planted_bugs = frozenset({"remove-locked-job"})
+    def plant(monkeypatch: pytest.MonkeyPatch) -> None:
+        init = MemoryBackend.__init__
 
-    monkeypatch.setattr(MemoryBackend, "__init__", planted)
+        def planted(self: MemoryBackend, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self.planted_bugs = frozenset({bug})
+
+        monkeypatch.setattr(MemoryBackend, "__init__", planted)
+
+    plant.__name__ = plant.__qualname__ = bug.replace("-", "_")
+    return plant
+
+
+#: remove() deletes a job whose lock is held.
+_remove_ignores_lock = _planted("remove-locked-job")
 
 
 def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -820,6 +829,13 @@ def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
         _stall_limit_not_strict,
         _remove_ignores_lock,
         _clean_ignores_locks,
+        # Issue 15's concerns: an add that claims a taken dedup id; activations never counted
+        # in the rate-limit window; fetches past the global concurrency; a scheduler that
+        # makes a next iteration for any activation of its jobs (no producer guard).
+        _planted("dedup-ignores-owner"),
+        _planted("no-shared-limiter"),
+        _planted("ignore-global-concurrency"),
+        _planted("scheduler-no-guard"),
     ],
 )
 def test_planted_bug_is_caught(
