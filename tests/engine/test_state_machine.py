@@ -238,8 +238,9 @@ repeats = st.one_of(
 META = ("max", "duration", "concurrency")
 
 
-class StorageAgreement(RuleBasedStateMachine):
-    """The backends and the model receive the same operations and must agree."""
+class CoreAgreement(RuleBasedStateMachine):
+    """The backends and the model receive the same operations and must agree: the core job
+    flow and the operator calls (:class:`StorageAgreement` adds issue 15's concerns)."""
 
     job_ids = Bundle("job_ids")
     #: Also run every operation on the Redis backend over fakeredis.
@@ -579,6 +580,42 @@ class StorageAgreement(RuleBasedStateMachine):
         got = self.call("get_counts_per_priority", QUEUE, priorities)
         assert got == self.model.get_counts_per_priority(priorities)
 
+    # ------------------------------------------------------------------ after every step
+
+    @invariant()
+    def agree(self) -> None:
+        views = {}
+        for name, backend in self.backends.items():
+            backend.check()
+            views[name] = drive(observe_storage(backend, QUEUE, self.known_ids))
+        for name, view in views.items():
+            assert view == views["memory"], f"{name}: the observable state differs from memory's"
+            assert self.moves[name] == self.moves["memory"], f"{name}: the moves differ"
+        assert views["memory"] == self.model.observe(self.known_ids)
+        assert self.moves["memory"] == self.model.moves
+        # The new concerns' state: dedup keys, the rate-limit window, the limit settings,
+        # the job schedulers.
+        for dedup_id in DEDUP_IDS:
+            got = self.call("get_deduplication_job_id", QUEUE, dedup_id)
+            assert got == self.model.get_deduplication_job_id(dedup_id), dedup_id
+        assert self.call("get_rate_limit_ttl", QUEUE, None) == self.model.get_rate_limit_ttl(None)
+        assert self.call("get_queue_meta", QUEUE, META) == self.model.get_queue_meta(META)
+        got = self.call("get_job_schedulers", QUEUE, 0, -1, True)
+        assert got == self.model.get_job_schedulers(0, -1, True)
+        if self.fakeredis is not None:
+            self.call("get_events", QUEUE)  # identical on both, stream ids included
+
+
+class StorageAgreement(CoreAgreement):
+    """:class:`CoreAgreement` plus issue 15's concerns: adds with every deduplication mode,
+    rate limits and global concurrency (worker limiters on fetches, manual limits, the global
+    settings, ``move_to_wait``), and job schedulers (upsert, the next iteration at every
+    activation with the producer guard, a second activation, removal, the readers). Kept in a
+    subclass so that the planted bugs of the core are searched for as before."""
+
+    job_ids = CoreAgreement.job_ids
+    has_leases = CoreAgreement.has_leases
+
     # ------------------------------------------------------------------ deduplication
 
     @rule(target=job_ids, specs=st.lists(dedup_specs, min_size=1, max_size=3))
@@ -697,39 +734,20 @@ class StorageAgreement(RuleBasedStateMachine):
         got = self.call("remove_job_scheduler", QUEUE, scheduler_id, self.now())
         assert got == self.model.remove_job_scheduler(scheduler_id, self.now())
 
-    @rule(start=st.integers(-2, 2), end=st.integers(-2, 2), asc=st.booleans())
-    def get_job_schedulers(self, start: int, end: int, asc: bool) -> None:
+    @rule(
+        start=st.integers(-2, 2),
+        end=st.integers(-2, 2),
+        asc=st.booleans(),
+        scheduler_id=st.sampled_from(SCHEDULER_IDS),
+    )
+    def read_schedulers(self, start: int, end: int, asc: bool, scheduler_id: str) -> None:
         got = self.call("get_job_schedulers", QUEUE, start, end, asc)
         assert got == self.model.get_job_schedulers(start, end, asc)
+        got_one = self.call("get_job_scheduler", QUEUE, scheduler_id)
+        assert got_one == self.model.get_job_scheduler(scheduler_id)
+        count = self.call("get_job_schedulers_count", QUEUE)
+        assert count == self.model.get_job_schedulers_count()
 
-    # ------------------------------------------------------------------ after every step
-
-    @invariant()
-    def agree(self) -> None:
-        views = {}
-        for name, backend in self.backends.items():
-            backend.check()
-            views[name] = drive(observe_storage(backend, QUEUE, self.known_ids))
-        for name, view in views.items():
-            assert view == views["memory"], f"{name}: the observable state differs from memory's"
-            assert self.moves[name] == self.moves["memory"], f"{name}: the moves differ"
-        assert views["memory"] == self.model.observe(self.known_ids)
-        assert self.moves["memory"] == self.model.moves
-        # The new concerns' state: dedup keys, the rate-limit window, the limit settings,
-        # the job schedulers.
-        for dedup_id in DEDUP_IDS:
-            got = self.call("get_deduplication_job_id", QUEUE, dedup_id)
-            assert got == self.model.get_deduplication_job_id(dedup_id), dedup_id
-        assert self.call("get_rate_limit_ttl", QUEUE, None) == self.model.get_rate_limit_ttl(None)
-        assert self.call("get_queue_meta", QUEUE, META) == self.model.get_queue_meta(META)
-        for scheduler_id in SCHEDULER_IDS:
-            got = self.call("get_job_scheduler", QUEUE, scheduler_id)
-            assert got == self.model.get_job_scheduler(scheduler_id), scheduler_id
-        assert self.call("get_job_schedulers_count", QUEUE) == (
-            self.model.get_job_schedulers_count()
-        )
-        if self.fakeredis is not None:
-            self.call("get_events", QUEUE)  # identical on both, stream ids included
 
 
 StorageAgreement.TestCase.settings = settings(
@@ -822,29 +840,31 @@ def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "plant",
+    ("plant", "machine"),
     [
-        _finish_ignores_token,
-        _stall_check_ignores_locks,
-        _stall_limit_not_strict,
-        _remove_ignores_lock,
-        _clean_ignores_locks,
+        (_finish_ignores_token, CoreAgreement),
+        (_stall_check_ignores_locks, CoreAgreement),
+        (_stall_limit_not_strict, CoreAgreement),
+        (_remove_ignores_lock, CoreAgreement),
+        (_clean_ignores_locks, CoreAgreement),
         # Issue 15's concerns: an add that claims a taken dedup id; activations never counted
-        # in the rate-limit window; fetches past the global concurrency; a scheduler that
-        # makes a next iteration for any activation of its jobs (no producer guard).
-        _planted("dedup-ignores-owner"),
-        _planted("no-shared-limiter"),
-        _planted("ignore-global-concurrency"),
-        _planted("scheduler-no-guard"),
+        # in the rate-limit window; fetches past the global concurrency; a scheduler making a
+        # next iteration for any activation of its jobs (no producer guard).
+        (_planted("dedup-ignores-owner"), StorageAgreement),
+        (_planted("no-shared-limiter"), StorageAgreement),
+        (_planted("ignore-global-concurrency"), StorageAgreement),
+        (_planted("scheduler-no-guard"), StorageAgreement),
     ],
 )
 def test_planted_bug_is_caught(
-    monkeypatch: pytest.MonkeyPatch, plant: Callable[[pytest.MonkeyPatch], None]
+    monkeypatch: pytest.MonkeyPatch,
+    plant: Callable[[pytest.MonkeyPatch], None],
+    machine: type[CoreAgreement],
 ) -> None:
     plant(monkeypatch)
     with pytest.raises(AssertionError):
         run_state_machine_as_test(
-            StorageAgreement,
+            machine,
             settings=settings(
                 # The search stops at the first failure, so a generous budget costs nothing
                 # while the bug is found, and keeps it found when a refactor shifts the
