@@ -96,11 +96,11 @@ def canonical(result: T) -> T:
     """``result`` with a fetched job's ``opts`` in sorted key order: Lua's cjson writes a scheduler
     iteration's options in its own key order (as BullMQ's scripts do), the same object."""
     if isinstance(result, FetchResult) and result.job is not None:
-        return dataclasses.replace(result, job=canonical(result.job))  # type: ignore[return-value]
+        return dataclasses.replace(result, job=canonical(result.job))
     if isinstance(result, Fetched) and "opts" in result.fields:
         opts = json.dumps(json.loads(result.fields["opts"]), sort_keys=True, separators=(",", ":"))
         fields = {**result.fields, "opts": opts}
-        return dataclasses.replace(result, fields=fields)  # type: ignore[return-value]
+        return dataclasses.replace(result, fields=fields)
     return result
 
 
@@ -313,9 +313,7 @@ class CoreAgreement(RuleBasedStateMachine):
         """A request with a token of the test's own, or one asking each store to mint it."""
         name = "w1" if named else None
         if minted:
-            return FetchRequest(
-                None, lock_duration, name, token_prefix="minted:", limiter=limiter
-            )
+            return FetchRequest(None, lock_duration, name, token_prefix="minted:", limiter=limiter)
         self.tokens += 1
         return FetchRequest(f"token-{self.tokens}", lock_duration, name, limiter=limiter)
 
@@ -747,7 +745,6 @@ class StorageAgreement(CoreAgreement):
         assert got_one == self.model.get_job_scheduler(scheduler_id)
         count = self.call("get_job_schedulers_count", QUEUE)
         assert count == self.model.get_job_schedulers_count()
-
 
 
 StorageAgreement.TestCase.settings = settings(
