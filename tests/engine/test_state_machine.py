@@ -323,14 +323,20 @@ class CoreAgreement(RuleBasedStateMachine):
         if fetched is None:
             return
         self.leases.append(Lease(fetched.job_id, fetched.token))
-        request = next_iteration_request(fetched.fields, self.now())
-        if request is not None:
-            scheduler_id, next_millis, opts = request
-            args = (scheduler_id, fetched.job_id, next_millis, opts, self.now())
-            got = self.call("update_job_scheduler", QUEUE, *args)
-            assert got == self.model.update_job_scheduler(*args)
-            if got is not None:
-                self.known_ids.add(got)
+        self.next_iteration(fetched.job_id, fetched.fields)
+
+    def next_iteration(self, job_id: str, fields: Mapping[str, str] | None) -> None:
+        """What a worker does after activating ``job_id``: ask its scheduler, if it has one,
+        for the next iteration."""
+        request = None if fields is None else next_iteration_request(fields, self.now())
+        if request is None:
+            return
+        scheduler_id, next_millis, opts = request
+        args = (scheduler_id, job_id, next_millis, opts, self.now())
+        got = self.call("update_job_scheduler", QUEUE, *args)
+        assert got == self.model.update_job_scheduler(*args)
+        if got is not None:
+            self.known_ids.add(got)
 
     def holds(self, lease: Lease) -> bool:
         lock = self.model.get_lock(lease.job_id)
@@ -716,16 +722,7 @@ class StorageAgreement(CoreAgreement):
     def activate_again(self, lease: Lease) -> None:
         """The producer guard: a second activation of a job (a retry, a stall, a repeated
         call) asks for the next iteration again; only the current iteration may make one."""
-        fields = self.model.get_job(lease.job_id)
-        request = None if fields is None else next_iteration_request(fields, self.now())
-        if request is None:
-            return
-        scheduler_id, next_millis, opts = request
-        args = (scheduler_id, lease.job_id, next_millis, opts, self.now())
-        got = self.call("update_job_scheduler", QUEUE, *args)
-        assert got == self.model.update_job_scheduler(*args)
-        if got is not None:
-            self.known_ids.add(got)
+        self.next_iteration(lease.job_id, self.model.get_job(lease.job_id))
 
     @rule(scheduler_id=st.sampled_from(SCHEDULER_IDS))
     def remove_job_scheduler(self, scheduler_id: str) -> None:
