@@ -11,7 +11,13 @@ tests) applies the same random Storage operations to the backends and to
   ``virtual_fakeredis``) and the model.
 
 The rules draw the core job flow and the operator calls (retry, promote, update data, change
-priority and delay, logs, move jobs to wait, clean, drain, obliterate, counts per priority).
+priority and delay, logs, move jobs to wait, clean, drain, obliterate, counts per priority), and
+(:class:`StorageAgreement`) issue 15's concerns: adds in every deduplication mode, worker
+limiters, manual and global rate limits, global concurrency, ``move_to_wait``, and job
+schedulers (upsert, the next iteration at each activation with its producer guard, removal,
+readers); the invariant also compares the dedup keys, the rate-limit window, the ``meta``
+limits and the schedulers. Fetched jobs' ``opts`` are compared as JSON objects (Lua's cjson
+orders a scheduler iteration's keys its own way).
 Every call's result must be identical on every backend and equal to the model's. After every
 step an invariant compares everything observable through the Storage protocol (ids per state in
 order, job fields, locks, stalled marks, counts, paused): identical across the backends and
@@ -27,14 +33,12 @@ call to completion on its own loop), so :func:`drive` runs each one with a singl
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import pytest
-from hypothesis import Phase, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -44,198 +48,47 @@ from hypothesis.stateful import (
     multiple,
     precondition,
     rule,
-    run_state_machine_as_test,
+)
+from machine_support import (
+    DEDUP_IDS,
+    MAX_SAFE_INTEGER,
+    META,
+    QUEUE,
+    SCHEDULER_IDS,
+    JobSpec,
+    Lease,
+    canonical,
+    dedup_specs,
+    drive,
+    job_specs,
+    leases,
+    lock_durations,
+    milliseconds,
+    outcomes,
+    repeats,
+    stalled_intervals,
+    tamper,
+    tampering,
+    worker_limiters,
 )
 
-import corral.backends.memory.job_flow as memory_job_flow
 from corral.backends.memory import MemoryBackend
 from corral.backends.redis.fake import virtual_fakeredis
-from corral.engine.deduplication import Deduplication
 from corral.engine.errors import ResultCode
-from corral.engine.job import JobOptions, KeepJobs, encode_json
 from corral.engine.job_schedulers import Template, iteration_opts, scheduler_fields
 from corral.engine.scheduler_iterations import next_iteration_request
 from corral.engine.scheduling import pattern_next_millis, validate_repeat
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import (
-    Complete,
-    Fail,
     Fetched,
     FetchRequest,
-    FetchResult,
-    NewJob,
     Outcome,
-    RetryLater,
-    RetryNow,
     SchedulerUpsert,
-    new_job,
     next_job,
 )
 from corral.sim.fakeredis_store import FakeRedisStore
 from corral.sim.loop import ManualClock
 from corral.sim.model import Move, QueueModel, observe_storage
-
-T = TypeVar("T")
-QUEUE = "q"
-#: JavaScript's Number.MAX_SAFE_INTEGER: a time after every score (delayed scores are ms × 4096).
-MAX_SAFE_INTEGER = 2**53 - 1
-
-
-def drive(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that must finish without suspending; return its result."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    coro.close()
-    raise AssertionError("a backend operation suspended: only wait_for_work may await")
-
-
-def canonical(result: T) -> T:
-    """``result`` with a fetched job's ``opts`` in sorted key order: Lua's cjson writes a scheduler
-    iteration's options in its own key order (as BullMQ's scripts do), the same object."""
-    if isinstance(result, FetchResult) and result.job is not None:
-        return dataclasses.replace(result, job=canonical(result.job))
-    if isinstance(result, Fetched) and "opts" in result.fields:
-        opts = json.dumps(json.loads(result.fields["opts"]), sort_keys=True, separators=(",", ":"))
-        fields = {**result.fields, "opts": opts}
-        return dataclasses.replace(result, fields=fields)
-    return result
-
-
-class Lease(NamedTuple):
-    """A (job id, token) pair handed out by a fetch; the machine keeps it after it goes stale."""
-
-    job_id: str
-    token: str
-
-
-@dataclasses.dataclass(frozen=True)
-class JobSpec:
-    """What to add; the timestamp is the client's ``now`` when the rule runs."""
-
-    priority: int
-    delay: int
-    lifo: bool
-    job_id: str | None
-    remove_on_fail: KeepJobs
-    deduplication: Deduplication | None = None
-    data: str = "{}"  # (deduplicated adds draw several: debounce must keep the last one)
-
-    def new_job(self, now: int) -> NewJob:
-        opts = JobOptions(
-            delay=self.delay,
-            priority=self.priority,
-            lifo=self.lifo,
-            job_id=self.job_id,
-            remove_on_fail=self.remove_on_fail,
-            deduplication=self.deduplication,
-        )
-        return new_job(
-            name="job",
-            data=self.data,
-            opts=encode_json(opts.to_json(), "opts"),
-            timestamp=now,
-            delay=self.delay,
-            priority=self.priority,
-            lifo=self.lifo,
-            job_id=self.job_id,
-        )
-
-
-keeps = st.just(KeepJobs()) | st.builds(
-    KeepJobs,
-    count=st.none() | st.integers(0, 2),
-    age_ms=st.none() | st.sampled_from([0, 1_000, 10_000]),
-)
-job_specs = st.builds(
-    JobSpec,
-    priority=st.sampled_from([0, 0, 1, 2, 3]),
-    delay=st.one_of(st.just(0), st.just(0), st.integers(1, 3_000)),
-    lifo=st.booleans(),
-    job_id=st.none() | st.sampled_from(["a", "b", "c"]),  # few names: duplicates happen
-    remove_on_fail=keeps,
-)
-#: Every deduplication mode, on two dedup ids (simple, throttle with a ttl, extend, debounce
-#: with replace, reschedule, keep_last_if_active, and their mixes).
-DEDUP_IDS = ("d1", "d2")
-deduplications = st.builds(
-    Deduplication,
-    id=st.sampled_from(DEDUP_IDS),
-    ttl=st.none() | st.sampled_from([2, 1_000, 5_000]),  # (PX 1 lives 2 ms on Redis)
-    extend=st.booleans(),
-    replace=st.booleans(),
-    reschedule=st.booleans(),
-    keep_last_if_active=st.booleans(),
-)
-dedup_specs = st.builds(
-    JobSpec,
-    priority=st.sampled_from([0, 0, 2]),
-    delay=st.sampled_from([0, 0, 1_000, 3_000]),
-    lifo=st.booleans(),
-    job_id=st.none() | st.sampled_from(["a", "b"]),
-    remove_on_fail=keeps,
-    deduplication=deduplications,
-    data=st.sampled_from(['{"v":1}', '{"v":2}', '{"v":3}']),
-)
-outcomes = st.one_of(
-    st.builds(Complete, return_value=st.sampled_from(["1", '"ok"']), keep=keeps),
-    st.builds(Fail, reason=st.just("boom"), stacktrace=st.just('["trace"]'), keep=keeps),
-    st.builds(RetryLater, delay_ms=st.integers(0, 3_000), reason=st.just("later")),
-    st.builds(RetryNow, reason=st.just("again")),
-)
-#: A lock or stalled-check throttle of 1 ms lives 2 ms on Redis (``PX 1``; see the Redis
-#: backend's docs), so the machines with Redis start at 2 ms; the memory backend gets 1 ms too.
-lock_durations = st.runner().flatmap(lambda machine: st.sampled_from(machine.lock_duration_choices))
-stalled_intervals = st.runner().flatmap(
-    lambda machine: st.sampled_from(machine.stalled_interval_choices)
-)
-#: A worker's ``limiter`` (max, duration ms), mostly none.
-worker_limiters = st.sampled_from([None, None, None, (1, 1_000), (2, 5_000)])
-#: How a rule uses a lease: as held, with a token nobody holds, or on a job that never existed.
-tampering = st.sampled_from(["as-held"] * 4 + ["wrong-token", "unknown-job"])
-milliseconds = st.sampled_from([1, 999, 1_000, 5_000, 30_000]) | st.integers(0, 40_000)
-
-
-def leases() -> st.SearchStrategy[Lease]:
-    """A lease the model says is still held (mostly, when there is one), else any lease
-    handed out so far: most of those are stale (finished, released, expired or re-fetched)."""
-
-    def choose(machine: StorageAgreement) -> st.SearchStrategy[Lease]:
-        every = st.sampled_from(machine.leases)
-        held = [lease for lease in machine.leases if machine.holds(lease)]
-        return st.sampled_from(held) | st.sampled_from(held) | every if held else every
-
-    return st.runner().flatmap(choose)
-
-
-def tamper(lease: Lease, how: str) -> Lease:
-    if how == "wrong-token":
-        return Lease(lease.job_id, "not-a-token")
-    if how == "unknown-job":
-        return Lease("never-added", lease.token)
-    return lease
-
-
-#: Two job schedulers; ``every`` or a 6-field cron pattern (UTC), with the options that change
-#: the slots (``start_date`` is relative to the rule's ``now``).
-SCHEDULER_IDS = ("s1", "s2")
-repeats = st.one_of(
-    st.fixed_dictionaries(
-        {"every": st.sampled_from([1_000, 5_000])},
-        optional={
-            "offset": st.sampled_from([300]),
-            "start_date": st.sampled_from([2_000]),
-            "limit": st.sampled_from([1, 2]),
-        },
-    ),
-    st.fixed_dictionaries(
-        {"pattern": st.sampled_from(["*/5 * * * * *", "0 * * * * *"]), "tz": st.just("UTC")},
-        optional={"limit": st.sampled_from([1, 2]), "immediately": st.just(True)},
-    ),
-)
-META = ("max", "duration", "concurrency")
 
 
 class CoreAgreement(RuleBasedStateMachine):
@@ -763,112 +616,3 @@ ThreeWayAgreement.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None
 )
 TestThreeWayAgreement = ThreeWayAgreement.TestCase
-
-
-# ---------------------------------------------------------------------- the check can fail
-
-
-def _finish_ignores_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    """finish() accepts a lock held under another token."""
-    check_owner = MemoryBackend._check_owner
-
-    def sloppy(self: MemoryBackend, store: Any, job_id: str, token: str) -> ResultCode:
-        code = check_owner(self, store, job_id, token)
-        return ResultCode.OK if code is ResultCode.LOCK_MISMATCH else code
-
-    monkeypatch.setattr(MemoryBackend, "_check_owner", sloppy)
-
-
-def _stall_check_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """check_stalled() recovers marked jobs whose lock is still live."""
-    check_stalled = MemoryBackend.check_stalled
-
-    async def blind(self: MemoryBackend, queue: str, **kwargs: Any) -> Any:
-        self._lock_of = lambda store, job_id: None  # type: ignore[method-assign]
-        try:
-            return await check_stalled(self, queue, **kwargs)
-        finally:
-            del self._lock_of
-
-    monkeypatch.setattr(MemoryBackend, "check_stalled", blind)
-
-
-def _stall_limit_not_strict(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stall limit fails a job at ``stc == max_stalled_count`` instead of above it."""
-    monkeypatch.setattr(memory_job_flow, "stall_limit_exceeded", lambda stc, limit: stc >= limit)
-
-
-def _planted(bug: str) -> Callable[[pytest.MonkeyPatch], None]:
-    """Plant one of the memory backend's ``PLANTABLE_BUGS`` in every backend made."""
-
-    def plant(monkeypatch: pytest.MonkeyPatch) -> None:
-        init = MemoryBackend.__init__
-
-        def planted(self: MemoryBackend, *args: Any, **kwargs: Any) -> None:
-            init(self, *args, **kwargs)
-            self.planted_bugs = frozenset({bug})
-
-        monkeypatch.setattr(MemoryBackend, "__init__", planted)
-
-    plant.__name__ = plant.__qualname__ = bug.replace("-", "_")
-    return plant
-
-
-#: remove() deletes a job whose lock is held.
-_remove_ignores_lock = _planted("remove-locked-job")
-
-
-def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """clean() deletes active jobs whose lock is still live (rule 3 broken by an operator
-    call on a whole state)."""
-    clean = MemoryBackend.clean
-
-    async def blind(self: MemoryBackend, *args: Any) -> Any:
-        self._lock_of = lambda store, job_id: None  # type: ignore[method-assign]
-        try:
-            return await clean(self, *args)
-        finally:
-            del self._lock_of
-
-    monkeypatch.setattr(MemoryBackend, "clean", blind)
-
-
-@pytest.mark.parametrize(
-    ("plant", "machine"),
-    [
-        (_finish_ignores_token, CoreAgreement),
-        (_stall_check_ignores_locks, CoreAgreement),
-        (_stall_limit_not_strict, CoreAgreement),
-        (_remove_ignores_lock, CoreAgreement),
-        (_clean_ignores_locks, CoreAgreement),
-        # Issue 15's concerns: an add that claims a taken dedup id; activations never counted
-        # in the rate-limit window; fetches past the global concurrency; a scheduler making a
-        # next iteration for any activation of its jobs (no producer guard).
-        (_planted("dedup-ignores-owner"), StorageAgreement),
-        (_planted("no-shared-limiter"), StorageAgreement),
-        (_planted("ignore-global-concurrency"), StorageAgreement),
-        (_planted("scheduler-no-guard"), StorageAgreement),
-    ],
-)
-def test_planted_bug_is_caught(
-    monkeypatch: pytest.MonkeyPatch,
-    plant: Callable[[pytest.MonkeyPatch], None],
-    machine: type[CoreAgreement],
-) -> None:
-    plant(monkeypatch)
-    with pytest.raises(AssertionError):
-        run_state_machine_as_test(
-            machine,
-            settings=settings(
-                # The search stops at the first failure, so a generous budget costs nothing
-                # while the bug is found, and keeps it found when a refactor shifts the
-                # derandomized search (each bug is now found within the first 200 examples).
-                max_examples=1000,
-                stateful_step_count=50,
-                deadline=None,
-                derandomize=True,
-                database=None,
-                phases=[Phase.generate],
-                print_blob=False,
-            ),
-        )
