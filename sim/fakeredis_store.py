@@ -403,6 +403,12 @@ class FakeRedisStore:
     async def move_to_wait(self, queue: str, job_id: str, token: str) -> tuple[ResultCode, int]:
         return self._mutate("move_to_wait", queue, self.backend.move_to_wait(queue, job_id, token))
 
+    async def get_deduplication_job_id(self, queue: str, dedup_id: str) -> str | None:
+        return self.run(self.backend.get_deduplication_job_id(queue, dedup_id))
+
+    async def remove_deduplication_key(self, queue: str, dedup_id: str) -> int:
+        return self.run(self.backend.remove_deduplication_key(queue, dedup_id))
+
     async def close(self) -> None:
         """Nothing to release: the data stays for other users of this store."""
 

@@ -69,7 +69,10 @@ from corral.engine.storage import (
     finish_field,
     finish_record,
 )
+from corral.sim.model_dedup import DedupModel
+from corral.sim.model_limits import LimitsModel
 from corral.sim.model_ops import OperatorModel
+from corral.sim.model_schedulers import SchedulerModel
 
 __all__ = [
     "MAX_DELAY_SEQUENCE",
@@ -248,6 +251,8 @@ class _Job:
         default_factory=dict
     )
     logs: list[str] = dataclasses.field(default_factory=list)  # the ``<job>:logs`` list
+    # Fields only some jobs have: ``deid`` (deduplication), ``rjk`` (a scheduler's iteration).
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def options(self) -> JobOptions:
@@ -282,12 +287,15 @@ class _Job:
         }
         for token, (kind, fetched) in self.finishes.items():
             fields[finish_field(token)] = finish_record(kind, fetched)
+        fields.update(self.extra)
         return fields
 
 
-class QueueModel(OperatorModel):
+class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
     """The reference semantics of one queue's storage (see the module docstring; the operator
-    calls are in :mod:`corral.sim.model_ops`).
+    calls are in :mod:`corral.sim.model_ops`, deduplication, rate limits and job schedulers in
+    :mod:`corral.sim.model_dedup`, :mod:`corral.sim.model_limits` and
+    :mod:`corral.sim.model_schedulers`).
 
     Args:
         clock: the store's clock (``now_ms()``), which judges lock and throttle expiry. Share it
@@ -307,6 +315,9 @@ class QueueModel(OperatorModel):
         self._activations = 0
         self._token_numbers = itertools.count(1)  # for fetches that send no lock token
         self._priority_counter = 0  # BullMQ's ``pc`` key
+        self._init_dedup()
+        self._init_limits()
+        self._init_schedulers()
 
     # ------------------------------------------------------------------ moving jobs
 
@@ -380,9 +391,14 @@ class QueueModel(OperatorModel):
             else:
                 self._move(job, Transition.PROMOTE, self._back_of_line())
 
-    def _fetch(self, request: FetchRequest, token: str, now: int) -> Fetched | None:
+    def _fetch(self, request: FetchRequest, token: str, now: int) -> Fetched | int | None:
+        """Activate the next ready job; None when there is none (or paused, or maxed); an int:
+        the ms a rate limit holds fetches back."""
         self._promote_due(now)  # BullMQ's moveToActive promotes even while the queue is paused
-        if self._paused:
+        held_back, max_jobs = self._limit_gate(request)  # (before the pause, as BullMQ)
+        if held_back:
+            return held_back
+        if self._paused or self._maxed():
             return None
         ready = self._in(JobState.WAITING) or self._in(JobState.PRIORITIZED)
         if not ready:
@@ -395,6 +411,7 @@ class QueueModel(OperatorModel):
         job.ats = (job.ats or 0) + 1
         if request.worker_name is not None:
             job.pb = request.worker_name
+        self._count_activation(request, max_jobs)
         return Fetched(job.id, job.fields(), token)
 
     def _trim(self, state: JobState, keep: KeepJobs, now: int) -> None:
@@ -416,6 +433,7 @@ class QueueModel(OperatorModel):
         job.finished_on = now
         self._move(job, Transition.FAIL, (now, 0, job.id))
         self._trim(JobState.FAILED, keep, now)
+        self._dedup_finished(job, now)
 
     def _apply(self, job: _Job, outcome: Outcome, now: int) -> None:
         """Finish the attempt of an active job whose lock the caller holds."""
@@ -425,6 +443,7 @@ class QueueModel(OperatorModel):
             job.finished_on = now
             self._move(job, Transition.COMPLETE, (now, 0, job.id))
             self._trim(JobState.COMPLETED, outcome.keep, now)
+            self._dedup_finished(job, now)
             return
         job.stacktrace = outcome.stacktrace
         if isinstance(outcome, Fail):
@@ -449,32 +468,46 @@ class QueueModel(OperatorModel):
     def add_jobs(self, jobs: Sequence[NewJob]) -> AddResult:
         """Store new jobs in order; an existing custom id is left alone and reported."""
         result = AddResult([], [])
-        for name, data, opts, timestamp, delay, priority, lifo, custom_id in jobs:
+        for new in jobs:
             self._id_counter += 1
-            job_id = custom_id or str(self._id_counter)
+            job_id = new[7] or str(self._id_counter)
             if job_id in self._jobs:
                 result.job_ids.append(job_id)
                 result.created.append(False)
                 continue
-            job = _Job(job_id, name, data, opts, timestamp, delay, priority)
-            if delay > 0:
-                due = timestamp + delay
-                self._move(job, Transition.ADD_DELAYED, self._delayed_place(job_id, due))
-            elif priority:
-                self._move(job, Transition.ADD_PRIORITIZED, self._priority_place(priority))
-            else:
-                place = self._front_of_line() if lifo else self._back_of_line()
-                self._move(job, Transition.ADD, place)
+            owner, dedup_id = self._deduplicate(new, job_id)
+            if owner is not None:  # (deduplicated: the add answers with the holder's id)
+                result.job_ids.append(owner)
+                result.created.append(False)
+                continue
+            self._store_new(new, job_id, dedup_id)
             result.job_ids.append(job_id)
             result.created.append(True)
         return result
+
+    def _store_new(self, new: NewJob, job_id: str, dedup_id: str | None) -> None:
+        """Store an added job and place it (``ADD``, ``ADD_PRIORITIZED``, ``ADD_DELAYED``)."""
+        name, data, opts, timestamp, delay, priority, lifo, _ = new
+        job = _Job(job_id, name, data, opts, timestamp, delay, priority)
+        if dedup_id is not None:
+            job.extra["deid"] = dedup_id
+        if delay > 0:
+            due = timestamp + delay
+            self._move(job, Transition.ADD_DELAYED, self._delayed_place(job_id, due))
+        elif priority:
+            self._move(job, Transition.ADD_PRIORITIZED, self._priority_place(priority))
+        else:
+            place = self._front_of_line() if lifo else self._back_of_line()
+            self._move(job, Transition.ADD, place)
 
     def fetch_next(self, request: FetchRequest, now: int) -> FetchResult:
         """Promote due delayed jobs, then activate the front of wait, else the first prioritized
         job, under the request's lock token. Nothing while paused (promotion still happens);
         else the next due time when nothing is ready."""
         fetched = self._fetch(request, request.lock_token(self._token_numbers), now)
-        if fetched is not None or self._paused:
+        if isinstance(fetched, int):
+            return FetchResult(None, rate_limit_ms=fetched)
+        if fetched is not None or self._paused or self._maxed():
             return FetchResult(fetched)
         delayed = self._in(JobState.DELAYED)
         return FetchResult(None, delayed[0].order[0] if delayed else None)
@@ -501,7 +534,7 @@ class QueueModel(OperatorModel):
         if fetch is None or next_token is None:
             return code
         fetched = self._fetch(fetch, next_token, now)
-        if fetched is None:
+        if not isinstance(fetched, Fetched):  # (none ready, or held back by a limit)
             return code
         job.finishes[token] = (kind, (fetched.job_id, fetched.token))
         return fetched
@@ -564,7 +597,8 @@ class QueueModel(OperatorModel):
             if self._live_lock(job) is not None:
                 continue
             job.stc = (job.stc or 0) + 1
-            if stall_limit_exceeded(job.stc, max_stalled_count):
+            # A live scheduler's iteration is never failed for stalling (BullMQ 6.7).
+            if stall_limit_exceeded(job.stc, max_stalled_count) and not self._scheduled(job):
                 self._fail(job, STALLED_LIMIT_REASON, job.options.remove_on_fail, now)
                 failed.append(job.id)
             else:
@@ -590,7 +624,10 @@ class QueueModel(OperatorModel):
             return ResultCode.MISSING_JOB
         if self._live_lock(job) is not None:
             return ResultCode.JOB_LOCKED
+        if self._is_current_iteration(job):
+            return ResultCode.SCHEDULER_JOB
         self._move(job, Transition.REMOVE)
+        self._dedup_removed(job)
         return ResultCode.OK
 
     def set_paused(self, paused: bool) -> None:

@@ -49,6 +49,9 @@ class OperatorModel:
         _stalled_check_until: int
         _id_counter: int
         _priority_counter: int
+        _meta: dict[str, str]
+        _repeat: dict[str, int]
+        _schedulers: dict[str, dict[str, str]]
 
         def _move(self, job: _Job, transition: Transition, order: OrderKey = ...) -> None: ...
         def _front_of_line(self) -> OrderKey: ...
@@ -270,8 +273,8 @@ class OperatorModel:
         (newest first; refused unless ``force``), delayed, completed, waiting (from the list's
         left), prioritized, failed, each step taking from the remaining budget and answering
         ``MORE`` when it is used up; with budget left, delete the queue's own keys (``meta``
-        with its paused flag, the ``id`` and ``pc`` counters, ``stalled-check``) and answer
-        ``DONE``."""
+        with its paused flag and global limits, the ``id`` and ``pc`` counters,
+        ``stalled-check``, the job schedulers) and answer ``DONE``."""
         if not self._paused:
             return ObliterateResult.NOT_PAUSED
         budget = count
@@ -297,6 +300,11 @@ class OperatorModel:
         self._stalled_check_until = 0
         self._id_counter = 0
         self._priority_counter = 0
+        # ``meta`` (with the global limits) and every job scheduler go too (bullmq-features.md
+        # §1.8); the ``limiter`` window and the dedup keys are not the queue's listed keys.
+        self._meta.clear()
+        self._repeat.clear()
+        self._schedulers.clear()
         return ObliterateResult.DONE
 
     # ------------------------------------------------------------------ reads

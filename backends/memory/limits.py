@@ -37,14 +37,15 @@ class LimitOps(MemoryCore):
 
     def _window(self, store: QueueStore) -> tuple[int | None, int]:
         """The counter (None: no key) and its PTTL (-2 no key, -1 no TTL); an expired window
-        is deleted on sight, as Redis would."""
+        is deleted on sight, as Redis would. As a Redis key with ``PX d`` (BullMQ's window), it
+        lives through its last millisecond: at ``start + d`` it is there with PTTL 0."""
         if not store.limiter_count:
             return None, -2
         expires = store.limiter_expires
         if expires is None:
             return store.limiter_count, -1
         left = expires - self._mutex.now
-        if left <= 0:
+        if left < 0:
             store.limiter_count, store.limiter_expires = 0, None
             return None, -2
         return store.limiter_count, left
@@ -61,6 +62,10 @@ class LimitOps(MemoryCore):
         max_jobs = effective_max(store.limit_meta.get("max"), request.limiter)
         if max_jobs is not None:
             count, ttl = self._window(store)
+            if count is not None and count >= max_jobs and ttl == 0:
+                # Full and expiring this very millisecond: BullMQ deletes it, so that this
+                # activation opens a new window.
+                store.limiter_count, store.limiter_expires = 0, None
             delay = limited_for_ms(max_jobs, count or 0, ttl)
             if delay:
                 return delay, max_jobs
