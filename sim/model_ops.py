@@ -59,6 +59,8 @@ class OperatorModel:
         def _priority_place(self, priority: int) -> OrderKey: ...
         def _in(self, state: JobState) -> list[_Job]: ...
         def _live_lock(self, job: _Job) -> tuple[str, int] | None: ...
+        def _is_current_iteration(self, job: _Job) -> bool: ...
+        def _dedup_removed(self, job: _Job) -> None: ...
 
     # ------------------------------------------------------------------ one job
 
@@ -240,11 +242,14 @@ class OperatorModel:
             if not state.is_terminal:
                 if state is JobState.ACTIVE and self._live_lock(job) is not None:
                     continue
+                if self._is_current_iteration(job):  # its scheduler would stop (§5.4)
+                    continue
                 when = self._clean_time(job, state)
                 if when is not None and when > timestamp:
                     continue
             deleted.append(job.id)
             self._move(job, Transition.CLEAN)
+            self._dedup_removed(job)
         return deleted
 
     @staticmethod
@@ -266,7 +271,10 @@ class OperatorModel:
             doomed += self._in(JobState.DELAYED)
         doomed += self._in(JobState.PRIORITIZED)
         for job in doomed:
+            if self._is_current_iteration(job):  # its scheduler would stop (§5.5)
+                continue
             self._move(job, Transition.DRAIN)
+            self._dedup_removed(job)
 
     def obliterate(self, count: int, force: bool) -> ObliterateResult:
         """BullMQ's ``obliterate``: on a paused queue, delete up to ``count`` jobs: active
@@ -281,18 +289,29 @@ class OperatorModel:
         active = self._in(JobState.ACTIVE)[::-1][: max(budget, 0)]
         if active and not force:
             return ObliterateResult.ACTIVE_JOBS
-        steps: Sequence[list[_Job]] = (
+        steps: Sequence[list[_Job] | None] = (
             active,
             self._in(JobState.DELAYED),
+            None,  # the job schedulers (after delayed, within the same budget, §5.6)
             self._in(JobState.COMPLETED),
             self._in(JobState.WAITING)[::-1],
             self._in(JobState.PRIORITIZED),
             self._in(JobState.FAILED),
         )
         for index, jobs in enumerate(steps):
+            if jobs is None:
+                doomed = sorted(self._repeat, key=lambda sid: (self._repeat[sid], sid))
+                for scheduler_id in doomed[: max(budget, 0)]:
+                    del self._repeat[scheduler_id]
+                    self._schedulers.pop(scheduler_id, None)
+                budget -= len(doomed[: max(budget, 0)])
+                if budget <= 0:
+                    return ObliterateResult.MORE
+                continue
             taken = jobs if index == 0 else jobs[: max(budget, 0)]
             for job in taken:
                 self._move(job, Transition.OBLITERATE)
+                self._dedup_removed(job)
             budget -= len(taken)
             if budget <= 0:
                 return ObliterateResult.MORE
