@@ -316,12 +316,13 @@ async def test_obliterate_deletes_lock_and_logs_of_jobs(
     assert await queue_keys(redis) == []
 
 
-async def test_obliterate_deletes_job_schedulers_and_keeps_dedup_keys_and_the_window(
+async def test_obliterate_deletes_job_schedulers_releases_dedup_keys_and_keeps_the_window(
     queue: Queue, backend: Storage
 ) -> None:
     """BullMQ's obliterate deletes the queue's schedulers (``repeat`` and each hash) with the
-    rest, and leaves what it does not list: ``de:<id>`` and the ``limiter`` window. (Found by
-    the state machine: Redis kept the schedulers, memory dropped the dedup keys and window.)"""
+    rest, releases the dedup keys of the jobs it deletes (every removal path does,
+    bullmq-features.md §4.4), and leaves what it does not list: the ``limiter`` window. (Found
+    by the state machine: Redis kept the schedulers, memory dropped the window.)"""
     await queue.upsert_job_scheduler("s", {"every": 60_000})
     await queue.add("j", 1, deduplication={"id": "d"})
     await queue.rate_limit(50_000)
@@ -329,14 +330,14 @@ async def test_obliterate_deletes_job_schedulers_and_keeps_dedup_keys_and_the_wi
     await queue.obliterate(force=True)
     assert await queue.get_job_schedulers_count() == 0
     assert await queue.get_job_scheduler("s") is None
-    assert await queue.get_deduplication_job_id("d") == "2"
+    assert await queue.get_deduplication_job_id("d") is None
     assert await queue.get_rate_limit_ttl() > 0
     redis = redis_of(backend)
     if redis is not None:
         left = sorted(
             key.decode() if isinstance(key, bytes) else key for key in await queue_keys(redis)
         )
-        assert left == [redis.keys(Q).base + "de:d", redis.keys(Q).base + "limiter"]
+        assert left == [redis.keys(Q).base + "limiter"]
 
 
 # ---------------------------------------------------------------------------- events, counts
