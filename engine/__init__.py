@@ -5,14 +5,18 @@ from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import (
     ClosedError,
     CorralError,
+    DelayedError,
     InvalidArgumentError,
     JobCancelledError,
     LockLostError,
     StoreRefusedError,
     UnknownOptionError,
     UnrecoverableError,
+    WaitingChildrenError,
+    WaitingError,
 )
 from corral.engine.escapes import ProcessorEscapeError
+from corral.engine.flow_producer import FlowProducer, JobNode
 from corral.engine.job import Backoff, Cancellation, Job, JobOptions, KeepJobs
 from corral.engine.queue import Queue
 from corral.engine.queue_events import QueueEvent, QueueEvents
@@ -26,9 +30,12 @@ __all__ = [
     "Clock",
     "ClosedError",
     "CorralError",
+    "DelayedError",
+    "FlowProducer",
     "InvalidArgumentError",
     "Job",
     "JobCancelledError",
+    "JobNode",
     "JobOptions",
     "JobState",
     "KeepJobs",
@@ -44,5 +51,7 @@ __all__ = [
     "SystemClock",
     "UnknownOptionError",
     "UnrecoverableError",
+    "WaitingChildrenError",
+    "WaitingError",
     "Worker",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from corral.backends.memory.checks import check_fields, check_queue, check_sizes, is_placed
+from corral.backends.memory.flows import FlowOps
 from corral.backends.memory.job_flow import JobFlowOps
 from corral.backends.memory.job_ops import JobOps
 from corral.backends.memory.notifications import NotificationOps
@@ -24,7 +25,7 @@ from corral.backends.memory.queue_ops import QueueOps
 from corral.backends.memory.readers import ReaderOps
 
 
-class MemoryBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
+class MemoryBackend(FlowOps, JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
     """In-process storage for any number of queues.
 
     Args:

@@ -26,6 +26,7 @@ from corral.backends.redis.core import (
     RedisUnavailableError,
     reaching,
 )
+from corral.backends.redis.flows import FlowOps
 from corral.backends.redis.job_flow import JobFlowOps
 from corral.backends.redis.job_ops import JobOps
 from corral.backends.redis.keys import DEFAULT_PREFIX
@@ -36,7 +37,7 @@ from corral.backends.redis.readers import ReaderOps
 __all__ = ["RedisAuthenticationError", "RedisBackend", "RedisUnavailableError"]
 
 
-class RedisBackend(JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
+class RedisBackend(FlowOps, JobFlowOps, ReaderOps, NotificationOps, JobOps, QueueOps):
     """Storage on a Redis server (6.2 or later), shared with Node BullMQ.
 
     Args:

@@ -33,6 +33,7 @@ KEY_TYPES: Final = {
     "marker": "zset",
     "events": "stream",
     "meta": "hash",
+    "waiting-children": "zset",
 }
 
 
@@ -116,6 +117,11 @@ class QueueKeys:
     def meta(self) -> str:
         """``<prefix>:<queue>:meta``."""
         return self.base + "meta"
+
+    @property
+    def waiting_children(self) -> str:
+        """``<prefix>:<queue>:waiting-children`` (flows: parents waiting for children)."""
+        return self.base + "waiting-children"
 
     def key(self, suffix: str) -> str:
         """The queue key ending in ``suffix`` (one of :data:`KEY_TYPES`)."""

@@ -66,6 +66,11 @@ SCRIPT_NAMES: Final = (
     "change_delay",
     "add_log",
     "get_job_logs",
+    "add_flow",
+    "get_dependencies",
+    "remove_child_dependency",
+    "move_to_waiting_children",
+    "move_to_delayed",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)

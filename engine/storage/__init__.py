@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from corral.engine.storage.flows import FlowAdded, FlowNode, FlowStorage
 from corral.engine.storage.job_flow import JobFlowStorage
 from corral.engine.storage.notifications import NotificationStorage
 from corral.engine.storage.operator import OperatorStorage
@@ -50,9 +51,11 @@ from corral.engine.storage.records import (
 )
 
 
-class Storage(JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, Protocol):
+class Storage(
+    JobFlowStorage, ReaderStorage, NotificationStorage, OperatorStorage, FlowStorage, Protocol
+):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
-    flow, readers, notifications, operator calls). Every backend implements all of them."""
+    flow, readers, notifications, operator calls, flows). Every backend implements all of them."""
 
     async def close(self) -> None:
         """Release the backend's connections (the memory backend keeps its data)."""
@@ -70,6 +73,9 @@ __all__ = [
     "FetchResult",
     "Fetched",
     "FinishResult",
+    "FlowAdded",
+    "FlowNode",
+    "FlowStorage",
     "JobFlowStorage",
     "LockInfo",
     "NewJob",

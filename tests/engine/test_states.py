@@ -21,7 +21,12 @@ def test_every_transition_has_an_entry() -> None:
 
 def test_only_adds_start_from_nothing() -> None:
     from_nothing = {t for t, moves in TRANSITIONS.items() if None in moves}
-    assert from_nothing == {Transition.ADD, Transition.ADD_PRIORITIZED, Transition.ADD_DELAYED}
+    assert from_nothing == {
+        Transition.ADD,
+        Transition.ADD_PRIORITIZED,
+        Transition.ADD_DELAYED,
+        Transition.ADD_WAITING_CHILDREN,
+    }
 
 
 def test_terminal_states_are_left_only_by_deletion_or_an_operator_retry() -> None:

@@ -16,9 +16,13 @@
     4  now (ms)
     5  the failure reason for jobs over the limit
   Returns: {ran (1/0), {recovered ids}, {failed ids}}
-  Transitions: RECOVER_STALLED, FAIL, TRIM
+  A child failed here applies its parent option (the "flows" include), as a processor
+    failure would.
+  Transitions: RECOVER_STALLED, FAIL, TRIM, RELEASE_PARENT, RELEASE_PARENT_PRIORITIZED,
+    RELEASE_PARENT_DELAYED
 ]]
 --- @include "common"
+--- @include "flows"
 
 if redis.call('EXISTS', K.stalled_check) == 1 then
   return {0, {}, {}}

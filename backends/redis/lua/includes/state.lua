@@ -1,6 +1,7 @@
 --[[
   job_state(id): the state a job is in, from the structures that hold it (BullMQ's getState
-  order), or nil. Needs K.wait, K.active, K.prioritized, K.delayed, K.completed, K.failed.
+  order), or nil. Needs K.wait, K.active, K.prioritized, K.delayed, K.completed, K.failed,
+  K.waiting_children.
 ]]
 
 local function job_state(id)
@@ -14,6 +15,9 @@ local function job_state(id)
   end
   if redis.call('LPOS', K.wait, id) then
     return 'waiting'
+  end
+  if redis.call('ZSCORE', K.waiting_children, id) then
+    return 'waiting-children'
   end
   return nil
 end
