@@ -158,7 +158,8 @@ def parent_link_from_options(options: Mapping[str, Any]) -> ParentLink | None:
     for label, value in (("id", job_id), ("queue", queue_key)):
         if not isinstance(value, str) or not value:
             raise InvalidArgumentError(f"parent {label} must be a non-empty string: {value!r}")
-    assert isinstance(job_id, str) and isinstance(queue_key, str)
+    assert isinstance(job_id, str)
+    assert isinstance(queue_key, str)
     if ":" not in queue_key:
         raise InvalidArgumentError(
             f"parent queue must be the parent queue's key '<prefix>:<queue name>' "

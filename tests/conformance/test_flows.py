@@ -13,10 +13,12 @@ from helpers import start_worker, stop_worker, wait_for
 from corral.engine import DelayedError, FlowProducer, Job, Queue, WaitingChildrenError
 from corral.engine.errors import InvalidArgumentError, ResultCode
 from corral.engine.flows import MissingParentError
+from corral.engine.job import KeepJobs
 from corral.engine.storage import Complete, Fail, FetchRequest, Storage
 from corral.sim.loop import VirtualClock
 
 PQ, CQ = "pq", "cq"
+_KEEP_NONE = KeepJobs(count=0)
 
 
 def producer(backend: Storage, clock: VirtualClock) -> FlowProducer:
@@ -43,7 +45,8 @@ async def run_child(
 ) -> ResultCode:
     """Fetch from cq until ``job_id`` is taken (others are taken and left), then finish it."""
     result = await backend.fetch_next(CQ, FetchRequest(token, 30_000), clock.now_ms())
-    assert result.job is not None and result.job.job_id == job_id, result
+    assert result.job is not None, result
+    assert result.job.job_id == job_id, result
     code = await backend.finish(CQ, job_id, token, outcome, clock.now_ms())
     assert isinstance(code, ResultCode)
     return code
@@ -61,7 +64,8 @@ async def test_a_tree_across_queues_is_stored_as_bullmq_lays_it_out(
     backend: Storage, clock: VirtualClock
 ) -> None:
     tree = await two_children(backend, clock, fail_parent_on_failure=True)
-    assert tree.job.id == "P" and [c.job.id for c in tree.children] == ["A", "B"]
+    assert tree.job.id == "P"
+    assert [c.job.id for c in tree.children] == ["A", "B"]
     pq, cq = Queue(PQ, backend, clock=clock), Queue(CQ, backend, clock=clock)
     assert await pq.get_job_state("P") == "waiting-children"
     assert (await pq.get_job_counts("waiting-children"))["waiting-children"] == 1
@@ -73,7 +77,8 @@ async def test_a_tree_across_queues_is_stored_as_bullmq_lays_it_out(
     assert b.parent_key == f"{queue_key}:P"
     assert json.loads(b.fields["parent"]) == {"id": "P", "queueKey": queue_key, "fpof": True}
     opts = json.loads(b.fields["opts"])
-    assert opts["parent"] == {"id": "P", "queue": queue_key} and opts["fpof"] is True
+    assert opts["parent"] == {"id": "P", "queue": queue_key}
+    assert opts["fpof"] is True
     parent = await pq.get_job("P")
     assert parent is not None
     assert await parent.get_dependencies_count() == {
@@ -116,7 +121,8 @@ async def test_a_parent_with_pending_children_cannot_complete(
     assert deps["ignored"] == {key(CQ, "B", backend): "boom-b"}
     assert deps["unprocessed"] == [key(CQ, "A", backend)]
     taken = await backend.fetch_next(PQ, FetchRequest("tp", 30_000), clock.now_ms())
-    assert taken.job is not None and taken.job.job_id == "P"
+    assert taken.job is not None
+    assert taken.job.job_id == "P"
     code = await backend.finish(PQ, "P", "tp", Complete("1"), clock.now_ms())
     assert code is ResultCode.PENDING_DEPENDENCIES
     assert await state(backend, PQ, "P") == "active"  # nothing changed
@@ -153,7 +159,8 @@ async def test_fail_parent_on_failure_releases_the_parent_which_then_fails(
     assert await pq.get_job_state("P") == "waiting"
     reason = f"child {key(CQ, 'B', backend)} failed"
     parent = await pq.get_job("P")
-    assert parent is not None and parent.deferred_failure == reason
+    assert parent is not None
+    assert parent.deferred_failure == reason
     assert (await parent.get_dependencies())["failed"] == [key(CQ, "B", backend)]
     ran: list[str] = []
     worker, task = await start_worker(backend, lambda job: ran.append(job.id), clock, queue=PQ)
@@ -161,7 +168,9 @@ async def test_fail_parent_on_failure_releases_the_parent_which_then_fails(
     await wait_for(lambda: _is(pq, "P", "failed"), what="the parent to fail")
     await stop_worker(worker, task)
     failed = await pq.get_job("P")
-    assert failed is not None and failed.failed_reason == reason and ran == []
+    assert failed is not None
+    assert failed.failed_reason == reason
+    assert ran == []
 
 
 async def _is(queue: Queue, job_id: str, wanted: str) -> bool:
@@ -272,7 +281,8 @@ async def test_a_failed_child_deleted_by_remove_on_fail_releases_its_parent(
 async def test_get_flow_rebuilds_the_tree(backend: Storage, clock: VirtualClock) -> None:
     await two_children(backend, clock)
     tree = await producer(backend, clock).get_flow("P", PQ)
-    assert tree is not None and tree.children is not None
+    assert tree is not None
+    assert tree.children is not None
     assert sorted(child.job.id for child in tree.children) == ["A", "B"]
     assert await producer(backend, clock).get_flow("nope", PQ) is None
 
@@ -309,9 +319,6 @@ async def test_step_jobs_delay_themselves_and_wait_for_children_they_add(
     await stop_worker(child_worker, child_task)
     assert steps == ["start", "children", "done"]
     done = await pq.get_job(job.id)
-    assert done is not None and done.attempts_made == 1 and done.attempts_started == 3
-
-
-from corral.engine.job import KeepJobs  # noqa: E402
-
-_KEEP_NONE = KeepJobs(count=0)
+    assert done is not None
+    assert done.attempts_made == 1
+    assert done.attempts_started == 3
