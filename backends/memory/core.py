@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
+from corral.backends.memory import parents
 from corral.backends.memory.store import (
     PROMOTE_LIMIT,
     TRIM_LIMIT,
@@ -246,6 +247,8 @@ class MemoryCore:
         return True
 
     def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
+        if store.flows or "parentKey" in store.jobs[job_id]:  # (flows: detach, drop children)
+            parents.forget(self, queue, store, job_id, self._mutex.now)
         self._move(queue, store, job_id, how)
         del store.jobs[job_id]
         store.locks.pop(job_id, None)
@@ -280,4 +283,6 @@ class MemoryCore:
         self._move(queue, store, job_id, Transition.FAIL)
         store.failed.add(job_id, now)
         self._emit(store, ("failed", "jobId", job_id, "failedReason", reason, "prev", "active"))
+        if "parentKey" in fields:  # (flows: in the same step, before retention)
+            parents.child_failed(self, queue, job_id, fields, reason, now)
         self._trim(queue, store, JobState.FAILED, keep, now)

@@ -8,6 +8,7 @@ from typing import Final
 
 from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.limits import MAXED, LimitOps
+from corral.backends.memory.parents import child_completed, parent_refusal
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.job import decode_opts, next_count
@@ -127,6 +128,8 @@ class JobFlowOps(DedupOps, LimitOps):
                     "active",
                 ),
             )
+            if "parentKey" in fields:  # (flows: in the same step, before retention)
+                child_completed(self, queue, job_id, fields, outcome.return_value, now)
             if not outcome.keep.keeps_all:
                 self._trim(queue, store, _COMPLETED, outcome.keep, now)
             if dedup_id is not None:
@@ -226,6 +229,10 @@ class JobFlowOps(DedupOps, LimitOps):
                 if code is not _OK:
                     repeated = self._repeated_finish(store, job_id, token, outcome, fetch)
                     return code if repeated is None else repeated
+            if store.flows and job_id in store.flows and isinstance(outcome, Complete):
+                refused = parent_refusal(store.flows[job_id])
+                if refused is not None:  # (flows: a parent completes only when its children did)
+                    return refused
             record_field = finish_field(token)
             store.jobs[job_id][record_field] = _PLAIN_FINISH_RECORDS[type(outcome)]
             self._apply(queue, store, job_id, outcome, now)

@@ -3,6 +3,7 @@ none moves a job that holds a lock."""
 
 from __future__ import annotations
 
+from corral.backends.memory import parents
 from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import ResultCode
@@ -20,28 +21,38 @@ class JobOps(DedupOps):
     async def remove(self, queue: str, job_id: str) -> ResultCode:
         with self._mutex:
             store = self._store(queue)
-            state = store.states.get(job_id)
-            if state is None:
+            if store.states.get(job_id) is None:
                 return ResultCode.MISSING_JOB
-            if self._lock_of(store, job_id) is not None:
+            # A parent goes with its children, in every queue (BullMQ's removeChildren).
+            doomed = [(queue, store, job_id)]
+            if store.flows:
+                doomed = parents.removal_order(self, queue, store, job_id)
+            if any(self._lock_of(s, i) is not None for _, s, i in doomed):
                 return ResultCode.JOB_LOCKED
             scheduler_id = store.jobs[job_id].get("rjk")
             if scheduler_id is not None:
                 slot = store.repeat.score(scheduler_id)
                 if slot is not None and job_id == iteration_job_id(scheduler_id, slot):
                     return ResultCode.SCHEDULER_JOB
-            if state is JobState.WAITING:
-                store.wait.remove(job_id)
-            elif state is JobState.ACTIVE:
-                del store.active[job_id]
-            else:
-                store.zset(state).remove(job_id)
-            dedup_id = store.jobs[job_id].get("deid")
-            self._delete_job(queue, store, job_id, Transition.REMOVE)
-            if dedup_id is not None:
-                self._dedup_removed(store, dedup_id, job_id)
-            self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
+            for _, s, i in doomed:  # (no child removed below may release a parent going too)
+                s.flows.pop(i, None)
+            for where, s, i in doomed:
+                self._remove_one(where, s, i)
             return ResultCode.OK
+
+    def _remove_one(self, queue: str, store: QueueStore, job_id: str) -> None:
+        state = store.states[job_id]
+        if state is JobState.WAITING:
+            store.wait.remove(job_id)
+        elif state is JobState.ACTIVE:
+            del store.active[job_id]
+        else:
+            store.zset(state).remove(job_id)
+        dedup_id = store.jobs[job_id].get("deid")
+        self._delete_job(queue, store, job_id, Transition.REMOVE)
+        if dedup_id is not None:
+            self._dedup_removed(store, dedup_id, job_id)
+        self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
 
     def _requeue(
         self,

@@ -77,6 +77,11 @@ SCRIPT_NAMES: Final = (
     "add_job_scheduler",
     "update_job_scheduler",
     "remove_job_scheduler",
+    "add_flow",
+    "get_dependencies",
+    "remove_child_dependency",
+    "move_to_waiting_children",
+    "move_to_delayed",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)

@@ -17,6 +17,8 @@
 local PROMOTE_LIMIT = 1000      -- due delayed jobs promoted per operation (BullMQ: 1,000)
 local TRIM_LIMIT = 1000         -- finished jobs deleted per retention pass
 local MAX_EVENTS = 10000        -- events stream length (BullMQ's default maxLenEvents)
+-- Flow hooks, set by the "flows" include in the scripts that finish or delete children.
+local FLOW = {}
 
 local function num(x)
   return string.format('%.0f', x)
@@ -237,6 +239,9 @@ local function trim(finished, count, age_ms, now)
     source = 'completed'
   end
   for _, id in ipairs(doomed) do
+    if FLOW.forget then
+      FLOW.forget(id)
+    end
     moved(id, 'TRIM', source)
     redis.call('DEL', job_key(id), lock_key(id), logs_key(id))
     redis.call('SREM', K.stalled, id)
@@ -251,6 +256,9 @@ local function finish_failed(id, reason, count, age_ms, now)
   moved(id, 'FAIL', 'active')
   redis.call('ZADD', K.failed, num(now), id)
   emit('failed', 'jobId', id, 'failedReason', reason, 'prev', 'active')
+  if FLOW.child_failed then
+    FLOW.child_failed(id, reason, now)
+  end
   trim(K.failed, count, age_ms, now)
 end
 
