@@ -41,7 +41,11 @@ last pending child completing, or failing with ``ignore_dependency_on_failure`` 
 also lifts a delayed parent) or ``continue_parent_on_failure``. A child's result is written into
 its parent's ``processed`` hash in that same step. Removing a parent removes its children
 (``REMOVE`` on each); a child removed or trimmed is detached from its parent, which a last
-detach releases. Which parent-side effect a child's final outcome has is a policy decision
+detach releases. ``clean``, ``drain`` and ``obliterate`` detach the hard way (BullMQ's): a last
+pending child's parent waiting in the same queue is deleted with it (``DELETE_PARENT``), one in
+another queue goes to wait. Retrying a finished child puts it back among its parent's pending
+children (its recorded result or failure dropped); a parent that left waiting-children stays
+where it is. Which parent-side effect a child's final outcome has is a policy decision
 (:mod:`corral.engine.flows`).
 
 Which of several transitions applies (retry now or later, promote to wait or to prioritized) is a
@@ -127,6 +131,9 @@ class Transition(enum.Enum):
     RELEASE_PARENT_DELAYED = "release_parent_delayed"  # the same, the parent has a delay
     MOVE_TO_WAITING_CHILDREN = "move_to_waiting_children"  # a step job waits for its children
     MOVE_TO_DELAYED = "move_to_delayed"  # a step job delays itself (no attempt counted)
+    # clean/drain/obliterate took the last pending child of a parent waiting in the same
+    # queue: the parent is deleted with it (BullMQ's hard removal path, no event)
+    DELETE_PARENT = "delete_parent"
 
 
 _S = JobState
@@ -179,6 +186,7 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         Transition.RELEASE_PARENT_DELAYED: {_S.WAITING_CHILDREN: _S.DELAYED},
         Transition.MOVE_TO_WAITING_CHILDREN: {_S.ACTIVE: _S.WAITING_CHILDREN},
         Transition.MOVE_TO_DELAYED: {_S.ACTIVE: _S.DELAYED},
+        Transition.DELETE_PARENT: {_S.WAITING_CHILDREN: None},
     }
 )
 

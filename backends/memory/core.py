@@ -246,14 +246,20 @@ class MemoryCore:
         self._emit(store, added, ("waiting", "jobId", job_id))
         return True
 
-    def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
+    def _delete_job(
+        self, queue: str, store: QueueStore, job_id: str, how: Transition, *, hard: bool = False
+    ) -> str | None:
+        """Delete a job taken out of its structure; with ``hard`` (BullMQ's hard path, see
+        :func:`parents.forget`) return the id of a parent in this queue to delete after it."""
+        orphan = None
         if store.flows or "parentKey" in store.jobs[job_id]:  # (flows: detach, drop children)
-            parents.forget(self, queue, store, job_id, self._mutex.now)
+            orphan = parents.forget(self, queue, store, job_id, self._mutex.now, hard=hard)
         self._move(queue, store, job_id, how)
         del store.jobs[job_id]
         store.locks.pop(job_id, None)
         store.stalled.pop(job_id, None)
         store.logs.pop(job_id, None)
+        return orphan
 
     def _trim(
         self, queue: str, store: QueueStore, state: JobState, keep: KeepJobs, now: int

@@ -99,6 +99,8 @@ class JobOps(DedupOps):
                 cleared.append("ats")
             for name in cleared:
                 fields.pop(name, None)
+            if "parentKey" in fields:  # (flows: pending in its parent again)
+                parents.child_retried(self, queue, job_id, fields, state)
             lifo = decode_opts(fields.get("opts") or "{}").lifo
             self._requeue(
                 queue,

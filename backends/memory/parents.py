@@ -70,11 +70,18 @@ def parent_of(
 
 
 def release_parent(
-    core: MemoryCore, queue: str, store: QueueStore, parent_id: str, now: int, *, to_wait: bool
+    core: MemoryCore,
+    queue: str,
+    store: QueueStore,
+    parent_id: str,
+    now: int,
+    *,
+    to_wait: bool,
+    silent: bool = False,
 ) -> None:
     """Move a parent out of waiting-children (or, for a failed child, out of delayed): to the
     front of wait, prioritized or delayed as its fields say; ``to_wait`` forces the front of
-    wait (BullMQ's detach of a deleted child)."""
+    wait (BullMQ's detach of a deleted child), ``silent`` emits no event (its hard path)."""
     state = store.states.get(parent_id)
     fields = store.jobs[parent_id]
     assert state in (JobState.WAITING_CHILDREN, JobState.DELAYED), state
@@ -93,7 +100,8 @@ def release_parent(
         core._push_prioritized(store, parent_id, priority)
     else:
         core._push_wait(store, parent_id, front=True)
-    core._emit(store, ("waiting", "jobId", parent_id, "prev", prev))
+    if not silent:
+        core._emit(store, ("waiting", "jobId", parent_id, "prev", prev))
 
 
 def _pending(
@@ -168,21 +176,54 @@ def child_failed(
         release_parent(core, parent_queue, store, parent_id, now, to_wait=False)
 
 
-def forget(core: MemoryCore, queue: str, store: QueueStore, job_id: str, now: int) -> None:
-    """A job is being deleted: detach it from its parent (a last pending child releases the
-    parent to wait) and drop its own children's records (the children stay)."""
+def forget(
+    core: MemoryCore, queue: str, store: QueueStore, job_id: str, now: int, *, hard: bool = False
+) -> str | None:
+    """A job is being deleted: detach it from its parent and drop its own children's records
+    (the children stay). A last pending child releases a parent waiting for it to the front of
+    wait. ``hard`` (clean, drain, obliterate: BullMQ's hard path) releases a parent in another
+    queue silently and takes one in the same queue out of waiting-children instead, returning
+    its id: the caller deletes it (``DELETE_PARENT``, no event) the same hard way."""
     store.flows.pop(job_id, None)
     fields = store.jobs[job_id]
     if "parentKey" not in fields:
-        return
+        return None
     found = _pending(core, fields, job_key(queue, job_id))
     if found is None:
-        return
+        return None
     link, parent_queue, parent_store, keys = found
-    if not keys.dependencies and (
-        parent_store.states.get(link.job_id) is JobState.WAITING_CHILDREN
-    ):
-        release_parent(core, parent_queue, parent_store, link.job_id, now, to_wait=True)
+    parent_id = link.job_id
+    if keys.dependencies or parent_store.states.get(parent_id) is not JobState.WAITING_CHILDREN:
+        return None
+    if hard and parent_queue == queue:
+        store.waiting_children.remove(parent_id)
+        return parent_id
+    release_parent(core, parent_queue, parent_store, parent_id, now, to_wait=True, silent=hard)
+    return None
+
+
+def child_retried(
+    core: MemoryCore, queue: str, job_id: str, fields: Mapping[str, str], state: JobState
+) -> None:
+    """A finished child is retried (BullMQ's moveChildBackToParentDependencies): its result
+    (completed) or its recorded failure (failed) leaves its parent's keys and it is pending
+    there again. The parent is not moved: one that left waiting-children stays where it is."""
+    parent_key = fields.get("parentKey")
+    found = None if parent_key is None else locate_key(core, parent_key)
+    if found is None:
+        return
+    _, parent_store, parent_id = found
+    keys = parent_store.flows.get(parent_id)
+    if keys is None:
+        return
+    child_key = job_key(queue, job_id)
+    if state is JobState.FAILED:
+        dropped = keys.unsuccessful.pop(child_key, None) is not None
+        dropped = dropped or keys.failed.pop(child_key, None) is not None
+    else:
+        dropped = keys.processed.pop(child_key, None) is not None
+    if dropped:
+        keys.dependencies[child_key] = None
 
 
 def removal_order(

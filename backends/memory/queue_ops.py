@@ -10,7 +10,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
-from corral.backends.memory.core import MemoryCore
+from corral.backends.memory import parents
+from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import ObliterateResult
@@ -38,6 +39,9 @@ _OBLITERATE_ORDER = (
     JobState.WAITING,
     JobState.PRIORITIZED,
     JobState.FAILED,
+    # (not in BullMQ's list, which leaves parents waiting for children in other queues behind:
+    # corral's obliterate leaves nothing of the queue)
+    JobState.WAITING_CHILDREN,
 )
 
 
@@ -53,7 +57,7 @@ def job_date(fields: dict[str, str], names: Iterable[str]) -> int | None:
     return None
 
 
-class QueueOps(MemoryCore):
+class QueueOps(DedupOps):
     """Calls an operator makes on a queue."""
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -87,6 +91,8 @@ class QueueOps(MemoryCore):
                 fields = store.jobs[job_id]
                 for name in cleared:
                     fields.pop(name, None)
+                if "parentKey" in fields and how is Transition.REPROCESS:
+                    parents.child_retried(self, queue, job_id, fields, state)
                 self._move(queue, store, job_id, how)
                 # The back of the line whatever the priority, as BullMQ's moveJobsToWait.
                 store.wait.appendleft(job_id)
@@ -104,7 +110,7 @@ class QueueOps(MemoryCore):
                 doomed = self._dated_before(store, state, timestamp, limit)
                 self._take_out(store, state, doomed)
             for job_id in doomed:
-                self._delete_job(queue, store, job_id, Transition.CLEAN)
+                self._hard_delete(queue, store, job_id, Transition.CLEAN)
             self._emit(store, ("cleaned", "count", str(len(doomed))))
             return doomed
 
@@ -157,7 +163,7 @@ class QueueOps(MemoryCore):
                 doomed = list(store.wait) if state is JobState.WAITING else list(store.zset(state))
                 self._take_out(store, state, doomed)
                 for job_id in doomed:
-                    self._delete_job(queue, store, job_id, Transition.DRAIN)
+                    self._hard_delete(queue, store, job_id, Transition.DRAIN)
 
     async def obliterate(self, queue: str, count: int, force: bool) -> ObliterateResult:
         with self._mutex:
@@ -177,7 +183,8 @@ class QueueOps(MemoryCore):
                     doomed = store.zset(state).range(0, budget - 1)
                 self._take_out(store, state, doomed)
                 for job_id in doomed:
-                    self._delete_job(queue, store, job_id, Transition.OBLITERATE)
+                    if job_id in store.jobs:  # (not deleted with a child already)
+                        self._hard_delete(queue, store, job_id, Transition.OBLITERATE)
                 budget -= len(doomed)
                 if budget <= 0:
                     return ObliterateResult.MORE
@@ -186,6 +193,18 @@ class QueueOps(MemoryCore):
             fresh = QueueStore(waiters=store.waiters, event_waiters=store.event_waiters)
             self._queues[queue] = fresh
             return ObliterateResult.DONE
+
+    def _hard_delete(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
+        """Delete a job taken out of its structure as BullMQ's clean, drain and obliterate do:
+        its deduplication key released, and a parent in this queue that waited for it alone
+        deleted with it (``DELETE_PARENT``), and so on up the tree."""
+        doomed: str | None = job_id
+        while doomed is not None:
+            dedup_id = store.jobs[doomed].get("deid")
+            parent_id = self._delete_job(queue, store, doomed, how, hard=True)
+            if dedup_id is not None:
+                self._dedup_removed(store, dedup_id, doomed)
+            doomed, how = parent_id, Transition.DELETE_PARENT
 
     async def trim_events(self, queue: str, max_length: int) -> int:
         with self._mutex:

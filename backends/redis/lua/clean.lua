@@ -6,7 +6,10 @@
   timestamp), a job with none of them counting as old. From wait and active only the oldest
   `limit` entries are looked at, and an active job is skipped while its lock is held.
 
-  KEYS: wait active prioritized delayed completed failed stalled events
+  Each job goes as BullMQ's hard path does (the "removal" include): its deduplication key
+  released, and a parent in this queue left with no pending child deleted with it.
+
+  KEYS: wait active prioritized delayed completed failed stalled events waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  timestamp
@@ -14,10 +17,13 @@
     4  state: "waiting", "active", "prioritized", "delayed", "completed" or "failed"
   Returns: the deleted ids. One "cleaned" event with their count.
   allow-oom: deleting frees memory (its one growth is the event).
-  Transitions: CLEAN
+  Transitions: CLEAN, DELETE_PARENT, RELEASE_PARENT (a parent in another queue)
 ]]
 --- @include "common"
+--- @include "dedup"
 --- @include "state"
+--- @include "flows"
+--- @include "removal"
 
 local timestamp = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
@@ -74,9 +80,7 @@ end
 
 for _, id in ipairs(deleted) do
   take_out(id, state)
-  moved(id, 'CLEAN', state)
-  redis.call('DEL', job_key(id), lock_key(id), job_key(id) .. ':logs')
-  redis.call('SREM', K.stalled, id)
+  delete_job(id, state, 'CLEAN', true)
 end
 redis.call('XADD', K.events, '*', 'event', 'cleaned', 'count', #deleted)
 return deleted

@@ -3,23 +3,28 @@
   drain: delete every job not yet started: wait and prioritized, and delayed when asked
   (BullMQ's drain). Active and finished jobs stay. No event, as BullMQ.
 
-  KEYS: wait prioritized delayed
+  Each job goes as BullMQ's hard path does (the "removal" include): its deduplication key
+  released, and a parent in this queue left with no pending child deleted with it.
+
+  KEYS: wait prioritized delayed stalled waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  "1" to drain the delayed jobs too, else "0"
   Returns: the number of jobs deleted.
   allow-oom: deleting frees memory.
-  Transitions: DRAIN
+  Transitions: DRAIN, DELETE_PARENT, RELEASE_PARENT (a parent in another queue)
 ]]
 --- @include "common"
+--- @include "dedup"
+--- @include "flows"
+--- @include "removal"
 
 local drained = 0
 local function drain(key, state, ids)
-  for _, id in ipairs(ids) do
-    moved(id, 'DRAIN', state)
-    redis.call('DEL', job_key(id), job_key(id) .. ':logs')
-  end
   redis.call('DEL', key)
+  for _, id in ipairs(ids) do
+    delete_job(id, state, 'DRAIN', true)
+  end
   drained = drained + #ids
 end
 

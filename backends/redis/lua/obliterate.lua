@@ -7,7 +7,12 @@
   corral's transition log, which exists only when tests load the scripts instrumented: it
   belongs to its reader, who empties it (a move it has not read yet must not be lost).
 
-  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta
+  Each job goes as BullMQ's hard path does (the "removal" include): its deduplication key
+  released, and a parent in this queue left with no pending child deleted with it. Unlike
+  BullMQ's, the parents waiting for children go too, last (BullMQ leaves those whose children
+  are in other queues behind).
+
+  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  count
@@ -15,9 +20,12 @@
   Returns: 0 when nothing of the queue is left, 1 when the count was used up (call again),
     -1 when the queue is not paused, -2 when it has active jobs and force is not set.
   allow-oom: deleting frees memory.
-  Transitions: OBLITERATE
+  Transitions: OBLITERATE, DELETE_PARENT, RELEASE_PARENT (a parent in another queue)
 ]]
 --- @include "common"
+--- @include "dedup"
+--- @include "flows"
+--- @include "removal"
 
 if not is_paused() then
   return -1
@@ -30,9 +38,9 @@ end
 
 local function delete(ids, state)
   for _, id in ipairs(ids) do
-    moved(id, 'OBLITERATE', state)
-    redis.call('DEL', job_key(id), lock_key(id), job_key(id) .. ':logs')
-    redis.call('SREM', K.stalled, id)
+    if redis.call('EXISTS', job_key(id)) == 1 then -- (not deleted with a child already)
+      delete_job(id, state, 'OBLITERATE', true)
+    end
   end
   budget = budget - #ids
 end
@@ -44,7 +52,8 @@ delete(active, 'active')
 if budget <= 0 then
   return 1
 end
-for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'failed'}) do
+for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'failed',
+    'waiting-children'}) do
   local ids
   if state == 'waiting' then
     -- oldest first, as the memory backend
@@ -55,9 +64,10 @@ for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'faile
       redis.call('LREM', K.wait, 1, newest[i])
     end
   else
-    ids = redis.call('ZRANGE', K[state], 0, budget - 1)
+    local source = K[state] or K.waiting_children
+    ids = redis.call('ZRANGE', source, 0, budget - 1)
     if #ids > 0 then
-      redis.call('ZREM', K[state], unpack(ids))
+      redis.call('ZREM', source, unpack(ids))
     end
   end
   delete(ids, state)
@@ -66,5 +76,5 @@ for _, state in ipairs({'delayed', 'completed', 'waiting', 'prioritized', 'faile
   end
 end
 redis.call('DEL', K.wait, K.active, K.prioritized, K.delayed, K.completed, K.failed, K.stalled,
-  K.stalled_check, K.id, K.pc, K.marker, K.events, K.meta)
+  K.stalled_check, K.id, K.pc, K.marker, K.events, K.meta, K.waiting_children)
 return 0

@@ -22,6 +22,7 @@
 --- @include "dedup"
 --- @include "state"
 --- @include "flows"
+--- @include "removal"
 
 local id = ARGV[2]
 if not job_state(id) then
@@ -73,14 +74,7 @@ local function remove_one(job_id)
     return
   end
   take_out(job_id, state)
-  FLOW.forget(job_id)
-  local deid = redis.call('HGET', job_key(job_id), 'deid')
-  moved(job_id, 'REMOVE', state)
-  redis.call('DEL', job_key(job_id), lock_key(job_id), logs_key(job_id))
-  if deid then
-    dedup_removed(deid, job_id)
-  end
-  redis.call('SREM', K.stalled, job_id)
+  delete_job(job_id, state, 'REMOVE', false)
   emit('removed', 'jobId', job_id, 'prev', state)
 end
 

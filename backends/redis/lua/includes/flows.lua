@@ -61,8 +61,9 @@ local function parent_of(key)
 end
 
 -- Out of waiting-children (or delayed, for a failed child): transition RELEASE_PARENT*,
--- run in the parent's queue. `to_wait`: to the front of wait whatever its options.
-local function release_parent(id, now, to_wait)
+-- run in the parent's queue. `to_wait`: to the front of wait whatever its options; `silent`:
+-- no event (BullMQ's hard removal path).
+local function release_parent(id, now, to_wait, silent)
   local key = job_key(id)
   local source = 'waiting-children'
   if redis.call('ZREM', K.waiting_children, id) == 0 then
@@ -90,12 +91,14 @@ local function release_parent(id, now, to_wait)
     moved(id, 'RELEASE_PARENT', source)
     push_wait(id, true)
   end
-  emit('waiting', 'jobId', id, 'prev', source)
+  if not silent then
+    emit('waiting', 'jobId', id, 'prev', source)
+  end
 end
 
-local function release_if_waiting(id, now, to_wait)
+local function release_if_waiting(id, now, to_wait, silent)
   if redis.call('ZSCORE', K.waiting_children, id) then
-    release_parent(id, now, to_wait)
+    release_parent(id, now, to_wait, silent)
   end
 end
 
@@ -169,13 +172,44 @@ local function drop_children_keys(key)
     key .. ':unsuccessful')
 end
 
--- A job is being deleted: drop its children's records and detach it from its parent (a last
--- pending child releases the parent to the front of wait).
-FLOW.forget = function(id)
+-- A job is being deleted: drop its children's records and detach it from its parent. A last
+-- pending child releases a parent waiting for it to the front of wait. `hard` (clean, drain,
+-- obliterate: BullMQ's hard path) releases a parent in another queue silently, and takes one
+-- in this queue out of waiting-children instead, returning its id for the caller to delete.
+FLOW.forget = function(id, hard)
   local key = job_key(id)
   drop_children_keys(key)
   local queue_key, parent_id, parent_key = take_pending(key)
-  if queue_key and redis.call('SCARD', parent_key .. ':dependencies') == 0 then
-    in_queue(queue_key .. ':', release_if_waiting, parent_id, 0, true)
+  if not queue_key or redis.call('SCARD', parent_key .. ':dependencies') > 0 then
+    return nil
+  end
+  if hard and queue_key .. ':' == base then
+    if redis.call('ZREM', K.waiting_children, parent_id) == 1 then
+      return parent_id
+    end
+    return nil
+  end
+  in_queue(queue_key .. ':', release_if_waiting, parent_id, 0, true, hard)
+  return nil
+end
+
+-- A finished child is retried (BullMQ's moveChildBackToParentDependencies): its result
+-- (completed) or its recorded failure (failed) leaves its parent's keys and it is pending there
+-- again. The parent is not moved: one that left waiting-children stays where it is.
+local function child_retried(id, state)
+  local key = job_key(id)
+  local parent_key = redis.call('HGET', key, 'parentKey')
+  if not parent_key or redis.call('EXISTS', parent_key) == 0 then
+    return
+  end
+  local dropped
+  if state == 'failed' then
+    dropped = redis.call('ZREM', parent_key .. ':unsuccessful', key) == 1
+      or redis.call('HDEL', parent_key .. ':failed', key) == 1
+  else
+    dropped = redis.call('HDEL', parent_key .. ':processed', key) == 1
+  end
+  if dropped then
+    redis.call('SADD', parent_key .. ':dependencies', key)
   end
 end
