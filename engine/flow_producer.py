@@ -17,7 +17,12 @@ from typing import Any
 
 from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import InvalidArgumentError
-from corral.engine.flows import ParentLink, parent_link_from_options, refused_parent
+from corral.engine.flows import (
+    ParentLink,
+    check_dedup_in_flow,
+    parent_link_from_options,
+    refused_parent,
+)
 from corral.engine.job import Job, validate_queue_name
 from corral.engine.queue import Queue
 from corral.engine.storage import FlowNode, Storage
@@ -131,6 +136,7 @@ class FlowProducer:
                 if "parent" in options:
                     raise InvalidArgumentError("a child's parent is the node it is listed under")
                 options["parent"] = {"id": parent.job_id, "queue": parent.queue_key}
+            check_dedup_in_flow(options, has_children=bool(children))
             link = parent_link_from_options(options)
             job_id = options.get("job_id")
             if job_id is None:

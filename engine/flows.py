@@ -168,6 +168,23 @@ def parent_link_from_options(options: Mapping[str, Any]) -> ParentLink | None:
     return ParentLink(queue_key, job_id, FAILURE_FLAGS[chosen[0]] if chosen else "")
 
 
+def check_dedup_in_flow(options: Mapping[str, Any], *, has_children: bool) -> None:
+    """BullMQ's restrictions on deduplication in flows: a job with a parent may not use it
+    (its key could drop a child its parent waits for), nor may a flow node with children.
+
+    Raises:
+        InvalidArgumentError: with BullMQ's text.
+    """
+    if options.get("deduplication") is None:
+        return
+    if has_children:
+        raise InvalidArgumentError(
+            "Deduplication options cannot be used on flow nodes with children"
+        )
+    if options.get("parent") is not None:
+        raise InvalidArgumentError("Deduplication and parent options cannot be used together")
+
+
 @dataclasses.dataclass(slots=True)
 class Dependencies:
     """A parent's children by outcome (BullMQ's ``getDependencies``), keyed by job key.

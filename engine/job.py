@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from corral.engine.deduplication import Deduplication
 from corral.engine.errors import InvalidArgumentError, JobCancelledError
-from corral.engine.flows import FAILURE_FLAGS, ParentLink, parent_link_from_options
+from corral.engine.flows import (
+    FAILURE_FLAGS,
+    ParentLink,
+    check_dedup_in_flow,
+    parent_link_from_options,
+)
 from corral.engine.inputs import (
     MAX_JSON_DEPTH,
     RESERVED_JOB_IDS,
@@ -326,6 +331,7 @@ class JobOptions:
             not isinstance(keep_logs, int) or isinstance(keep_logs, bool) or keep_logs < 1
         ):
             raise InvalidArgumentError(f"keep_logs must be an int >= 1 or None, got {keep_logs!r}")
+        check_dedup_in_flow(options, has_children=False)
         return cls(
             delay=duration_ms(options.get("delay", 0), "delay"),
             priority=priority,

@@ -28,10 +28,14 @@
     +10   the child's parent field (JSON), when a parent key is given
     +11   "1" for a node with children
   Returns: {0, id, created (1/0), ...} or {-5 | -7, parent key}.
+  A node is added by add_jobs' own step (common's new_job_id, dedup's add_new_job), which
+  deduplicates a lone root that asks for it (the engine refuses deduplication on any other
+  node, as BullMQ).
   Transitions: ADD, ADD_PRIORITIZED, ADD_DELAYED, ADD_WAITING_CHILDREN, RELEASE_PARENT,
-    RELEASE_PARENT_PRIORITIZED, RELEASE_PARENT_DELAYED
+    RELEASE_PARENT_PRIORITIZED, RELEASE_PARENT_DELAYED, DEBOUNCE, RESCHEDULE
 ]]
 --- @include "common"
+--- @include "dedup"
 --- @include "flows"
 
 local now = tonumber(ARGV[2])
@@ -59,40 +63,21 @@ for i = FIRST, #ARGV, STRIDE do
 end
 
 local function add_node(i)
-  local name, timestamp = ARGV[i + 1], ARGV[i + 4]
-  local delay, priority = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-  local counter = redis.call('INCR', K.id)
-  local id = ARGV[i + 8]
-  if id == '' then
-    id = tostring(counter)
-  end
-  local key = job_key(id)
-  if redis.call('EXISTS', key) == 1 then
-    emit('duplicated', 'jobId', id)
+  local id, exists = new_job_id(ARGV[i + 8])
+  if exists then
     return id, 0
   end
-  redis.call('HSET', key, 'name', name, 'data', ARGV[i + 2], 'opts', ARGV[i + 3],
+  local name, data, opts, timestamp = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if ARGV[i + 11] ~= '1' then
+    return add_new_job(id, name, data, opts, timestamp, tonumber(ARGV[i + 5]),
+      tonumber(ARGV[i + 6]), ARGV[i + 7] == '1', ARGV[i + 8])
+  end
+  redis.call('HSET', job_key(id), 'name', name, 'data', data, 'opts', opts,
     'timestamp', timestamp, 'delay', ARGV[i + 5], 'priority', ARGV[i + 6])
   emit('added', 'jobId', id, 'name', name)
-  if ARGV[i + 11] == '1' then
-    moved(id, 'ADD_WAITING_CHILDREN', nil)
-    redis.call('ZADD', K.waiting_children, timestamp, id)
-    emit('waiting-children', 'jobId', id)
-  elseif delay > 0 then
-    local due = tonumber(timestamp) + delay
-    moved(id, 'ADD_DELAYED', nil)
-    push_delayed(id, due)
-    emit('delayed', 'jobId', id, 'delay', num(due))
-  else
-    if priority > 0 then
-      moved(id, 'ADD_PRIORITIZED', nil)
-      push_prioritized(id, priority)
-    else
-      moved(id, 'ADD', nil)
-      push_wait(id, ARGV[i + 7] == '1')
-    end
-    emit('waiting', 'jobId', id)
-  end
+  moved(id, 'ADD_WAITING_CHILDREN', nil)
+  redis.call('ZADD', K.waiting_children, timestamp, id)
+  emit('waiting-children', 'jobId', id)
   return id, 1
 end
 

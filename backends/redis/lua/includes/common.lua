@@ -301,6 +301,22 @@ local function keep_from(spec)
   return '', ''
 end
 
+-- The id of a job being added, ARGV's `custom_id` or else the counter's next value (BullMQ
+-- INCRs the counter on every add, custom id or not), and whether a job of that id exists
+-- already (it is left untouched: event "duplicated").
+local function new_job_id(custom_id)
+  local counter = redis.call('INCR', K.id)
+  local id = custom_id
+  if id == '' then
+    id = tostring(counter)
+  end
+  if redis.call('EXISTS', job_key(id)) == 1 then
+    emit('duplicated', 'jobId', id)
+    return id, true
+  end
+  return id, false
+end
+
 -- Store a new job's hash and place it (ADD, ADD_PRIORITIZED or ADD_DELAYED), with its events.
 -- `deid` (or nil) is its deduplication id, stored as BullMQ's job field of that name.
 local function store_new_job(id, name, data, opts, timestamp, delay, priority, lifo, deid)

@@ -7,6 +7,7 @@
   dedup_finished(...)   release on final completion/failure, then store the parked job;
                         needs K.id and what store_new_job needs
   dedup_removed(...)    release on removal
+  add_new_job(...)      deduplicate, then store_new_job: the add step of add_jobs and add_flow
   A key with a ttl is SET with PX ttl - 1: held during [t, t + ttl), as the engine's locks.
 ]]
 
@@ -157,4 +158,15 @@ local function dedup_removed(deid, id)
   if redis.call('GET', dedup_key(deid)) == id then
     redis.call('DEL', dedup_key(deid), dedup_next_key(deid))
   end
+end
+
+-- Add a job whose id is free: dropped by deduplication (returns the owner's id and 0), or
+-- stored and placed by store_new_job (returns its id and 1).
+local function add_new_job(id, name, data, opts, timestamp, delay, priority, lifo, custom_id)
+  local owner, deid = deduplicate(id, opts, timestamp, delay, custom_id, name, data)
+  if owner then
+    return owner, 0
+  end
+  store_new_job(id, name, data, opts, timestamp, delay, priority, lifo, deid)
+  return id, 1
 end
