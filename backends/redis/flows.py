@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corral.backends.redis.core import RedisCore, hash_tag, reaching
+from corral.backends.redis.job_flow import add_args
 from corral.backends.redis.server import as_text
 from corral.engine.errors import InvalidArgumentError, ResultCode
 from corral.engine.flows import Dependencies
@@ -45,18 +46,10 @@ class FlowOps(RedisCore):
         self._check_one_slot(nodes)
         args: list[str | int] = [now]
         for node in nodes:
-            name, data, opts, timestamp, delay, priority, lifo, job_id = node.job
             link = node.parent
             args += [
                 self.keys(node.queue).base,
-                name,
-                data,
-                opts,
-                timestamp,
-                delay,
-                priority,
-                "1" if lifo else "0",
-                job_id or "",
+                *add_args(node.job),
                 "" if link is None else link.key,
                 "" if link is None else link.field(),
                 "1" if node.waits_for_children else "0",
