@@ -33,6 +33,9 @@ PLANTABLE_BUGS: Final = {
     "no-shared-limiter": "activations are never counted in the queue's rate-limit window",
     "ignore-global-concurrency": "fetches ignore the queue's global concurrency",
     "scheduler-no-guard": "a scheduler makes a next iteration for any activation of its jobs",
+    "flow-release-before-record": "a last child releases its parent before its result is recorded",
+    "flow-stale-pending-count": "the last-child check reads a pending count from before the child",
+    "flow-fpof-continues": "a fail_parent_on_failure child failing releases its parent unfailed",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.

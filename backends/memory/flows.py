@@ -21,6 +21,12 @@ class FlowOps(JobFlowOps):
     def flow_queue_key(self, queue: str) -> str:
         return parents.queue_key(queue)
 
+    def parent_processed(self, queue: str, job_id: str) -> dict[str, str]:
+        """A parent's processed children (child key -> result), read without the lock: for the
+        simulator's oracle, inside the operation that moves the parent."""
+        keys = self._store(queue).flows.get(job_id)
+        return {} if keys is None else dict(keys.processed)
+
     def _flow_refusal(self, nodes: Sequence[FlowNode]) -> FlowAdded | None:
         """Why the flow may not be stored (-5, -7), checked before anything is written."""
         in_flow = {parents.job_key(node.queue, node.job[7] or "") for node in nodes}

@@ -139,9 +139,16 @@ def child_completed(
     if found is None:
         return
     link, parent_queue, store, keys = found
-    keys.processed[child_key] = value
-    if not keys.dependencies and store.states.get(link.job_id) is JobState.WAITING_CHILDREN:
+    pending = len(keys.dependencies)
+    if "flow-stale-pending-count" in core.planted_bugs:
+        pending += 1  # (planted: the count as it was before this child was taken out)
+    record_late = "flow-release-before-record" in core.planted_bugs
+    if not record_late:
+        keys.processed[child_key] = value
+    if not pending and store.states.get(link.job_id) is JobState.WAITING_CHILDREN:
         release_parent(core, parent_queue, store, link.job_id, now, to_wait=False)
+    if record_late:  # (planted: the parent moved before the child's result is recorded)
+        keys.processed[child_key] = value
 
 
 def child_failed(
@@ -151,6 +158,8 @@ def child_failed(
     child_key = job_key(queue, job_id)
     link = parse_parent_field(fields.get("parent"), fields.get("parentKey"))
     effect = child_failure("" if link is None else link.flag)
+    if effect is ChildFailure.FAIL_PARENT and "flow-fpof-continues" in core.planted_bugs:
+        effect = ChildFailure.CONTINUE_PARENT  # (planted: the parent is released, not failed)
     if effect is ChildFailure.KEEP_WAITING:
         return
     found = _pending(core, fields, child_key)

@@ -126,6 +126,9 @@ PLANTABLE_BUGS: Final = frozenset(
         "no-shared-limiter",
         "ignore-global-concurrency",
         "scheduler-no-guard",
+        "flow-release-before-record",
+        "flow-stale-pending-count",
+        "flow-fpof-continues",
     }
 )
 

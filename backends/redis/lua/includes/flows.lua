@@ -124,9 +124,19 @@ local function child_completed(id, value, now)
   if not queue_key then
     return
   end
-  redis.call('HSET', parent_key .. ':processed', key, value)
-  if redis.call('SCARD', parent_key .. ':dependencies') == 0 then
+  local record_late = PLANTED['flow-release-before-record']
+  if not record_late then
+    redis.call('HSET', parent_key .. ':processed', key, value)
+  end
+  local pending = redis.call('SCARD', parent_key .. ':dependencies')
+  if PLANTED['flow-stale-pending-count'] then
+    pending = pending + 1 -- (planted: the count as it was before this child was taken out)
+  end
+  if pending == 0 then
     in_queue(queue_key .. ':', release_if_waiting, parent_id, now, false)
+  end
+  if record_late then -- (planted: the parent moved before the child's result is recorded)
+    redis.call('HSET', parent_key .. ':processed', key, value)
   end
 end
 
@@ -159,6 +169,9 @@ FLOW.child_failed = function(id, reason, now)
   local _, _, flag = parent_of(key)
   if not flag or flag == '' then
     return
+  end
+  if flag == 'fpof' and PLANTED['flow-fpof-continues'] then
+    flag = 'cpof' -- (planted: the parent is released, not failed)
   end
   local queue_key, parent_id, parent_key = take_pending(key)
   if queue_key then
