@@ -39,7 +39,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from corral.backends.memory import MemoryBackend, TransitionListener
 from corral.engine.checker import StalledChecker
@@ -48,7 +48,7 @@ from corral.engine.job import Job
 from corral.engine.limits import Limiter
 from corral.engine.queue import Queue
 from corral.engine.states import JobState, Transition
-from corral.engine.storage import next_job, result_code
+from corral.engine.storage import Storage, next_job, result_code
 from corral.engine.worker import Worker
 from corral.sim.flow_trees import draw_flow
 from corral.sim.flow_watch import FlowWatch
@@ -218,6 +218,13 @@ class World:
         backend = self.backend
         assert isinstance(backend, MemoryBackend)
         return backend.parent_processed(queue, job_id)
+
+    def _connect(self, process: str) -> Storage:
+        """A process's link to the store. It carries the calls the simulated programs make
+        (the job flow, readers, notifications, dedup, limits, schedulers, flows); worker
+        presence and the operator calls are not simulated (a Worker finds presence optional),
+        hence the cast."""
+        return cast(Storage, Connection(self, process, self.scenario.command_timeout_ms))
 
     def _queue_of(self, slot: int) -> str:
         """The queue a process slot serves: the world's queue, or with flows their queues in
@@ -445,7 +452,7 @@ class World:
         settings = self.scenario.settings
         checker = StalledChecker(
             self._queue_of(process.slot or 0),
-            Connection(self, process.name, self.scenario.command_timeout_ms),
+            self._connect(process.name),
             stalled_interval=settings.stalled_interval,
             max_stalled_count=settings.max_stalled_count,
             clock=process.clock,
@@ -461,7 +468,7 @@ class World:
         worker = Worker(
             self._queue_of(process.slot),
             self._processor(process),
-            Connection(self, name, self.scenario.command_timeout_ms),
+            self._connect(name),
             concurrency=settings.concurrency,
             lock_duration=settings.lock_duration,
             lock_renew_time=settings.lock_renew_time,
@@ -520,7 +527,7 @@ class World:
         process = self._spawn("producer", None)
         queue = Queue(
             QUEUE,
-            Connection(self, "producer", self.scenario.command_timeout_ms),
+            self._connect("producer"),
             clock=process.clock,
         )
         process.loop.create_task(self._produce(queue))
