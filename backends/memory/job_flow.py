@@ -217,6 +217,12 @@ class JobFlowOps(DedupOps, LimitOps):
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
             next_token = None if fetch is None else fetch.lock_token(self._token_numbers)
+            # (flows: a parent completes only when its children did; checked before the lock,
+            # as BullMQ's moveToFinished does)
+            if store.flows and job_id in store.flows and isinstance(outcome, Complete):
+                refused = parent_refusal(store.flows[job_id])
+                if refused is not None:
+                    return refused
             lock = store.locks.get(job_id)
             # The owner's finish is recognised here; anything else gets _check_owner's verdict.
             if (
@@ -229,10 +235,6 @@ class JobFlowOps(DedupOps, LimitOps):
                 if code is not _OK:
                     repeated = self._repeated_finish(store, job_id, token, outcome, fetch)
                     return code if repeated is None else repeated
-            if store.flows and job_id in store.flows and isinstance(outcome, Complete):
-                refused = parent_refusal(store.flows[job_id])
-                if refused is not None:  # (flows: a parent completes only when its children did)
-                    return refused
             record_field = finish_field(token)
             store.jobs[job_id][record_field] = _PLAIN_FINISH_RECORDS[type(outcome)]
             self._apply(queue, store, job_id, outcome, now)

@@ -245,8 +245,8 @@ def removal_order(
     def visit(queue: str, store: QueueStore, job_id: str) -> None:
         keys = store.flows.get(job_id)
         if keys is not None:
-            children = [*keys.processed, *keys.dependencies, *keys.failed, *keys.unsuccessful]
-            for child_key in dict.fromkeys(children):
+            children = {*keys.processed, *keys.dependencies, *keys.failed, *keys.unsuccessful}
+            for child_key in sorted(children):  # (Redis keeps a set in no order: both sort)
                 found = locate_key(core, child_key)
                 if found is not None and child_key not in seen:
                     seen.add(child_key)

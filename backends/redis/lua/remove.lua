@@ -4,7 +4,8 @@
 
   A parent goes with every descendant it has, in any queue (BullMQ's removeChildren): children
   found in its processed, dependencies, failed and unsuccessful keys, each removed before its
-  parent, each with a "removed" event in its own queue and its deduplication key released.
+  parent (siblings in key order), each with a "removed" event in its own queue and its
+  deduplication key released.
   Refused whole if any of them holds a lock. The job itself is detached from its own parent (a
   last pending child releases it).
 
@@ -41,6 +42,7 @@ local function visit(queue_base, job_id)
       children[#children + 1] = child
     end
   end
+  table.sort(children) -- (the dependencies are a set, in no order: memory sorts too)
   for _, child in ipairs(children) do
     local child_base, child_id = string.match(child, '^(.*:)([^:]*)$')
     if child_base and not seen[child] and redis.call('EXISTS', child) == 1 then
