@@ -70,12 +70,9 @@ local function release_parent(id, now, to_wait, silent)
     redis.call('ZREM', K.delayed, id)
     source = 'delayed'
   end
-  local delay, priority = 0, 0
-  if not to_wait then
-    priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
-    if source == 'waiting-children' then
-      delay = tonumber(redis.call('HGET', key, 'delay') or '0') or 0
-    end
+  local delay = 0
+  if not to_wait and source == 'waiting-children' then
+    delay = tonumber(redis.call('HGET', key, 'delay') or '0') or 0
   end
   if delay > 0 then
     moved(id, 'RELEASE_PARENT_DELAYED', source)
@@ -84,12 +81,11 @@ local function release_parent(id, now, to_wait, silent)
     emit('delayed', 'jobId', id, 'delay', num(due))
     return
   end
-  if priority > 0 then
-    moved(id, 'RELEASE_PARENT_PRIORITIZED', source)
-    push_prioritized(id, priority)
-  else
+  if to_wait then
     moved(id, 'RELEASE_PARENT', source)
     push_wait(id, true)
+  else
+    make_ready(id, source, 'RELEASE_PARENT', 'RELEASE_PARENT_PRIORITIZED', true)
   end
   if not silent then
     emit('waiting', 'jobId', id, 'prev', source)
