@@ -114,6 +114,8 @@ class World:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if scenario.flows is not None and backend != "memory":  # (before any loop is made)
+            raise ValueError("the flows scenario runs on the memory backend only")
         # With an explicit timeline (shrinking) the seed's other draws stay as they were, and
         # so do the enabled kinds: clock skew has no timeline entry of its own.
         self.scenario = scenario
@@ -171,8 +173,6 @@ class World:
         #: The queue each job was last seen moving in (flows span several queues).
         self._job_queues: dict[str, str] = {}
         if scenario.flows is not None:
-            if backend != "memory":
-                raise ValueError("the flows scenario runs on the memory backend only")
             self.oracle.flows = FlowWatch(self.oracle.violations.append, self._processed_of)
         if scenario.settings.limiter is not None or scenario.global_concurrency is not None:
             self.oracle.limits = LimitWatch(
