@@ -1,6 +1,7 @@
-"""Conformance: a flow's jobs are stored level by level, as Node BullMQ's FlowProducer stores
-them (its nodes are queued breadth-first across the whole flow), so a queue serves a flow's jobs
-in the same order whichever side added it."""
+"""Conformance: flows as Node BullMQ users know them. A flow's jobs are stored level by level, as
+Node BullMQ's FlowProducer stores them (its nodes are queued breadth-first across the whole
+flow), so a queue serves a flow's jobs in the same order whichever side added it; a queue's
+``qualified_name`` is the key a child names its parent's queue by."""
 
 from __future__ import annotations
 
@@ -77,3 +78,18 @@ async def test_bulk_flows_are_stored_level_by_level_across_flows(
     assert [[c.job.id for c in t.children or []] for t in trees] == [["X1"], ["Y1"]]
     events = await backend.get_events(Q)
     assert [e.fields["jobId"] for e in events if e.name == "added"] == ["X", "Y", "X1", "Y1"]
+
+
+async def test_qualified_name_is_the_queue_key_a_child_names_its_parent_by(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    parents, children = Queue("parents", backend, clock=clock), Queue("kids", backend, clock=clock)
+    assert parents.qualified_name.endswith(":parents")
+    parent = await parents.add("p", None)
+    child = await children.add("c", None, parent={"id": parent.id, "queue": parents.qualified_name})
+    assert child.parent_key == f"{parents.qualified_name}:{parent.id}"
+    stored = await parents.get_job(parent.id)
+    assert stored is not None
+    assert (await stored.get_dependencies())["unprocessed"] == [
+        f"{children.qualified_name}:{child.id}"
+    ]
