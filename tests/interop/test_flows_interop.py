@@ -29,67 +29,37 @@ pytestmark = [pytest.mark.redis, pytest.mark.interop]
 PQ, CQ1, CQ2 = "pq", "cq1", "cq2"
 SCENARIO_TIMEOUT = 90
 
+
+def node_of(
+    name: str, queue: str, data: Any, job_id: str, *children: dict[str, Any], **opts: bool
+) -> dict[str, Any]:
+    """A flow node with a chosen id (corral's format), its options and children."""
+    flow = {"name": name, "queue_name": queue, "data": data, "opts": {"job_id": job_id, **opts}}
+    return {**flow, "children": list(children)} if children else flow
+
+
 #: A parent in pq over children in two queues, each parent option on some child; A is itself a
 #: parent (of G). The "bad" children fail for good (one attempt); the others complete.
-FLOW: dict[str, Any] = {
-    "name": "assemble",
-    "queue_name": PQ,
-    "data": {"doc": "report"},
-    "opts": {"job_id": "P"},
-    "children": [
-        {
-            "name": "section",
-            "queue_name": CQ1,
-            "data": {"n": 1},
-            "opts": {"job_id": "A"},
-            "children": [
-                {"name": "figure", "queue_name": CQ2, "data": {"n": 7}, "opts": {"job_id": "G"}}
-            ],
-        },
-        {
-            "name": "page",
-            "queue_name": CQ2,
-            "data": {"n": 2},
-            "opts": {"job_id": "B", "fail_parent_on_failure": True},
-        },
-        {
-            "name": "page",
-            "queue_name": CQ1,
-            "data": {"n": 3},
-            "opts": {"job_id": "C", "continue_parent_on_failure": True},
-        },
-        {
-            "name": "bad",
-            "queue_name": CQ2,
-            "data": {"n": 4},
-            "opts": {"job_id": "D", "ignore_dependency_on_failure": True},
-        },
-        {
-            "name": "bad",
-            "queue_name": CQ1,
-            "data": {"n": 5},
-            "opts": {"job_id": "E", "remove_dependency_on_failure": True},
-        },
-    ],
-}
-#: Jobs per child queue in FLOW.
-CQ1_JOBS, CQ2_JOBS = ("A", "C", "E"), ("G", "B", "D")
+FLOW = node_of(
+    "assemble",
+    PQ,
+    {"doc": "report"},
+    "P",
+    node_of("section", CQ1, {"n": 1}, "A", node_of("figure", CQ2, {"n": 7}, "G")),
+    node_of("page", CQ2, {"n": 2}, "B", fail_parent_on_failure=True),
+    node_of("page", CQ1, {"n": 3}, "C", continue_parent_on_failure=True),
+    node_of("bad", CQ2, {"n": 4}, "D", ignore_dependency_on_failure=True),
+    node_of("bad", CQ1, {"n": 5}, "E", remove_dependency_on_failure=True),
+)
 #: A parent whose fail_parent_on_failure child X fails while Y (in a queue nobody serves) waits.
-FPOF_FLOW: dict[str, Any] = {
-    "name": "parent",
-    "queue_name": PQ,
-    "data": None,
-    "opts": {"job_id": "P"},
-    "children": [
-        {
-            "name": "bad",
-            "queue_name": CQ1,
-            "data": 1,
-            "opts": {"job_id": "X", "fail_parent_on_failure": True},
-        },
-        {"name": "idle", "queue_name": CQ2, "data": 2, "opts": {"job_id": "Y"}},
-    ],
-}
+FPOF_FLOW = node_of(
+    "parent",
+    PQ,
+    None,
+    "P",
+    node_of("bad", CQ1, 1, "X", fail_parent_on_failure=True),
+    node_of("idle", CQ2, 2, "Y"),
+)
 
 _CAMEL = {
     "job_id": "jobId",
