@@ -9,6 +9,7 @@ options of :meth:`corral.engine.queue.Queue.add`; ids default to random UUIDs, a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 import uuid
@@ -85,7 +86,21 @@ class FlowProducer:
         """Add several flows in one atomic step (all of them or none); return their trees."""
         now = self.clock.now_ms()
         plan: list[_Planned] = []
-        roots = [self._plan(flow, None, plan, now, "flow") for flow in flows]
+        roots: list[int] = []
+        # Level by level across all the flows (roots, then their children, then theirs...):
+        # the order Node BullMQ stores a flow's jobs in, so each queue serves them alike.
+        pending: collections.deque[tuple[object, ParentLink | None, int | None, str]]
+        pending = collections.deque((flow, None, None, "flow") for flow in flows)
+        while pending:
+            flow, link, parent_index, where = pending.popleft()
+            index, me, children = self._plan(flow, link, plan, now, where)
+            if parent_index is None:
+                roots.append(index)
+            else:
+                plan[parent_index].children.append(index)
+            pending.extend(
+                (child, me, index, f"{where}.children[{n}]") for n, child in enumerate(children)
+            )
         added = await self.backend.add_flow([p.node for p in plan], now)
         refused_parent(added, "addJob")
         jobs: list[Job] = []
@@ -111,8 +126,9 @@ class FlowProducer:
         plan: list[_Planned],
         now: int,
         where: str,
-    ) -> int:
-        """Validate one node and append it (then its children) to ``plan``; its index."""
+    ) -> tuple[int, ParentLink, Sequence[object]]:
+        """Validate one node and append it to ``plan``; its index, the link its children get,
+        and its children (not yet planned)."""
         if not isinstance(flow, Mapping):
             raise InvalidArgumentError(f"{where} must be a mapping, got {flow!r}")
         unknown = set(flow) - _NODE_KEYS
@@ -150,9 +166,7 @@ class FlowProducer:
         planned = _Planned(queue, FlowNode(queue.name, new, link, bool(children)), [])
         plan.append(planned)
         me = ParentLink(self.backend.flow_queue_key(queue.name), job_id)
-        for n, child in enumerate(children):
-            planned.children.append(self._plan(child, me, plan, now, f"{where}.children[{n}]"))
-        return index
+        return index, me, children
 
     async def get_flow(
         self, job_id: str, queue_name: str, *, depth: int = 10, max_children: int = 20

@@ -120,6 +120,12 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         """Whether :meth:`close` was called."""
         return self._closed
 
+    @property
+    def qualified_name(self) -> str:
+        """The queue's key ``<prefix>:<name>`` (BullMQ's ``qualifiedName``): what a child's
+        ``parent={"id": ..., "queue": ...}`` names its parent's queue by."""
+        return self.backend.flow_queue_key(self.name)
+
     def _check_open(self) -> None:
         """Refuse to work once this queue, or the backend it stores jobs in, was closed (a
         closed Redis backend would otherwise quietly open new connections)."""
