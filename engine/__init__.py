@@ -5,6 +5,7 @@ from corral.engine.clock import Clock, SystemClock
 from corral.engine.errors import (
     ClosedError,
     CorralError,
+    DelayedError,
     InvalidArgumentError,
     JobCancelledError,
     JobSchedulerError,
@@ -13,8 +14,11 @@ from corral.engine.errors import (
     StoreRefusedError,
     UnknownOptionError,
     UnrecoverableError,
+    WaitingChildrenError,
+    WaitingError,
 )
 from corral.engine.escapes import ProcessorEscapeError
+from corral.engine.flow_producer import FlowProducer, JobNode
 from corral.engine.job import Backoff, Cancellation, Job, JobOptions, KeepJobs
 from corral.engine.queue import Queue
 from corral.engine.queue_events import QueueEvent, QueueEvents
@@ -28,9 +32,12 @@ __all__ = [
     "Clock",
     "ClosedError",
     "CorralError",
+    "DelayedError",
+    "FlowProducer",
     "InvalidArgumentError",
     "Job",
     "JobCancelledError",
+    "JobNode",
     "JobOptions",
     "JobSchedulerError",
     "JobState",
@@ -48,5 +55,7 @@ __all__ = [
     "SystemClock",
     "UnknownOptionError",
     "UnrecoverableError",
+    "WaitingChildrenError",
+    "WaitingError",
     "Worker",
 ]

@@ -63,6 +63,14 @@ class ResultCode(enum.IntEnum):
     SCHEDULER_SLOT_TAKEN = -10
     #: BullMQ's -11: an every scheduler's slot and the next ones already hold jobs.
     SCHEDULER_SLOTS_TAKEN = -11
+    #: A parent finishing while children are still pending (flows).
+    PENDING_DEPENDENCIES = -4
+    #: A child added under a parent that does not exist (flows).
+    MISSING_PARENT = -5
+    #: A job already a child of one parent, added under another (flows).
+    PARENT_CANNOT_BE_REPLACED = -7
+    #: A parent completing after a ``fail_parent_on_failure`` child failed (flows).
+    FAILED_CHILDREN = -9
     #: corral's own code: removal refused because the job's lock is held.
     JOB_LOCKED = -20
 
@@ -93,7 +101,21 @@ def finish_error_text(code: ResultCode, job_id: str, command: str, state: str = 
         return f"Job {job_id} is not in the {state} state. {command}"
     if code is ResultCode.LOCK_MISMATCH:
         return f"Lock mismatch for job {job_id}. Cmd {command} from {state}"
+    if code is ResultCode.PENDING_DEPENDENCIES:
+        return f"Job {job_id} has pending dependencies. {command}"
+    if code is ResultCode.FAILED_CHILDREN:
+        return f"Cannot complete job {job_id} because it has at least one failed child. {command}"
     raise ValueError(f"{code!r} is not an error code")
+
+
+def missing_parent_text(parent_key: str, command: str) -> str:
+    """BullMQ's text for a child added under a parent that does not exist (code -5)."""
+    return f"Missing key for parent job {parent_key}. {command}"
+
+
+def parent_replaced_text(parent_key: str, command: str) -> str:
+    """BullMQ's text for a job of one parent added under another (code -7)."""
+    return f"The parent job {parent_key} cannot be replaced. {command}"
 
 
 #: The failure reason of a job that stalled more often than ``max_stalled_count`` allows.
@@ -186,3 +208,22 @@ def removal_result(code: ResultCode, job_id: str) -> bool:
     if code is ResultCode.SCHEDULER_JOB:
         raise JobSchedulerError(code, job_id, "removeJob")
     return code is ResultCode.OK
+
+
+class DelayedError(CorralError):
+    """Raise from a processor after ``job.move_to_delayed``: the job was moved already, and
+    the worker only takes the next job (BullMQ's step-job error of the same name)."""
+
+
+class WaitingChildrenError(CorralError):
+    """Raise from a processor after ``job.move_to_waiting_children`` returned True: the job
+    waits for its children, and the worker only takes the next job."""
+
+
+class WaitingError(CorralError):
+    """Raise from a processor that moved its job back to wait itself (BullMQ's name)."""
+
+
+#: The errors a worker reads as "the processor moved its job already": matched by name, as
+#: BullMQ does, so that an error class of the same name from elsewhere counts too.
+STEP_ERROR_NAMES = frozenset({"DelayedError", "WaitingChildrenError", "WaitingError"})

@@ -20,6 +20,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from corral.engine.deduplication import Deduplication
 from corral.engine.errors import InvalidArgumentError, JobCancelledError
+from corral.engine.flows import (
+    FAILURE_FLAGS,
+    ParentLink,
+    check_dedup_in_flow,
+    parent_link_from_options,
+)
 from corral.engine.inputs import (
     MAX_JSON_DEPTH,
     RESERVED_JOB_IDS,
@@ -27,6 +33,7 @@ from corral.engine.inputs import (
     json_nested_deeper,
     unknown_option_error,
 )
+from corral.engine.job_flows import JobFlowCalls
 from corral.engine.job_operations import JobHost, JobOperations
 
 if TYPE_CHECKING:
@@ -50,6 +57,12 @@ JOB_OPTION_NAMES: Final = frozenset(
         "lifo",
         "keep_logs",
         "deduplication",
+        # Flows (see corral.engine.flows):
+        "parent",
+        "fail_parent_on_failure",
+        "continue_parent_on_failure",
+        "ignore_dependency_on_failure",
+        "remove_dependency_on_failure",
     }
 )
 
@@ -286,6 +299,8 @@ class JobOptions:
     #: How many log rows ``job.log`` keeps (the newest); None keeps all (BullMQ's ``keepLogs``).
     keep_logs: int | None = None
     deduplication: Deduplication | None = None
+    #: The parent this job is a child of, with its failure flag (flows), or None.
+    parent: ParentLink | None = None
 
     @classmethod
     def build(cls, options: Mapping[str, Any]) -> JobOptions:
@@ -316,6 +331,7 @@ class JobOptions:
             not isinstance(keep_logs, int) or isinstance(keep_logs, bool) or keep_logs < 1
         ):
             raise InvalidArgumentError(f"keep_logs must be an int >= 1 or None, got {keep_logs!r}")
+        check_dedup_in_flow(options, has_children=False)
         return cls(
             delay=duration_ms(options.get("delay", 0), "delay"),
             priority=priority,
@@ -329,6 +345,7 @@ class JobOptions:
             lifo=lifo,
             keep_logs=keep_logs,
             deduplication=Deduplication.parse(options.get("deduplication")),
+            parent=parent_link_from_options(options),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -350,6 +367,10 @@ class JobOptions:
             encoded["kl"] = self.keep_logs  # BullMQ's optsAsJSON name for keepLogs
         if self.deduplication is not None:
             encoded["de"] = self.deduplication.to_json()
+        if self.parent is not None:  # BullMQ: opts.parent {id, queue} and the short flag
+            encoded["parent"] = {"id": self.parent.job_id, "queue": self.parent.queue_key}
+            if self.parent.flag:
+                encoded[self.parent.flag] = True
         return encoded
 
     @classmethod
@@ -367,6 +388,7 @@ class JobOptions:
             lifo=bool(raw.get("lifo", False)),
             keep_logs=_keep_logs_from_json(raw.get("kl")),
             deduplication=Deduplication.from_json(raw.get("de")),
+            parent=_parent_from_json(raw),
         )
 
 
@@ -378,6 +400,14 @@ def _backoff_from_json(raw: object) -> Backoff | None:
             str(raw.get("type", "fixed")), int(raw.get("delay") or 0), float(raw.get("jitter", 0))
         )
     return None
+
+
+def _parent_from_json(raw: Mapping[str, Any]) -> ParentLink | None:
+    parent = raw.get("parent")
+    if not isinstance(parent, Mapping) or not isinstance(parent.get("queue"), str):
+        return None
+    flag = next((f for f in FAILURE_FLAGS.values() if raw.get(f) is True), "")
+    return ParentLink(parent["queue"], str(parent.get("id")), flag)
 
 
 def _keep_logs_from_json(raw: object) -> int | None:
@@ -447,7 +477,7 @@ _UNSET: Final[Any] = object()
 _NO_FIELDS: Final[dict[str, str]] = {}  # held for an instant by a job from Job._added
 
 
-class Job(JobOperations):
+class Job(JobOperations, JobFlowCalls):
     """A job as read from storage: the snake_case view of BullMQ's job hash.
 
     Attributes mirror the hash fields: ``id, name, data, opts, priority, delay, timestamp,

@@ -14,6 +14,7 @@ from corral.engine.errors import (
     ResultCode,
     removal_result,
 )
+from corral.engine.flows import ParentLink, parent_link_from_options, refused_parent
 from corral.engine.inputs import check_utf8, lookup_job_id, unknown_option_error
 from corral.engine.job import (
     JOB_OPTION_NAMES,
@@ -32,6 +33,7 @@ from corral.engine.states import UNKNOWN, JobState
 from corral.engine.storage import (
     Fetched,
     FetchRequest,
+    FlowNode,
     NewJob,
     Outcome,
     StalledCheck,
@@ -57,6 +59,11 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "lifo": False,
     "keep_logs": None,
     "deduplication": None,
+    "parent": None,
+    "fail_parent_on_failure": False,
+    "continue_parent_on_failure": False,
+    "ignore_dependency_on_failure": False,
+    "remove_dependency_on_failure": False,
 }
 _DEFAULT_JOB_OPTIONS = JobOptions()
 _DEFAULT_OPTS_JSON = encode_json(_DEFAULT_JOB_OPTIONS.to_json(), "job options")
@@ -113,6 +120,12 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         """Whether :meth:`close` was called."""
         return self._closed
 
+    @property
+    def qualified_name(self) -> str:
+        """The queue's key ``<prefix>:<name>`` (BullMQ's ``qualifiedName``): what a child's
+        ``parent={"id": ..., "queue": ...}`` names its parent's queue by."""
+        return self.backend.flow_queue_key(self.name)
+
     def _check_open(self) -> None:
         """Refuse to work once this queue, or the backend it stores jobs in, was closed (a
         closed Redis backend would otherwise quietly open new connections)."""
@@ -167,6 +180,11 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         lifo: bool = False,
         keep_logs: int | None = None,
         deduplication: Mapping[str, Any] | None = None,
+        parent: Mapping[str, str] | None = None,
+        fail_parent_on_failure: bool = False,
+        continue_parent_on_failure: bool = False,
+        ignore_dependency_on_failure: bool = False,
+        remove_dependency_on_failure: bool = False,
         **unknown: Never,
     ) -> Job:
         """Add one job and return it.
@@ -190,6 +208,13 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
                 "reschedule": bool, "keep_last_if_active": bool}``: while another job holds
                 the id, the add is dropped and returns that job (see docs/deduplication.md
                 and :mod:`corral.engine.deduplication`).
+            parent: ``{"id": ..., "queue": "<prefix>:<queue name>"}``: add the job as a child
+                of that existing job (a flow; see :mod:`corral.engine.flow_producer`).
+            fail_parent_on_failure: a final failure of this child fails its parent.
+            continue_parent_on_failure: a final failure releases the parent to run at once.
+            ignore_dependency_on_failure: a final failure counts as done for the parent (the
+                reason is kept: ``get_ignored_children_failures``).
+            remove_dependency_on_failure: a final failure counts as done, recorded nowhere.
 
         Raises:
             InvalidArgumentError: on invalid options or data that JSON cannot encode; nothing
@@ -214,8 +239,16 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
             "lifo": lifo,
             "keep_logs": keep_logs,
             "deduplication": deduplication,
+            "parent": parent,
+            "fail_parent_on_failure": fail_parent_on_failure,
+            "continue_parent_on_failure": continue_parent_on_failure,
+            "ignore_dependency_on_failure": ignore_dependency_on_failure,
+            "remove_dependency_on_failure": remove_dependency_on_failure,
         }
-        return (await self._add([self._new_job(name, data, options, self.clock.now_ms())]))[0]
+        new = self._new_job(name, data, options, self.clock.now_ms())
+        if parent is None:
+            return (await self._add([new]))[0]
+        return (await self._add_children([new], [parent_link_from_options(options)]))[0]
 
     async def add_bulk(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
         """Add several jobs atomically: ``[{"name": ..., "data": ..., "opts": {...}}, ...]``.
@@ -225,6 +258,7 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         """
         now = self.clock.now_ms()
         new_jobs: list[NewJob] = []
+        links: list[ParentLink | None] = []
         append, new_job = new_jobs.append, self._new_job  # (looked up once: per job below)
         for index, entry in enumerate(jobs):
             if type(entry) is not dict and not isinstance(entry, Mapping):
@@ -242,16 +276,44 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
                 raise InvalidArgumentError(f"add_bulk entry {index}: opts must be a mapping")
             try:
                 append(new_job(entry["name"], entry.get("data"), opts, now))
+                if opts and "parent" in opts:  # (a child: the rare case, checked per entry)
+                    links.extend([None] * (len(new_jobs) - len(links) - 1))
+                    links.append(parent_link_from_options(opts))
             except InvalidArgumentError as exc:  # (of its kind: UnknownOptionError stays one)
                 raise type(exc)(f"add_bulk entry {index}: {exc}") from exc
+        if links:  # children of existing parents: stored as one flow (all or nothing)
+            links.extend([None] * (len(new_jobs) - len(links)))
+            return await self._add_children(new_jobs, links)
         return await self._add(new_jobs)
+
+    async def _add_children(
+        self, new_jobs: Sequence[NewJob], links: Sequence[ParentLink | None]
+    ) -> list[Job]:
+        """Add jobs of which some are children of existing parents, atomically (a flow)."""
+        self._check_open()
+        nodes = [
+            FlowNode(self.name, new, link, False) for new, link in zip(new_jobs, links, strict=True)
+        ]
+        added = await self.backend.add_flow(nodes, self.clock.now_ms())
+        refused_parent(added, "addJob")
+        jobs = await self._jobs_added(new_jobs, added.job_ids, added.created)
+        for job, link in zip(jobs, links, strict=True):
+            if link is not None:  # (as stored: the new job's hash is built from new_jobs)
+                job._set_field("parentKey", link.key)
+                job._set_field("parent", link.field())
+        return jobs
 
     async def _add(self, new_jobs: Sequence[NewJob]) -> list[Job]:
         if self._closed or (self._closable and self.backend.closed):  # type: ignore[attr-defined]
             self._check_open()  # (its test, inlined: this runs once per add)
         added = await self.backend.add_jobs(self.name, new_jobs)
+        return await self._jobs_added(new_jobs, added.job_ids, added.created)
+
+    async def _jobs_added(
+        self, new_jobs: Sequence[NewJob], job_ids: Sequence[str], created_flags: Sequence[bool]
+    ) -> list[Job]:
         jobs = []
-        for new, job_id, created in zip(new_jobs, added.job_ids, added.created, strict=True):
+        for new, job_id, created in zip(new_jobs, job_ids, created_flags, strict=True):
             if created:
                 job = Job._added(self.name, job_id, new, self._progress_writer)
                 job._host = self
@@ -316,8 +378,13 @@ class Queue(QueueOperations, QueueLimits, QueueSchedulers):
         fields = await self.backend.get_job(self.name, job_id)
         return None if fields is None else self._job(job_id, fields)
 
+    async def get_waiting_children(self, start: int = 0, end: int = -1) -> list[Job]:
+        """Parents waiting for their children (BullMQ's ``getWaitingChildren``)."""
+        return await self.get_jobs(JobState.WAITING_CHILDREN, start, end)
+
     async def get_job_state(self, job_id: str) -> str:
-        """One of waiting, prioritized, delayed, active, completed, failed, or unknown."""
+        """One of waiting, prioritized, delayed, active, completed, failed, waiting-children,
+        or unknown."""
         self._check_open()
         if not lookup_job_id(job_id):
             return UNKNOWN

@@ -11,6 +11,7 @@ A job lives in exactly one *place* of its queue at a time, and that place is its
     active       the ``active`` list; the job has a lock held by one fetch's token
     completed    the ``completed`` sorted set, scored by finish time (until retention trims it)
     failed       the ``failed`` sorted set, scored by finish time (until retention trims it)
+    waiting-children  the ``waiting-children`` sorted set: a parent waiting for its children
 
 A job that is in none of them is *gone* (never added, removed, or trimmed); that is ``None`` in
 the table below and "unknown" to readers.
@@ -30,6 +31,22 @@ a job that holds a lock: a running job belongs to its worker until the worker fi
 lock lapses. Each call refuses the states BullMQ refuses with BullMQ's code and text (``retry``
 only from completed or failed, ``promote`` and ``change_delay`` only from delayed); obliterate
 with ``force`` is the one exception, and the worker then finds its job gone when it finishes.
+
+Rule 4 (flows): a parent enters waiting-children when it is added with children
+(``ADD_WAITING_CHILDREN``) or when its own processor moves it there (``MOVE_TO_WAITING_CHILDREN``,
+a step job). It leaves once per entry, in the same atomic step as the finish of the child that
+releases it (``RELEASE_PARENT*``: to wait, prioritized or delayed as its own options say): the
+last pending child completing, or failing with ``ignore_dependency_on_failure`` or
+``remove_dependency_on_failure``; or any child failing with ``fail_parent_on_failure`` (which
+also lifts a delayed parent) or ``continue_parent_on_failure``. A child's result is written into
+its parent's ``processed`` hash in that same step. Removing a parent removes its children
+(``REMOVE`` on each); a child removed or trimmed is detached from its parent, which a last
+detach releases. ``clean``, ``drain`` and ``obliterate`` detach the hard way (BullMQ's): a last
+pending child's parent waiting in the same queue is deleted with it (``DELETE_PARENT``), one in
+another queue goes to wait. Retrying a finished child puts it back among its parent's pending
+children (its recorded result or failure dropped); a parent that left waiting-children stays
+where it is. Which parent-side effect a child's final outcome has is a policy decision
+(:mod:`corral.engine.flows`).
 
 Which of several transitions applies (retry now or later, promote to wait or to prioritized) is a
 policy decision made by the engine (:mod:`corral.engine.policy`) or a fact of the job (its
@@ -53,6 +70,7 @@ class JobState(enum.StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+    WAITING_CHILDREN = "waiting-children"
 
     # Equal members and strings hash alike (Enum's default hashes the member's name, in Python,
     # on every dict lookup of the transition table).
@@ -106,6 +124,16 @@ class Transition(enum.Enum):
     SCHEDULE_PRIORITIZED = "schedule_prioritized"  # the iteration is due now (priority > 0)
     SCHEDULE_DELAYED = "schedule_delayed"  # the iteration's slot is later
     UNSCHEDULE = "unschedule"  # a pending iteration dropped by an upsert or a removal
+    # Flows (parents and children, step jobs):
+    ADD_WAITING_CHILDREN = "add_waiting_children"  # FlowProducer.add: a parent with children
+    RELEASE_PARENT = "release_parent"  # its children are done (or one failed): to wait
+    RELEASE_PARENT_PRIORITIZED = "release_parent_prioritized"  # the same, priority > 0
+    RELEASE_PARENT_DELAYED = "release_parent_delayed"  # the same, the parent has a delay
+    MOVE_TO_WAITING_CHILDREN = "move_to_waiting_children"  # a step job waits for its children
+    MOVE_TO_DELAYED = "move_to_delayed"  # a step job delays itself (no attempt counted)
+    # clean/drain/obliterate took the last pending child of a parent waiting in the same
+    # queue: the parent is deleted with it (BullMQ's hard removal path, no event)
+    DELETE_PARENT = "delete_parent"
 
 
 _S = JobState
@@ -148,6 +176,17 @@ TRANSITIONS: Mapping[Transition, Mapping[JobState | None, JobState | None]] = Ma
         Transition.SCHEDULE_PRIORITIZED: {None: _S.PRIORITIZED},
         Transition.SCHEDULE_DELAYED: {None: _S.DELAYED},
         Transition.UNSCHEDULE: {_S.DELAYED: None, _S.WAITING: None, _S.PRIORITIZED: None},
+        Transition.ADD_WAITING_CHILDREN: {None: _S.WAITING_CHILDREN},
+        # fail_parent_on_failure also lifts a parent out of delayed (BullMQ).
+        Transition.RELEASE_PARENT: {_S.WAITING_CHILDREN: _S.WAITING, _S.DELAYED: _S.WAITING},
+        Transition.RELEASE_PARENT_PRIORITIZED: {
+            _S.WAITING_CHILDREN: _S.PRIORITIZED,
+            _S.DELAYED: _S.PRIORITIZED,
+        },
+        Transition.RELEASE_PARENT_DELAYED: {_S.WAITING_CHILDREN: _S.DELAYED},
+        Transition.MOVE_TO_WAITING_CHILDREN: {_S.ACTIVE: _S.WAITING_CHILDREN},
+        Transition.MOVE_TO_DELAYED: {_S.ACTIVE: _S.DELAYED},
+        Transition.DELETE_PARENT: {_S.WAITING_CHILDREN: None},
     }
 )
 

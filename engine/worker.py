@@ -23,12 +23,14 @@ from typing import Any, Final
 from corral.engine.checker import StalledChecker
 from corral.engine.clock import Clock, SystemClock, system_random
 from corral.engine.errors import (
+    STEP_ERROR_NAMES,
     CorralError,
     InvalidArgumentError,
     LockLostError,
     ResultCode,
     StoreRefusedError,
     UnrecoverableError,
+    finish_error_text,
 )
 from corral.engine.escapes import PROCESS_EXITS, escaped_failure
 from corral.engine.events import EventEmitter, Handler
@@ -77,6 +79,8 @@ _YIELD_AFTER_S: Final = 0.002
 _TIME_CHECK_MASK: Final = 3  # read the loop time every 4 jobs
 # Read for every job, looked up once (an Enum class attribute is slow on Python 3.11).
 _OK: Final = ResultCode.OK
+_PENDING: Final = ResultCode.PENDING_DEPENDENCIES
+_FAILED_CHILDREN: Final = ResultCode.FAILED_CHILDREN
 
 #: Events a Worker emits (see ``Worker.on``).
 WORKER_EVENTS: Final = frozenset(
@@ -521,6 +525,8 @@ class Worker(ManualFetching, PausableWorker, IdleSlots, WorkerFinishing, RateLim
                         running.finishing = True
                         await self._give_back(job, token)
                         return None
+                    if type(exc).__name__ in STEP_ERROR_NAMES:  # the processor moved the job
+                        return None
                     outcome, result, error = self._failure(job, exc)
                 except BaseException as exc:
                     escaped = escaped_failure(exc, slot)
@@ -543,6 +549,14 @@ class Worker(ManualFetching, PausableWorker, IdleSlots, WorkerFinishing, RateLim
                 finish = await self.backend.finish(
                     self.queue_name, job.id, token, outcome, now, fetch
                 )
+                if finish is _PENDING or finish is _FAILED_CHILDREN:  # a parent (flows)
+                    # BullMQ fails the parent with the refusal's text; -9 is unrecoverable.
+                    text = finish_error_text(finish, job.id, "moveToFinished")
+                    refusal = CorralError(text) if finish is _PENDING else UnrecoverableError(text)
+                    outcome, result, error = self._failure(job, refusal)
+                    finish = await self.backend.finish(
+                        self.queue_name, job.id, token, outcome, now, fetch
+                    )
             except RETRIED_FINISH_ERRORS as exc:  # refused, or no reply: may be sent again
                 again = await self._finish_again(running, outcome, fetch, exc)
                 if again is None:

@@ -55,6 +55,7 @@ from corral.engine.storage import (
     result_code,
 )
 from corral.sim.dedup_watch import DedupWatch
+from corral.sim.flow_watch import FlowWatch
 
 COVERAGE_GOALS = {
     "stall_while_owner_alive": "a job recovered from a stall while its old owner was still alive",
@@ -153,6 +154,8 @@ class Oracle:
         self.dedup = DedupWatch(self._violate)
         #: The rate-limit and global-concurrency watch, in scenarios that set limits.
         self.limits: LimitWatch | None = None
+        #: The flows watch, in scenarios that add flows (corral.sim.flow_watch).
+        self.flows: FlowWatch | None = None
 
     # ------------------------------------------------------------------ what the store does
 
@@ -230,6 +233,8 @@ class Oracle:
             track.token = None
         if self.limits is not None:
             self.limits.on_transition(transition, source, target, self._violate)
+        if self.flows is not None:
+            self.flows.on_transition(job_id, transition, source, fields)
         self._touched.append(job_id)
 
     def on_op(self, process: str, op: str, args: tuple[Any, ...], result: Any, now: int) -> None:
@@ -247,6 +252,8 @@ class Oracle:
             self._checked(result, now)
         elif op == "add_jobs":
             self._added(args[1], result)
+        elif op == "add_flow" and self.flows is not None:
+            self.flows.on_add_flow(args[0], result)
         self._operated(op, args, result, now)
 
     def _added(self, jobs: list[Any], result: AddResult) -> None:
@@ -478,13 +485,27 @@ class Oracle:
         self.dedup = DedupWatch(self._violate)
 
     def unfinished(self) -> list[str]:
-        """Jobs that exist and are not completed or failed."""
-        return sorted(self._open)
+        """Jobs that exist and are not completed or failed (but for the parents a flow leaves
+        waiting by design: :meth:`FlowWatch.waiting_by_design`)."""
+        return sorted(self._open - self._waiting_by_design())
 
     @property
     def has_unfinished(self) -> bool:
-        """Whether any job exists that is not completed or failed."""
-        return bool(self._open)
+        """Whether any job exists that is not completed or failed (as :meth:`unfinished`)."""
+        if self.flows is None:
+            return bool(self._open)
+        excused = self._waiting_by_design()
+        return any(job_id not in excused for job_id in self._open)
+
+    def _waiting_by_design(self) -> set[str]:
+        if self.flows is None:
+            return set()
+        return self.flows.waiting_by_design(self.state_of)
+
+    def state_of(self, job_id: str) -> JobState | None:
+        """The state the oracle last saw ``job_id`` in."""
+        track = self.jobs.get(job_id)
+        return None if track is None else track.state
 
     def _violate(self, message: str) -> None:
         self.violations.append(message)

@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from corral.engine.errors import ResultCode
+from corral.engine.flows import DEFAULT_PREFIX, Dependencies
 from corral.engine.states import JobState
 from corral.engine.storage import (
     AddResult,
     FetchRequest,
     FetchResult,
     FinishResult,
+    FlowAdded,
+    FlowNode,
     LockInfo,
     NewJob,
     ObliterateResult,
@@ -276,6 +279,32 @@ class Connection:
 
     async def get_job_schedulers_count(self, queue: str) -> int:
         return cast(int, await self._call("get_job_schedulers_count", queue))
+
+    def flow_queue_key(self, queue: str) -> str:
+        """The queue's key under BullMQ's default prefix, which every simulated store uses (a
+        local answer: it needs no round trip)."""
+        return f"{DEFAULT_PREFIX}:{queue}"
+
+    async def add_flow(self, nodes: Sequence[FlowNode], now: int) -> FlowAdded:
+        return cast(FlowAdded, await self._call("add_flow", list(nodes), now))
+
+    async def get_dependencies(self, queue: str, job_id: str) -> Dependencies:
+        return cast(Dependencies, await self._call("get_dependencies", queue, job_id))
+
+    async def remove_child_dependency(self, queue: str, job_id: str) -> int:
+        return cast(int, await self._call("remove_child_dependency", queue, job_id))
+
+    async def move_to_waiting_children(
+        self, queue: str, job_id: str, token: str, child_key: str | None, now: int
+    ) -> int:
+        result = await self._call("move_to_waiting_children", queue, job_id, token, child_key, now)
+        return cast(int, result)
+
+    async def move_to_delayed(
+        self, queue: str, job_id: str, token: str, delay: int, now: int
+    ) -> ResultCode:
+        result = await self._call("move_to_delayed", queue, job_id, token, delay, now)
+        return cast(ResultCode, result)
 
     async def close(self) -> None:
         """Nothing to close: connections live as long as their process."""

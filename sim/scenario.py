@@ -131,6 +131,30 @@ class DedupSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FlowSpec:
+    """Flows the producer adds instead of single jobs (see :mod:`corral.sim.flow_trees`):
+    ``count`` trees spread over the arrival window, each node in one of ``queues`` (the first
+    is the world's own queue), a root with 1 to ``max_fan_out`` children, nodes at most
+    ``max_depth`` levels below the root, a node below the root having children of its own with
+    probability ``nested_fraction`` (1 to ``inner_fan_out`` of them). Each child carries one of
+    the parent options (or none), drawn evenly from ``options``."""
+
+    count: int = 30
+    queues: tuple[str, ...] = ("sim", "sim-b", "sim-c")
+    max_fan_out: int = 20
+    max_depth: int = 3
+    nested_fraction: float = 0.3
+    inner_fan_out: int = 4
+    options: tuple[str, ...] = (
+        "",
+        "fail_parent_on_failure",
+        "continue_parent_on_failure",
+        "ignore_dependency_on_failure",
+        "remove_dependency_on_failure",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class SchedulerSpec:
     """A job scheduler the producer upserts when the run starts (``every`` ms, at most
     ``limit`` iterations; ``end_ms``: its end date, in virtual ms from the start of the run)."""
@@ -194,6 +218,8 @@ class Scenario:
     dedup: DedupSpec | None = None
     #: The queue's global concurrency, set before the first job is added (None: unset).
     global_concurrency: int | None = None
+    #: Flows added instead of single jobs (None: no flows); workers serve its queues in turn.
+    flows: FlowSpec | None = None
 
     def with_changes(self, **changes: object) -> Scenario:
         """A copy with some fields replaced."""
@@ -422,6 +448,24 @@ SCHEDULERS: Final = Scenario(
     ),
 )
 
+FLOWS: Final = Scenario(
+    name="flows",
+    description=(
+        "trees of jobs across 3 queues (depth up to 3, fan-out up to 20, every parent option) "
+        "under crashes, blocks, partitions, lost replies and clock skew: each parent leaves "
+        "waiting-children once, when its children are done, with every child's result; a "
+        "fail_parent_on_failure child failing fails its parent; no parent is left waiting"
+    ),
+    workers=6,
+    settings=WorkerSettings(lock_duration=10_000, stalled_interval=10_000),
+    # (jobs.count is unused: the flows are counted by FlowSpec.count)
+    jobs=JobSpec(count=30, arrival_ms=150_000, attempts=2),
+    work=WorkShape(min_ms=50, max_ms=2_000, error_probability=0.15),
+    duration_ms=240_000,
+    liveness_budget_ms=900_000,
+    flows=FlowSpec(),
+)
+
 SCENARIOS: Final = {
     s.name: s
     for s in (
@@ -435,5 +479,6 @@ SCENARIOS: Final = {
         RATE_LIMIT,
         GLOBAL_CONCURRENCY,
         SCHEDULERS,
+        FLOWS,
     )
 }

@@ -43,12 +43,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from corral.backends.memory import MemoryBackend, TransitionListener
 from corral.engine.checker import StalledChecker
+from corral.engine.flow_producer import FlowProducer
 from corral.engine.job import Job
 from corral.engine.limits import Limiter
 from corral.engine.queue import Queue
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import Storage, next_job, result_code
 from corral.engine.worker import Worker
+from corral.sim.flow_trees import draw_flow
+from corral.sim.flow_watch import FlowWatch
 from corral.sim.invariants import COVERAGE_GOALS, LimitWatch, Oracle, SchedulerOracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.network import Connection, SimulatedConnectionError
@@ -121,6 +124,8 @@ class World:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if scenario.flows is not None and backend != "memory":  # (before any loop is made)
+            raise ValueError("the flows scenario runs on the memory backend only")
         # With an explicit timeline (shrinking) the seed's other draws stay as they were, and
         # so do the enabled kinds: clock skew has no timeline entry of its own.
         self.scenario = scenario
@@ -176,6 +181,10 @@ class World:
         # the workers keep running, and a token they were given must never come back.
         self._token_numbers = itertools.count(1)
         self.backend: MemoryBackend | FakeRedisStore = self._new_backend()
+        #: The queue each job was last seen moving in (flows span several queues).
+        self._job_queues: dict[str, str] = {}
+        if scenario.flows is not None:
+            self.oracle.flows = FlowWatch(self.oracle.violations.append, self._processed_of)
         if scenario.settings.limiter is not None or scenario.global_concurrency is not None:
             self.oracle.limits = LimitWatch(
                 scenario.settings.limiter, scenario.global_concurrency, self.store_clock.now_ms
@@ -216,6 +225,24 @@ class World:
         backend.transition_listener = listener
         return backend
 
+    def _processed_of(self, queue: str, job_id: str) -> Mapping[str, str]:
+        backend = self.backend
+        assert isinstance(backend, MemoryBackend)
+        return backend.parent_processed(queue, job_id)
+
+    def _connect(self, process: str) -> Storage:
+        """A process's link to the store. It carries every Storage call but the worker
+        registry's (``register_worker``, ``get_workers``): ``corral.engine.worker_presence``
+        leaves a worker unlisted on a store without them, so a simulated worker's start costs
+        no extra round trip and the hand-written timelines keep their timings."""
+        return cast(Storage, Connection(self, process, self.scenario.command_timeout_ms))
+
+    def _queue_of(self, slot: int) -> str:
+        """The queue a process slot serves: the world's queue, or with flows their queues in
+        turn."""
+        flows = self.scenario.flows
+        return QUEUE if flows is None else flows.queues[slot % len(flows.queues)]
+
     def _store_due(self) -> float | None:
         due = self.store_loop.next_due()
         if self.server_loop is not None:
@@ -245,6 +272,8 @@ class World:
         fields: Mapping[str, str],
     ) -> None:
         self.oracle.on_transition(job_id, transition, source, target, fields)
+        if queue != QUEUE:
+            self._job_queues[job_id] = queue
         self.record("store", "transition", job_id, f"{transition.value} {source}->{target}")
 
     # ------------------------------------------------------------------ network
@@ -328,15 +357,20 @@ class World:
         touched = self.oracle.touched
         self.oracle.on_op(proc.name, op, args, result, store_now)
         self.scheduler_oracle.on_op(op, args, result)
-        self.oracle.end_op(lambda job_id: backend.job_fields(QUEUE, job_id))
+        self.oracle.end_op(
+            lambda job_id: backend.job_fields(self._job_queues.get(job_id, QUEUE), job_id)
+        )
         self._trace_op(proc.name, op, args, result)
         if op not in _READ_ONLY:
             self._ops += 1
             try:
                 if self.full_check_every and self._ops % self.full_check_every == 0:
                     backend.check()
-                else:
+                elif not self._job_queues:
                     backend.check_jobs(QUEUE, touched)
+                else:
+                    for queue in {self._job_queues.get(job_id, QUEUE) for job_id in touched}:
+                        backend.check_jobs(queue, touched)
             except AssertionError as exc:
                 self.oracle.violations.append(f"store check: {exc}")
         delay = self._fate(proc, "reply", op)
@@ -437,8 +471,8 @@ class World:
     def _start_checker(self, process: Process) -> None:
         settings = self.scenario.settings
         checker = StalledChecker(
-            QUEUE,
-            self._connection(process.name),
+            self._queue_of(process.slot or 0),
+            self._connect(process.name),
             stalled_interval=settings.stalled_interval,
             max_stalled_count=settings.max_stalled_count,
             clock=process.clock,
@@ -447,17 +481,10 @@ class World:
         process.close = checker.close
         process.loop.create_task(checker.run())
 
-    def _connection(self, process: str) -> Storage:
-        """A process's link to the store. It carries every Storage call but the worker
-        registry's (``register_worker``, ``get_workers``): ``corral.engine.worker_presence``
-        leaves a worker unlisted on a store without them, so a simulated worker's start costs
-        no extra round trip and the hand-written timelines keep their timings."""
-        return cast(Storage, Connection(self, process, self.scenario.command_timeout_ms))
-
     def _start_operator(self, process: Process, slot: int) -> None:
         queue = Queue(
             QUEUE,
-            self._connection(process.name),
+            self._connect(process.name),
             clock=process.clock,
         )
         operator = Operator(
@@ -476,10 +503,11 @@ class World:
     def _start_worker(self, process: Process) -> None:
         name = process.name
         settings = self.scenario.settings
+        assert process.slot is not None
         worker = Worker(
-            QUEUE,
+            self._queue_of(process.slot),
             self._processor(process),
-            self._connection(name),
+            self._connect(name),
             concurrency=settings.concurrency,
             lock_duration=settings.lock_duration,
             lock_renew_time=settings.lock_renew_time,
@@ -538,12 +566,15 @@ class World:
         process = self._spawn("producer", None)
         queue = Queue(
             QUEUE,
-            self._connection("producer"),
+            self._connect("producer"),
             clock=process.clock,
         )
         process.loop.create_task(self._produce(queue))
 
     async def _produce(self, queue: Queue) -> None:
+        if self.scenario.flows is not None:
+            await self._produce_flows(queue)
+            return
         for scheduler in self.scenario.schedulers:
             await self._upsert(queue, scheduler)
         spec = self.scenario.jobs
@@ -572,6 +603,24 @@ class World:
                 )
             except SimulatedConnectionError:
                 self.record("producer", "add-failed", "", f"n={n}")
+        self._producer_done = True
+
+    async def _produce_flows(self, queue: Queue) -> None:
+        """Add the scenario's flows, spread over the arrival window (a flow whose call times out
+        is not sent again: it may or may not be stored, and the oracle follows what is)."""
+        spec = self.scenario.flows
+        assert spec is not None
+        jobs = self.scenario.jobs
+        rng = self._rng("flows")
+        producer = FlowProducer(queue.backend, clock=queue.clock, rng=self._rng("flow-ids"))
+        for n in range(spec.count):
+            due = jobs.arrival_ms * n / max(1, spec.count) / 1000
+            if due > self.now:
+                await asyncio.sleep(due - self.now)
+            try:
+                await producer.add(draw_flow(spec, rng, n, jobs.attempts))
+            except SimulatedConnectionError:
+                self.record("producer", "add-failed", "", f"flow f{n}")
         self._producer_done = True
 
     async def _set_global_concurrency(self, queue: Queue, concurrency: int) -> None:
@@ -747,6 +796,8 @@ class World:
         oracle = self.oracle
         if not oracle.violations and not oracle.has_unfinished:
             self.scheduler_oracle.at_end()
+            if oracle.flows is not None:
+                oracle.flows.at_end(oracle.state_of)
         self.record("world", "end", "", f"events={self._events}")
         lost = oracle.unfinished()
         violations = list(oracle.violations)

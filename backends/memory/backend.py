@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from corral.backends.memory.checks import check_fields, check_queue, check_sizes, is_placed
 from corral.backends.memory.dedup import DedupOps
+from corral.backends.memory.flows import FlowOps
 from corral.backends.memory.job_flow import JobFlowOps
 from corral.backends.memory.job_ops import JobOps
 from corral.backends.memory.limits import LimitOps
@@ -29,6 +30,7 @@ from corral.backends.memory.workers import WorkerOps
 
 
 class MemoryBackend(
+    FlowOps,
     JobFlowOps,
     ReaderOps,
     NotificationOps,

@@ -26,6 +26,7 @@ def check_queue(name: str, store: QueueStore) -> None:
         (JobState.DELAYED, store.delayed.members()),
         (JobState.COMPLETED, store.completed.members()),
         (JobState.FAILED, store.failed.members()),
+        (JobState.WAITING_CHILDREN, store.waiting_children.members()),
     )
     for state, ids in places:
         for job_id in ids:
@@ -44,6 +45,9 @@ def check_queue(name: str, store: QueueStore) -> None:
     orphan_logs = store.logs.keys() - store.jobs.keys()
     if orphan_logs:
         raise AssertionError(f"queue {name!r}: logs of deleted jobs {sorted(orphan_logs)}")
+    orphan_flows = store.flows.keys() - store.jobs.keys()
+    if orphan_flows:
+        raise AssertionError(f"queue {name!r}: children of deleted parents {sorted(orphan_flows)}")
 
 
 def check_sizes(name: str, store: QueueStore) -> None:
@@ -55,6 +59,7 @@ def check_sizes(name: str, store: QueueStore) -> None:
         + len(store.delayed)
         + len(store.completed)
         + len(store.failed)
+        + len(store.waiting_children)
     )
     if not placed == len(store.states) == len(store.jobs):
         raise AssertionError(

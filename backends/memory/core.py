@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
+from corral.backends.memory import parents
 from corral.backends.memory.store import (
     PROMOTE_LIMIT,
     TRIM_LIMIT,
@@ -38,6 +39,9 @@ PLANTABLE_BUGS: Final = {
     "scheduler-no-guard": "a scheduler makes a next iteration for any activation of its jobs",
     "remove-locked-job": "remove deletes a job whose lock is held (an operator call moves a "
     "running job)",
+    "flow-release-before-record": "a last child releases its parent before its result is recorded",
+    "flow-stale-pending-count": "the last-child check reads a pending count from before the child",
+    "flow-fpof-continues": "a fail_parent_on_failure child failing releases its parent unfailed",
 }
 
 #: ``(queue, job_id, transition, source, target, job_fields)``, called inside the operation.
@@ -290,18 +294,30 @@ class MemoryCore:
 
     # ----------------------------------------------------------------- removal (lock held)
 
-    def _delete_job(self, queue: str, store: QueueStore, job_id: str, how: Transition) -> None:
+    def _delete_job(
+        self, queue: str, store: QueueStore, job_id: str, how: Transition, *, hard: bool = False
+    ) -> None:
         """Transition ``how`` of a job already taken out of its structure: delete its hash,
-        lock, stalled mark and logs, and release its deduplication key (see
-        ``_KEEPS_DEDUP_KEY``). Every removal path goes through here."""
-        dedup_id = store.jobs[job_id].get("deid")
-        self._move(queue, store, job_id, how)
-        del store.jobs[job_id]
-        store.locks.pop(job_id, None)
-        store.stalled.pop(job_id, None)
-        store.logs.pop(job_id, None)
-        if dedup_id is not None and how not in _KEEPS_DEDUP_KEY:
-            self._dedup_removed(store, dedup_id, job_id)
+        lock, stalled mark and logs, release its deduplication key (see ``_KEEPS_DEDUP_KEY``)
+        and detach it from its flow (see :func:`parents.forget`). With ``hard`` (BullMQ's hard
+        path: clean, drain, obliterate) a parent in this queue left with no pending child is
+        deleted after it the same way (``DELETE_PARENT``, no event), and so on up the tree.
+        Every removal path goes through here."""
+        doomed: str | None = job_id
+        while doomed is not None:
+            fields = store.jobs[doomed]
+            dedup_id = fields.get("deid")
+            orphan = None
+            if store.flows or "parentKey" in fields:  # (flows: detach, drop children)
+                orphan = parents.forget(self, queue, store, doomed, self._mutex.now, hard=hard)
+            self._move(queue, store, doomed, how)
+            del store.jobs[doomed]
+            store.locks.pop(doomed, None)
+            store.stalled.pop(doomed, None)
+            store.logs.pop(doomed, None)
+            if dedup_id is not None and how not in _KEEPS_DEDUP_KEY:
+                self._dedup_removed(store, dedup_id, doomed)
+            doomed, how = orphan, Transition.DELETE_PARENT
 
     @staticmethod
     def _take_out(store: QueueStore, state: JobState, job_ids: list[str]) -> None:
@@ -376,4 +392,6 @@ class MemoryCore:
         self._move(queue, store, job_id, Transition.FAIL)
         store.failed.add(job_id, now)
         self._emit(store, ("failed", "jobId", job_id, "failedReason", reason, "prev", "active"))
+        if "parentKey" in fields:  # (flows: in the same step, before retention)
+            parents.child_failed(self, queue, job_id, fields, reason, now)
         self._trim(queue, store, JobState.FAILED, keep, now)

@@ -8,6 +8,7 @@ from typing import Final
 
 from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.limits import MAXED, LimitOps
+from corral.backends.memory.parents import child_completed, parent_refusal
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import STALLED_LIMIT_REASON, ResultCode
 from corral.engine.job import decode_opts, next_count
@@ -127,6 +128,8 @@ class JobFlowOps(DedupOps, LimitOps):
                     "active",
                 ),
             )
+            if "parentKey" in fields:  # (flows: in the same step, before retention)
+                child_completed(self, queue, job_id, fields, outcome.return_value, now)
             if not outcome.keep.keeps_all:
                 self._trim(queue, store, _COMPLETED, outcome.keep, now)
             if dedup_id is not None:
@@ -214,6 +217,12 @@ class JobFlowOps(DedupOps, LimitOps):
         with self._mutex:
             store = self._queues.get(queue) or self._store(queue)
             next_token = None if fetch is None else fetch.lock_token(self._token_numbers)
+            # (flows: a parent completes only when its children did; checked before the lock,
+            # as BullMQ's moveToFinished does)
+            if store.flows and job_id in store.flows and isinstance(outcome, Complete):
+                refused = parent_refusal(store.flows[job_id])
+                if refused is not None:
+                    return refused
             lock = store.locks.get(job_id)
             # The owner's finish is recognised here; anything else gets _check_owner's verdict.
             if (

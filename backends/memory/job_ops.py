@@ -3,6 +3,7 @@ none moves a job that holds a lock."""
 
 from __future__ import annotations
 
+from corral.backends.memory import parents
 from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.errors import ResultCode
@@ -19,19 +20,29 @@ class JobOps(DedupOps):
     async def remove(self, queue: str, job_id: str) -> ResultCode:
         with self._mutex:
             store = self._store(queue)
-            state = store.states.get(job_id)
-            if state is None:
+            if store.states.get(job_id) is None:
                 return ResultCode.MISSING_JOB
+            # A parent goes with its children, in every queue (BullMQ's removeChildren).
+            doomed = [(queue, store, job_id)]
+            if store.flows:
+                doomed = parents.removal_order(self, queue, store, job_id)
             # The planted bug "remove-locked-job" (core.PLANTABLE_BUGS) skips the lock check.
-            locked = self._lock_of(store, job_id) is not None
+            locked = any(self._lock_of(s, i) is not None for _, s, i in doomed)
             if locked and "remove-locked-job" not in self.planted_bugs:
                 return ResultCode.JOB_LOCKED
             if self._is_current_iteration(store, job_id):
                 return ResultCode.SCHEDULER_JOB
-            self._take_out(store, state, [job_id])
-            self._delete_job(queue, store, job_id, Transition.REMOVE)
-            self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
+            for _, s, i in doomed:  # (no child removed below may release a parent going too)
+                s.flows.pop(i, None)
+            for where, s, i in doomed:
+                self._remove_one(where, s, i)
             return ResultCode.OK
+
+    def _remove_one(self, queue: str, store: QueueStore, job_id: str) -> None:
+        state = store.states[job_id]
+        self._take_out(store, state, [job_id])
+        self._delete_job(queue, store, job_id, Transition.REMOVE)
+        self._emit(store, ("removed", "jobId", job_id, "prev", state.value))
 
     def _requeue(
         self,
@@ -78,6 +89,8 @@ class JobOps(DedupOps):
                 cleared.append("ats")
             for name in cleared:
                 fields.pop(name, None)
+            if "parentKey" in fields:  # (flows: pending in its parent again)
+                parents.child_retried(self, queue, job_id, fields, state)
             lifo = decode_opts(fields.get("opts") or "{}").lifo
             self._requeue(
                 queue,

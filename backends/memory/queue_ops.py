@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from corral.backends.memory.core import MemoryCore
+from corral.backends.memory import parents
+from corral.backends.memory.dedup import DedupOps
 from corral.backends.memory.store import QueueStore
 from corral.engine.states import JobState, Transition
 from corral.engine.storage import ObliterateResult
@@ -39,6 +40,9 @@ _OBLITERATE_ORDER = (
     JobState.WAITING,
     JobState.PRIORITIZED,
     JobState.FAILED,
+    # (not in BullMQ's list, which leaves parents waiting for children in other queues behind:
+    # corral's obliterate leaves nothing of the queue)
+    JobState.WAITING_CHILDREN,
 )
 
 
@@ -54,7 +58,7 @@ def job_date(fields: dict[str, str], names: Iterable[str]) -> int | None:
     return None
 
 
-class QueueOps(MemoryCore):
+class QueueOps(DedupOps):
     """Calls an operator makes on a queue."""
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -88,6 +92,8 @@ class QueueOps(MemoryCore):
                 fields = store.jobs[job_id]
                 for name in cleared:
                     fields.pop(name, None)
+                if "parentKey" in fields and how is Transition.REPROCESS:
+                    parents.child_retried(self, queue, job_id, fields, state)
                 self._move(queue, store, job_id, how)
                 # The back of the line whatever the priority, as BullMQ's moveJobsToWait.
                 store.wait.appendleft(job_id)
@@ -105,7 +111,7 @@ class QueueOps(MemoryCore):
                 doomed = self._dated_before(store, state, timestamp, limit)
                 self._take_out(store, state, doomed)
             for job_id in doomed:
-                self._delete_job(queue, store, job_id, Transition.CLEAN)
+                self._delete_job(queue, store, job_id, Transition.CLEAN, hard=True)
             self._emit(store, ("cleaned", "count", str(len(doomed))))
             return doomed
 
@@ -148,7 +154,7 @@ class QueueOps(MemoryCore):
                 doomed = [i for i in ids if not self._is_current_iteration(store, i)]
                 self._take_out(store, state, doomed)
                 for job_id in doomed:
-                    self._delete_job(queue, store, job_id, Transition.DRAIN)
+                    self._delete_job(queue, store, job_id, Transition.DRAIN, hard=True)
 
     async def obliterate(self, queue: str, count: int, force: bool) -> ObliterateResult:
         with self._mutex:
@@ -173,7 +179,8 @@ class QueueOps(MemoryCore):
                     doomed = store.zset(state).range(0, budget - 1)
                 self._take_out(store, state, doomed)
                 for job_id in doomed:
-                    self._delete_job(queue, store, job_id, Transition.OBLITERATE)
+                    if job_id in store.jobs:  # (not deleted with a child already)
+                        self._delete_job(queue, store, job_id, Transition.OBLITERATE, hard=True)
                 budget -= len(doomed)
                 if budget <= 0:
                     return ObliterateResult.MORE

@@ -37,6 +37,7 @@ class ReaderOps(MemoryCore):
                 JobState.ACTIVE: len(store.active),
                 JobState.COMPLETED: len(store.completed),
                 JobState.FAILED: len(store.failed),
+                JobState.WAITING_CHILDREN: len(store.waiting_children),
             }
 
     async def get_job_ids(

@@ -81,6 +81,11 @@ class QueueStore:
     #: Job schedulers: ``repeat`` (id scored by its current slot) and each one's hash.
     repeat: ZSet = dataclasses.field(default_factory=ZSet)
     schedulers: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    # Flows: parents waiting for children (BullMQ's ``waiting-children`` zset), and each
+    # parent's children by outcome (its ``:dependencies``, ``:processed``, ``:failed`` and
+    # ``:unsuccessful`` keys); deleted with the parent.
+    waiting_children: ZSet = dataclasses.field(default_factory=ZSet)
+    flows: dict[str, ParentKeys] = dataclasses.field(default_factory=dict)
 
     def zset(self, state: JobState) -> ZSet:
         return {
@@ -88,7 +93,20 @@ class QueueStore:
             JobState.DELAYED: self.delayed,
             JobState.COMPLETED: self.completed,
             JobState.FAILED: self.failed,
+            JobState.WAITING_CHILDREN: self.waiting_children,
         }[state]
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class ParentKeys:
+    """A parent's children, by job key: ``dependencies`` pending (an ordered set),
+    ``processed`` return values, ``failed`` reasons (ignored failures), ``unsuccessful``
+    failure times (``fail_parent_on_failure`` children)."""
+
+    dependencies: dict[str, None] = dataclasses.field(default_factory=dict)
+    processed: dict[str, str] = dataclasses.field(default_factory=dict)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    unsuccessful: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _Clocked(Protocol):

@@ -27,6 +27,7 @@ from corral.backends.redis.core import (
     reaching,
 )
 from corral.backends.redis.dedup import DedupOps
+from corral.backends.redis.flows import FlowOps
 from corral.backends.redis.job_flow import JobFlowOps
 from corral.backends.redis.job_ops import JobOps
 from corral.backends.redis.keys import DEFAULT_PREFIX
@@ -41,6 +42,7 @@ __all__ = ["RedisAuthenticationError", "RedisBackend", "RedisUnavailableError"]
 
 
 class RedisBackend(
+    FlowOps,
     JobFlowOps,
     ReaderOps,
     NotificationOps,

@@ -67,6 +67,13 @@ def _fetch_args(request: FetchRequest, token: str) -> list[str | int]:
     ]
 
 
+def add_args(job: NewJob) -> list[str | int]:
+    """A new job as the add scripts take it (add_jobs, add_flow): name, data, opts, timestamp,
+    delay, priority, lifo ("1"/"0"), custom id ("" for the counter's next value)."""
+    name, data, opts, timestamp, delay, priority, lifo, job_id = job
+    return [name, data, opts, timestamp, delay, priority, "1" if lifo else "0", job_id or ""]
+
+
 class JobFlowOps(RedisCore):
     """The core job flow's operations."""
 
@@ -76,17 +83,8 @@ class JobFlowOps(RedisCore):
         if not jobs:
             return AddResult([], [])
         args: list[str | int] = []
-        for name, data, opts, timestamp, delay, priority, lifo, job_id in jobs:
-            args += [
-                name,
-                data,
-                opts,
-                timestamp,
-                delay,
-                priority,
-                "1" if lifo else "0",
-                job_id or "",
-            ]
+        for job in jobs:
+            args += add_args(job)
         raw = await self._scripts.run("add_jobs", self.keys(queue), args)
         return AddResult(
             [as_text(job_id) for job_id in raw[::2]], [flag == 1 for flag in raw[1::2]]

@@ -35,6 +35,7 @@ KEY_TYPES: Final = {
     "meta": "hash",
     "limiter": "string",
     "repeat": "zset",
+    "waiting-children": "zset",
 }
 
 
@@ -123,6 +124,10 @@ class QueueKeys:
     def limiter(self) -> str:
         """``<prefix>:<queue>:limiter`` (the rate-limit window counter)."""
         return self.base + "limiter"
+
+    def waiting_children(self) -> str:
+        """``<prefix>:<queue>:waiting-children`` (flows: parents waiting for children)."""
+        return self.base + "waiting-children"
 
     def key(self, suffix: str) -> str:
         """The queue key ending in ``suffix`` (one of :data:`KEY_TYPES`)."""

@@ -49,6 +49,7 @@ class ReaderOps(RedisCore):
             JobState.ACTIVE,
             JobState.COMPLETED,
             JobState.FAILED,
+            JobState.WAITING_CHILDREN,
         )
         return {state: int(size) for state, size in zip(states, sizes, strict=True)}
 

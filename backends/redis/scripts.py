@@ -77,6 +77,11 @@ SCRIPT_NAMES: Final = (
     "add_job_scheduler",
     "update_job_scheduler",
     "remove_job_scheduler",
+    "add_flow",
+    "get_dependencies",
+    "remove_child_dependency",
+    "move_to_waiting_children",
+    "move_to_delayed",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"$', re.MULTILINE)
@@ -122,6 +127,9 @@ PLANTABLE_BUGS: Final = frozenset(
         "ignore-global-concurrency",
         "scheduler-no-guard",
         "remove-locked-job",
+        "flow-release-before-record",
+        "flow-stale-pending-count",
+        "flow-fpof-continues",
     }
 )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from corral.engine.storage.dedup import DedupStorage
+from corral.engine.storage.flows import FlowAdded, FlowNode, FlowStorage
 from corral.engine.storage.job_flow import JobFlowStorage
 from corral.engine.storage.limits import LimitStorage
 from corral.engine.storage.notifications import NotificationStorage
@@ -63,11 +64,12 @@ class Storage(
     WorkerStorage,
     LimitStorage,
     SchedulerStorage,
+    FlowStorage,
     Protocol,
 ):
     """Every atomic operation of one store: the union of the protocols of each concern (the job
     flow, readers, notifications, operator calls, worker presence, rate limits, deduplication,
-    job schedulers). Every backend implements all of them."""
+    job schedulers, flows). Every backend implements all of them."""
 
     async def close(self) -> None:
         """Release the backend's connections (the memory backend keeps its data)."""
@@ -86,6 +88,9 @@ __all__ = [
     "FetchResult",
     "Fetched",
     "FinishResult",
+    "FlowAdded",
+    "FlowNode",
+    "FlowStorage",
     "JobFlowStorage",
     "LimitStorage",
     "LockInfo",

@@ -72,6 +72,7 @@ def test_inspect_json(redis_url: str, key_prefix: str, capsys: pytest.CaptureFix
         "active": 2,
         "completed": 1,
         "failed": 2,
+        "waiting-children": 0,
     }
     live, dead = snapshot["active"]  # oldest first
     assert live["id"] == "1"

@@ -110,6 +110,7 @@ def test_queue_commands_end_to_end(
         "active": 1,
         "completed": 0,
         "failed": 0,
+        "waiting-children": 0,
     }
 
     status, _, err = run(capsys, "obliterate", *target, "--yes")

@@ -17,6 +17,8 @@ from corral.sim.loop import VirtualClock
 
 Q = QUEUE
 STATES = ["waiting", "prioritized", "delayed", "active", "completed", "failed"]
+#: Every state counts report (flows add waiting-children, issue 16).
+COUNTED = [*STATES, "waiting-children"]
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -130,7 +132,7 @@ async def test_get_job_state_for_every_state(queue: Queue, backend: Storage) -> 
     await queue.add("later", delay=1000)
     expected = ["completed", "failed", "active", "waiting", "prioritized", "delayed", "unknown"]
     assert [await queue.get_job_state(str(i)) for i in range(1, 8)] == expected
-    assert await queue.get_job_counts() == dict.fromkeys(STATES, 1)
+    assert await queue.get_job_counts() == {**dict.fromkeys(STATES, 1), "waiting-children": 0}
     check_invariants(backend)
 
 
@@ -165,7 +167,7 @@ async def test_custom_job_id_duplicate_returns_existing(queue: Queue, backend: S
     assert again.id == first.id == "custom"
     assert (again.name, again.data, again.priority, again.delay) == ("orig", {"v": 1}, 0, 0)
     assert again.timestamp == first.timestamp
-    assert await queue.get_job_counts() == before == {**dict.fromkeys(STATES, 0), "waiting": 1}
+    assert await queue.get_job_counts() == before == {**dict.fromkeys(COUNTED, 0), "waiting": 1}
     assert (await queue.get_job("custom")).data == {"v": 1}  # type: ignore[union-attr]
     # BullMQ INCRs the id counter on every add, custom id or not: ids 1 and 2 are used up.
     assert (await queue.add("generated")).id == "3"
@@ -331,7 +333,7 @@ async def test_get_job_counts_subsets(queue: Queue) -> None:
     await queue.add("a")
     await queue.add("b", priority=2)
     await queue.add("c", delay=10)
-    expected = dict.fromkeys(STATES, 0) | {"waiting": 1, "prioritized": 1, "delayed": 1}
+    expected = dict.fromkeys(COUNTED, 0) | {"waiting": 1, "prioritized": 1, "delayed": 1}
     assert await queue.get_job_counts() == expected
     assert await queue.get_job_counts("waiting", "failed") == {"waiting": 1, "failed": 0}
     assert list(await queue.get_job_counts("delayed")) == ["delayed"]

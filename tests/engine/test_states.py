@@ -28,6 +28,7 @@ def test_only_adds_and_schedulers_start_from_nothing() -> None:
         Transition.SCHEDULE,
         Transition.SCHEDULE_PRIORITIZED,
         Transition.SCHEDULE_DELAYED,
+        Transition.ADD_WAITING_CHILDREN,
     }
 
 

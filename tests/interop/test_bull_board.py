@@ -51,7 +51,7 @@ def test_bull_board_shows_corral_counts_and_retries_a_failed_corral_job(
         _, board = await world.node.board([QUEUE])
 
         shown = await _board_queue(board)
-        counts = await world.queue.get_job_counts()
+        counts = await world.queue.get_job_counts(*STATES)
         assert counts == dict.fromkeys(STATES, 1) | {"active": 0}
         assert {state: shown["counts"][state] for state in STATES} == counts
         assert shown["isPaused"] is False

@@ -154,6 +154,7 @@ def test_node_cleans_and_obliterates_a_corral_queue(
             "active": 1,
             "completed": 0,
             "failed": 1,
+            "waiting-children": 0,
         }
         events = await world.backend.get_events(QUEUE)
         assert [e.fields["count"] for e in events if e.name == "cleaned"] == ["3", "1", "0"]

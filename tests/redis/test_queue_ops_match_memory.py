@@ -11,6 +11,7 @@ import random
 import pytest
 from test_redis_matches_memory import Twins, play, step
 
+from corral.engine.queue_operations import CLEAN_STATES
 from corral.engine.states import JobState
 from corral.sim.loop import VirtualClock
 
@@ -25,7 +26,7 @@ async def operator_step(twins: Twins, rng: random.Random) -> None:
         timestamp = rng.choice([now, now - 500, 2**63])
         await twins.call("move_jobs_to_wait", Q, state, rng.choice([1, 2, 1000]), timestamp, now)
     elif roll < 0.6:
-        state = rng.choice(list(JobState))
+        state = rng.choice(sorted(set(CLEAN_STATES.values()), key=list(JobState).index))
         await twins.call(
             "clean", Q, state, now - rng.choice([0, 100, 1_000]), rng.choice([0, 1, 2])
         )

@@ -137,9 +137,12 @@ async def test_layout_matches_bullmq_names_and_types(backend: Storage, clock: Vi
         for key in await client.keys(f"{keys.base}*")
     }
     assert types == {
-        # (no job scheduler was made: no ``repeat`` set)
+        # (no job scheduler was made: no ``repeat`` set; waiting-children exists only with a
+        # parent)
         **{
-            suffix: kind for suffix, kind in KEY_TYPES.items() if suffix not in ("marker", "repeat")
+            suffix: kind
+            for suffix, kind in KEY_TYPES.items()
+            if suffix not in ("marker", "repeat", "waiting-children")
         },
         **{str(n): "hash" for n in range(1, 8)},
         "5:lock": "string",

@@ -75,6 +75,9 @@ BUG_SCENARIOS = {
     "no-shared-limiter": "rate-limit",
     "ignore-global-concurrency": "global-concurrency",
     "scheduler-no-guard": "scheduler",
+    "flow-release-before-record": "flows",
+    "flow-stale-pending-count": "flows",
+    "flow-fpof-continues": "flows",
 }
 
 

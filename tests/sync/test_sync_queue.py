@@ -87,6 +87,7 @@ def test_threads_mixing_every_call(queue: SyncQueue) -> None:
         "active": 0,
         "completed": 0,
         "failed": 0,
+        "waiting-children": 0,
     }
     assert len(queue.get_jobs("delayed")) == THREADS
     assert len(queue.get_jobs(["prioritized", "delayed"], 0, 1, asc=True)) == 4

@@ -25,27 +25,13 @@
 local result = {}
 for i = 2, #ARGV, 8 do
   local name, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local timestamp, delay, priority = ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
-  -- BullMQ INCRs the counter on every add, custom id or not.
-  local counter = redis.call('INCR', K.id)
-  local id = ARGV[i + 7]
-  if id == '' then
-    id = tostring(counter)
+  local id, exists = new_job_id(ARGV[i + 7])
+  local created = 0
+  if not exists then
+    id, created = add_new_job(id, name, data, opts, ARGV[i + 3], tonumber(ARGV[i + 4]),
+      tonumber(ARGV[i + 5]), ARGV[i + 6] == '1', ARGV[i + 7])
   end
-  if redis.call('EXISTS', job_key(id)) == 1 then
-    emit('duplicated', 'jobId', id)
-    result[#result + 1] = id
-    result[#result + 1] = 0
-  else
-    local owner, deid = deduplicate(id, opts, timestamp, delay, ARGV[i + 7], name, data)
-    if owner then  -- deduplicated: the add returns the job holding the dedup id
-      result[#result + 1] = owner
-      result[#result + 1] = 0
-    else
-      store_new_job(id, name, data, opts, timestamp, delay, priority, ARGV[i + 6] == '1', deid)
-      result[#result + 1] = id
-      result[#result + 1] = 1
-    end
-  end
+  result[#result + 1] = id
+  result[#result + 1] = created
 end
 return result

@@ -19,11 +19,15 @@
     4  now (ms)
     5  the failure reason for jobs over the limit
   Returns: {ran (1/0), {recovered ids}, {failed ids}}
+  A child failed here applies its parent option (the "flows" include), as a processor
+    failure would.
   Transitions: RECOVER_STALLED, FAIL, TRIM, ADD, ADD_PRIORITIZED, ADD_DELAYED (a job parked
-    by deduplication's keep_last_if_active is stored when its owner fails)
+    by deduplication's keep_last_if_active is stored when its owner fails), RELEASE_PARENT,
+    RELEASE_PARENT_PRIORITIZED, RELEASE_PARENT_DELAYED
 ]]
 --- @include "common"
 --- @include "dedup"
+--- @include "flows"
 
 if redis.call('EXISTS', K.stalled_check) == 1 then
   return {0, {}, {}}

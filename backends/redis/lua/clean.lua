@@ -8,7 +8,10 @@
   scheduler's current iteration is never deleted (or the schedule would stop). Each job's
   deduplication key is released.
 
-  KEYS: wait active prioritized delayed completed failed stalled events repeat
+  Each job goes as BullMQ's hard path does: its deduplication key released, and a parent in
+  this queue left with no pending child deleted with it (common's delete_job).
+
+  KEYS: wait active prioritized delayed completed failed stalled events repeat waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  timestamp
@@ -16,10 +19,11 @@
     4  state: "waiting", "active", "prioritized", "delayed", "completed" or "failed"
   Returns: the deleted ids. One "cleaned" event with their count.
   allow-oom: deleting frees memory (its one growth is the event).
-  Transitions: CLEAN
+  Transitions: CLEAN, DELETE_PARENT, RELEASE_PARENT (a parent in another queue)
 ]]
 --- @include "common"
 --- @include "state"
+--- @include "flows"
 
 local timestamp = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
@@ -77,7 +81,7 @@ end
 
 for _, id in ipairs(deleted) do
   take_out(id, state)
-  delete_job(id, state, 'CLEAN')
+  delete_job(id, state, 'CLEAN', true)
 end
 redis.call('XADD', K.events, '*', 'event', 'cleaned', 'count', #deleted)
 return deleted

@@ -5,16 +5,20 @@
   iteration (or the schedule would stop). Each job's deduplication key is released. No event,
   as BullMQ.
 
-  KEYS: wait prioritized delayed repeat
+  Each job goes as BullMQ's hard path does: its deduplication key released, and a parent in
+  this queue left with no pending child deleted with it (common's delete_job).
+
+  KEYS: wait prioritized delayed repeat stalled waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  "1" to drain the delayed jobs too, else "0"
   Returns: the number of jobs deleted.
   allow-oom: deleting frees memory.
-  Transitions: DRAIN
+  Transitions: DRAIN, DELETE_PARENT, RELEASE_PARENT (a parent in another queue)
 ]]
 --- @include "common"
 --- @include "state"
+--- @include "flows"
 
 local drained = 0
 local function drain(key, state, ids)
@@ -32,7 +36,7 @@ local function drain(key, state, ids)
     end
   end
   for _, id in ipairs(doomed) do
-    delete_job(id, state, 'DRAIN')
+    delete_job(id, state, 'DRAIN', true)
   end
   drained = drained + #doomed
 end

@@ -30,13 +30,18 @@
     again (its reply was lost) changes nothing and gets {0} ({0, {0}} if it asks to fetch), or
     {0, {1, id, hash, token}}: the job the first one fetched, while that job still holds the
     lock it got (re-armed for ARGV[13] ms, as a fresh fetch's).
+  Flows: a child's completion or final failure is recorded into its parent here (see the
+    "flows" include); a parent completing with pending children gets -4, with a child failed
+    by fail_parent_on_failure -9 (nothing changed).
   Transitions: COMPLETE, FAIL, TRIM, RETRY_LATER, RETRY, RETRY_PRIORITIZED, PROMOTE,
     PROMOTE_PRIORITIZED, FETCH, ADD, ADD_PRIORITIZED, ADD_DELAYED (a job parked by
-    deduplication's keep_last_if_active is stored when its owner finishes)
+    deduplication's keep_last_if_active is stored when its owner finishes), RELEASE_PARENT,
+    RELEASE_PARENT_PRIORITIZED, RELEASE_PARENT_DELAYED
 ]]
 --- @include "common"
 --- @include "dedup"
 --- @include "limits"
+--- @include "flows"
 
 local id, token, now, outcome = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local key = job_key(id)
@@ -68,6 +73,14 @@ local function repeated()
   return {0, {1, next_id, cjson.encode(redis.call('HGETALL', job_key(next_id))), next_token}}
 end
 
+if outcome == 'complete' then
+  if redis.call('SCARD', key .. ':dependencies') > 0 then
+    return {-4}
+  end
+  if redis.call('ZCARD', key .. ':unsuccessful') > 0 then
+    return {-9}
+  end
+end
 local code = check_owner(id, token)
 if code ~= 0 then
   if code ~= -1 then
@@ -87,6 +100,7 @@ if outcome == 'complete' then
   moved(id, 'COMPLETE', 'active')
   redis.call('ZADD', K.completed, num(now), id)
   emit('completed', 'jobId', id, 'returnvalue', ARGV[6], 'prev', 'active')
+  child_completed(id, ARGV[6], now)
   trim(K.completed, ARGV[8], ARGV[9], now)
   if deid then
     dedup_finished(deid, id, now)

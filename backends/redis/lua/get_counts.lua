@@ -2,10 +2,10 @@
 --[[
   get_counts: the number of jobs in each state, read in one atomic step.
 
-  KEYS: wait prioritized delayed active completed failed
+  KEYS: wait prioritized delayed active completed failed waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
-  Returns: {waiting, prioritized, delayed, active, completed, failed}
+  Returns: {waiting, prioritized, delayed, active, completed, failed, waiting-children}
   Transitions: none (read only)
 ]]
 
@@ -16,4 +16,5 @@ return {
   redis.call('LLEN', K.active),
   redis.call('ZCARD', K.completed),
   redis.call('ZCARD', K.failed),
+  redis.call('ZCARD', K.waiting_children),
 }

@@ -2,11 +2,12 @@
 --[[
   get_state: where a job is, checked atomically across every structure.
 
-  KEYS: wait active prioritized delayed completed failed
+  KEYS: wait active prioritized delayed completed failed waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  job id
-  Returns: "waiting", "prioritized", "delayed", "active", "completed" or "failed"; false
+  Returns: "waiting", "prioritized", "delayed", "active", "completed", "failed" or
+    "waiting-children"; false
     (nil) when the job is in none of them.
   Transitions: none (read only)
 ]]

@@ -3,7 +3,8 @@
   move_jobs_to_wait: up to `count` jobs of a finished or delayed set, scored at or before
   `timestamp`, go to the back of wait whatever their priority (BullMQ's moveJobsToWait, behind
   Queue.retry_jobs and Queue.promote_jobs). A finished job loses its finish fields; a promoted
-  one keeps its `delay` field, as BullMQ's.
+  one keeps its `delay` field, as BullMQ's. A retried child is pending in its parent again
+  (the "flows" include's child_retried).
 
   KEYS: wait completed failed delayed marker events meta active
   ARGV:
@@ -15,6 +16,7 @@
   Transitions: REPROCESS (completed, failed), PROMOTE (delayed)
 ]]
 --- @include "common"
+--- @include "flows"
 
 local count = tonumber(ARGV[2])
 local state = ARGV[4]
@@ -29,6 +31,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', source, id)
   if cleared[state] then
     redis.call('HDEL', job_key(id), 'finishedOn', 'processedOn', cleared[state])
+    child_retried(id, state)
   end
   moved(id, transition, state)
   redis.call('LPUSH', K.wait, id)

@@ -9,7 +9,12 @@
   corral's transition log, which exists only when tests load the scripts instrumented: it
   belongs to its reader, who empties it (a move it has not read yet must not be lost).
 
-  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta repeat
+  Each job goes as BullMQ's hard path does (common's delete_job): its deduplication key
+  released, and a parent in this queue left with no pending child deleted with it. Unlike
+  BullMQ's, the parents waiting for children go too, last (BullMQ leaves those whose children
+  are in other queues behind).
+
+  KEYS: wait active prioritized delayed completed failed stalled stalled-check id pc marker events meta repeat waiting-children
   ARGV:
     1  base: "<prefix>:<queue>:"
     2  count
@@ -17,9 +22,10 @@
   Returns: 0 when nothing of the queue is left, 1 when the count was used up (call again),
     -1 when the queue is not paused, -2 when it has active jobs and force is not set.
   allow-oom: deleting frees memory.
-  Transitions: OBLITERATE
+  Transitions: OBLITERATE, DELETE_PARENT, RELEASE_PARENT (a parent in another queue)
 ]]
 --- @include "common"
+--- @include "flows"
 
 if not is_paused() then
   return -1
@@ -32,7 +38,9 @@ end
 
 local function delete(ids, state)
   for _, id in ipairs(ids) do
-    delete_job(id, state, 'OBLITERATE')
+    if redis.call('EXISTS', job_key(id)) == 1 then -- (not deleted with a child already)
+      delete_job(id, state, 'OBLITERATE', true)
+    end
   end
   budget = budget - #ids
 end
@@ -56,7 +64,8 @@ delete(active, 'active')
 if budget <= 0 then
   return 1
 end
-for _, state in ipairs({'delayed', 'repeat', 'completed', 'waiting', 'prioritized', 'failed'}) do
+for _, state in ipairs({'delayed', 'repeat', 'completed', 'waiting', 'prioritized', 'failed',
+    'waiting-children'}) do
   local ids = {}
   if state == 'repeat' then
     delete_schedulers()
@@ -67,9 +76,10 @@ for _, state in ipairs({'delayed', 'repeat', 'completed', 'waiting', 'prioritize
       redis.call('LTRIM', K.wait, #ids, -1)
     end
   else
-    ids = redis.call('ZRANGE', K[state], 0, budget - 1)
+    local source = K[state] or K.waiting_children
+    ids = redis.call('ZRANGE', source, 0, budget - 1)
     if #ids > 0 then
-      redis.call('ZREM', K[state], unpack(ids))
+      redis.call('ZREM', source, unpack(ids))
     end
   end
   delete(ids, state)
@@ -78,5 +88,5 @@ for _, state in ipairs({'delayed', 'repeat', 'completed', 'waiting', 'prioritize
   end
 end
 redis.call('DEL', K.wait, K.active, K.prioritized, K.delayed, K.completed, K.failed, K.stalled,
-  K.stalled_check, K.id, K.pc, K.marker, K.events, K.meta)
+  K.stalled_check, K.id, K.pc, K.marker, K.events, K.meta, K.waiting_children)
 return 0

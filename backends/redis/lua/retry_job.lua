@@ -12,9 +12,11 @@
     5  "1" to clear ats (attempts started), else "0"
   Returns: 0; -1 if the job does not exist, -3 if it is not in that state (nothing changed).
   Kept: stacktrace, stc, delay, progress, logs (as BullMQ).
+  A child is pending in its parent again (the "flows" include's child_retried).
   Transitions: REPROCESS REPROCESS_PRIORITIZED
 ]]
 --- @include "common"
+--- @include "flows"
 
 local id = ARGV[2]
 local state = ARGV[3]
@@ -36,6 +38,7 @@ end
 if ARGV[5] == '1' then
   redis.call('HDEL', key, 'ats')
 end
+child_retried(id, state)
 make_ready(id, state, 'REPROCESS', 'REPROCESS_PRIORITIZED', job_opts(id).lifo == true)
 emit('waiting', 'jobId', id, 'prev', state)
 return 0

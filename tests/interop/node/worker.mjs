@@ -9,7 +9,10 @@
 //   checkerOnly    do not process: only run the stalled checker; exit after `count` stalls
 //   lockDuration, stalledInterval, maxStalledCount, concurrency, name, limiter: Worker options
 //   workMs         the processor waits this long before returning
-// The processor returns {by: "node", name, echo: data, attemptsMade}.
+//   readChildren   print the job's children as Node sees them before returning (flows)
+//   echoData       return the job's data itself
+// The processor returns {by: "node", name, echo: data, attemptsMade} (or, with readChildren,
+// that and `children`: the children's values).
 // Prints: {"event": "processing", "job": {...}} when a processor starts, and
 // {"event": "completed" | "failed" | "stalled" | "error", ...}.
 import { Worker } from 'bullmq';
@@ -37,7 +40,22 @@ async function processor(job) {
   if (job.attemptsMade < (failAttempts ?? 0)) {
     throw new Error(`node attempt ${job.attemptsMade + 1} failed`);
   }
-  return { by: 'node', name: job.name, echo: job.data, attemptsMade: job.attemptsMade };
+  if (cfg.echoData) {
+    return job.data;
+  }
+  const result = { by: 'node', name: job.name, echo: job.data, attemptsMade: job.attemptsMade };
+  if (cfg.readChildren) {
+    const children = await job.getChildrenValues();
+    emit({
+      event: 'children',
+      id: job.id,
+      values: children,
+      ignored: await job.getIgnoredChildrenFailures(),
+      dependencies: await job.getDependencies(),
+    });
+    result.children = children;
+  }
+  return result;
 }
 
 const worker = new Worker(cfg.queue, processor, {

@@ -17,6 +17,8 @@
 local PROMOTE_LIMIT = 1000      -- due delayed jobs promoted per operation (BullMQ: 1,000)
 local TRIM_LIMIT = 1000         -- finished jobs deleted per retention pass
 local MAX_EVENTS = 10000        -- events stream length (BullMQ's default maxLenEvents)
+-- Flow hooks, set by the "flows" include in the scripts that finish or delete children.
+local FLOW = {}
 
 local function num(x)
   return string.format('%.0f', x)
@@ -245,18 +247,28 @@ end
 local KEEPS_DEDUP_KEY = {TRIM = true, DEBOUNCE = true}
 
 -- Transition `transition` of a job already taken out of the structure of `state`: delete its
--- hash, lock and logs (and its stalled mark: an active job's; the script lists `stalled`), and
--- release its deduplication key. Every removal path goes through here.
-local function delete_job(id, state, transition)
-  local key = job_key(id)
-  local deid = redis.call('HGET', key, 'deid')
-  moved(id, transition, state)
-  redis.call('DEL', key, lock_key(id), logs_key(id))
-  if state == 'active' then
-    redis.call('SREM', K.stalled, id)
-  end
-  if deid and not KEEPS_DEDUP_KEY[transition] then
-    dedup_removed(deid, id)
+-- hash, lock and logs (and its stalled mark: an active job's; the script lists `stalled`),
+-- release its deduplication key, and detach it from its flow (FLOW.forget, when the script
+-- includes "flows"). With `hard` (BullMQ's hard path: clean, drain, obliterate) a parent in
+-- this queue left with no pending child is deleted after it (DELETE_PARENT, no event), and so
+-- on up the tree. Every removal path goes through here.
+local function delete_job(id, state, transition, hard)
+  while id do
+    local key = job_key(id)
+    local deid = redis.call('HGET', key, 'deid')
+    local orphan = nil
+    if FLOW.forget then
+      orphan = FLOW.forget(id, hard)
+    end
+    moved(id, transition, state)
+    redis.call('DEL', key, lock_key(id), logs_key(id))
+    if state == 'active' then
+      redis.call('SREM', K.stalled, id)
+    end
+    if deid and not KEEPS_DEDUP_KEY[transition] then
+      dedup_removed(deid, id)
+    end
+    id, state, transition = orphan, 'waiting-children', 'DELETE_PARENT'
   end
 end
 
@@ -312,6 +324,9 @@ local function finish_failed(id, reason, count, age_ms, now)
   moved(id, 'FAIL', 'active')
   redis.call('ZADD', K.failed, num(now), id)
   emit('failed', 'jobId', id, 'failedReason', reason, 'prev', 'active')
+  if FLOW.child_failed then
+    FLOW.child_failed(id, reason, now)
+  end
   trim(K.failed, count, age_ms, now)
 end
 
@@ -352,6 +367,22 @@ local function keep_from(spec)
     return count, age_ms
   end
   return '', ''
+end
+
+-- The id of a job being added, ARGV's `custom_id` or else the counter's next value (BullMQ
+-- INCRs the counter on every add, custom id or not), and whether a job of that id exists
+-- already (it is left untouched: event "duplicated").
+local function new_job_id(custom_id)
+  local counter = redis.call('INCR', K.id)
+  local id = custom_id
+  if id == '' then
+    id = tostring(counter)
+  end
+  if redis.call('EXISTS', job_key(id)) == 1 then
+    emit('duplicated', 'jobId', id)
+    return id, true
+  end
+  return id, false
 end
 
 -- The transitions that place a new job, by where it goes.

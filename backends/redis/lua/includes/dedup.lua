@@ -6,6 +6,7 @@
   deduplicate(...)      the add-time step; needs K.delayed, K.active, K.events
   dedup_finished(...)   release on final completion/failure, then store the parked job;
                         needs K.id and what store_new_job needs
+  add_new_job(...)      deduplicate, then store_new_job: the add step of add_jobs and add_flow
   (the release on removal, dedup_removed, is common's: delete_job makes it)
   A key with a ttl is SET with PX ttl - 1: held during [t, t + ttl), as the engine's locks.
 ]]
@@ -141,4 +142,15 @@ local function dedup_finished(deid, id, now)
   claim_dedup(key, next_id, option and option.key_ttl)
   store_new_job(next_id, parked.name, parked.data, parked.opts, now,
     tonumber(opts.delay) or 0, tonumber(opts.priority) or 0, opts.lifo == true, deid)
+end
+
+-- Add a job whose id is free: dropped by deduplication (returns the owner's id and 0), or
+-- stored and placed by store_new_job (returns its id and 1).
+local function add_new_job(id, name, data, opts, timestamp, delay, priority, lifo, custom_id)
+  local owner, deid = deduplicate(id, opts, timestamp, delay, custom_id, name, data)
+  if owner then
+    return owner, 0
+  end
+  store_new_job(id, name, data, opts, timestamp, delay, priority, lifo, deid)
+  return id, 1
 end
