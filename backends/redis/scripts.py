@@ -314,9 +314,9 @@ class Scripts:
     (after SCRIPT FLUSH or a server restart) the queue loads it again and repeats the call.
     With ``functions`` each is instead called as the Redis function of its library (see
     :func:`load_functions`): a script's includes then cost nothing per call, where EVALSHA
-    makes every helper closure of every include anew on each call (half the server time of a
-    job's finish). On "Function not found" the queue loads the library again and repeats the
-    call as EVAL.
+    makes every helper closure of every include anew on each call (a fifth of the server's work
+    for a job's finish, as measured with callgrind). On "Function not found" the queue loads the
+    library again and repeats the call as EVAL.
 
     Args:
         client: the redis-py asyncio client the scripts are registered with.
