@@ -278,7 +278,9 @@ class CommandQueue:
         """Answer one call; an EVALSHA answered NOSCRIPT (an FCALL answered "Function not
         found") is queued again, before every call not yet sent, as EVAL of its script's text
         (with the same future; after a FUNCTION LOAD of its library)."""
-        recovery = self._recovery(_expand(args), result)
+        recovery = None
+        if isinstance(result, ResponseError):  # (NoScriptError is one)
+            recovery = self._recovery(_expand(args), result)
         if recovery is None:
             _settle(reply, result)
             return
