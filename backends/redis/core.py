@@ -18,7 +18,7 @@ from redis.asyncio.connection import SSLConnection
 
 from corral.backends.redis.keys import DEFAULT_PREFIX, QueueKeys
 from corral.backends.redis.pipeline import CommandQueue
-from corral.backends.redis.scripts import Instrumentation, Scripts
+from corral.backends.redis.scripts import Instrumentation, Scripts, load_functions
 from corral.backends.redis.server import ServerFacts, logger, read_server, refusal
 from corral.engine.errors import (
     CorralError,
@@ -189,13 +189,24 @@ class RedisCore:
 
     async def _read_server(self) -> None:
         """Read the server's facts once, before the first operation: load the scripts without
-        their shebang on Redis 6, and log a warning for an eviction policy that loses jobs."""
+        their shebang on Redis 6, as function libraries on Redis 7 (a single server), and log
+        a warning for an eviction policy that loses jobs."""
         async with self._server_lock:
             if self._server is not None:
                 return
             facts = await read_server(self.client)
             if not facts.script_flags:
                 self._scripts = Scripts(self.client, self._commands, self._instrumentation, False)
+            elif (
+                # (Redis Cluster would need each library on every primary: scripts there. An
+                # instrumented backend, for tests, keeps its variants off the server.)
+                isinstance(self.client, Redis)
+                and self._instrumentation == Instrumentation()
+                and await load_functions(self.client)
+            ):
+                self._scripts = Scripts(
+                    self.client, self._commands, self._instrumentation, functions=True
+                )
             for warning in facts.warnings():
                 logger.warning("%s: %s", self.url, warning)
             self._server = facts

@@ -103,11 +103,34 @@ class CommandQueue:
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._scripts: dict[str, str] = {}
+        self._functions: dict[str, tuple[str, str]] = {}
         self._direct = isinstance(client, Redis) and not client.single_connection_client
 
     def add_script(self, sha: str, text: str) -> None:
         """Make a script's text known, to load it again on NOSCRIPT."""
         self._scripts[sha] = text
+
+    def add_function(self, name: str, library: str, text: str) -> None:
+        """Make a Redis function's library known, with the same program as a script's text:
+        an FCALL answered "Function not found" (a FUNCTION FLUSH, a restarted server without
+        persistence) loads the library again and is itself run as EVAL of the text."""
+        self._functions[name] = (library, text)
+
+    def _recovery(self, args: tuple[Any, ...], result: Any) -> list[tuple[Any, ...]] | None:
+        """What to send instead of a script or function call ``args`` (its :class:`Head` spelled
+        out) that failed with ``result`` because the server lacks the program: the call as
+        EVAL, after the library's FUNCTION LOAD for a function; None for any other result."""
+        if isinstance(result, NoScriptError) and args[1] in self._scripts:
+            return [("EVAL", self._scripts[args[1]], *args[2:])]
+        if (
+            args[0] == "FCALL"
+            and isinstance(result, ResponseError)
+            and str(result).startswith("Function not found")
+            and args[1] in self._functions
+        ):
+            library, text = self._functions[args[1]]
+            return [("FUNCTION", "LOAD", "REPLACE", library), ("EVAL", text, *args[2:])]
+        return None
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         """Queue one command (``args`` as for ``execute_command``); the future gets its parsed
@@ -153,20 +176,20 @@ class CommandQueue:
         """Run commands in order; reply errors are returned in place, connection errors raise.
         EVALSHA calls answered NOSCRIPT are run again as EVAL of their scripts' text."""
         results = await self._pipeline(commands)
-        missing = [
-            i
+        recoveries = [
+            (i, recovery)
             for i, result in enumerate(results)
-            if isinstance(result, NoScriptError) and commands[i][1] in self._scripts
+            if (recovery := self._recovery(commands[i], result)) is not None
         ]
-        if missing:
+        if recoveries:
             # EVAL runs the script and caches it again on the server that lacked it. Unlike
             # SCRIPT LOAD (which names no key), it is routed by the call's keys, so in Redis
             # Cluster it reaches the node that answered NOSCRIPT.
-            again = await self._pipeline(
-                [("EVAL", self._scripts[commands[i][1]], *commands[i][2:]) for i in missing]
-            )
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
+            again = await self._pipeline([call for _, recovery in recoveries for call in recovery])
+            position = 0
+            for i, recovery in recoveries:
+                position += len(recovery)
+                results[i] = again[position - 1]  # (the call's own answer comes last)
         return results
 
     async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -252,13 +275,22 @@ class CommandQueue:
         return reply if callback is None else callback(reply)
 
     def _answer(self, args: tuple[Any, ...], reply: asyncio.Future[Any], result: Any) -> None:
-        """Answer one call; an EVALSHA answered NOSCRIPT is queued again, before every call not
-        yet sent, as EVAL of its script's text (with the same future)."""
-        if isinstance(result, NoScriptError) and (args := _expand(args))[1] in self._scripts:
-            self._again.append((("EVAL", self._scripts[args[1]], *args[2:]), reply))
-            self._wake.set()
-        else:
+        """Answer one call; an EVALSHA answered NOSCRIPT (an FCALL answered "Function not
+        found") is queued again, before every call not yet sent, as EVAL of its script's text
+        (with the same future; after a FUNCTION LOAD of its library)."""
+        recovery = None
+        if isinstance(result, ResponseError):  # (NoScriptError is one)
+            recovery = self._recovery(_expand(args), result)
+        if recovery is None:
             _settle(reply, result)
+            return
+        loop = asyncio.get_running_loop()
+        for call in recovery[:-1]:  # (a FUNCTION LOAD: nobody awaits its own reply)
+            ignored: asyncio.Future[Any] = loop.create_future()
+            ignored.add_done_callback(_retrieve)
+            self._again.append((call, ignored))
+        self._again.append((recovery[-1], reply))
+        self._wake.set()
 
     async def close(self) -> None:
         """Wait for the commands already queued to be sent."""
@@ -585,6 +617,12 @@ def _pack_argument(
 
 def _no_encoder(arg: Any) -> bytes:
     raise TypeError(f"a Head takes only str, int and bytes arguments, not {type(arg).__name__}")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an unawaited reply's error as seen (asyncio would log it as never retrieved)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail(batch: _Batch, exc: Exception) -> None:

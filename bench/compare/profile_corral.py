@@ -110,7 +110,7 @@ async def profile(args: argparse.Namespace, prefix: str, client: Redis) -> None:
         f"round trips: {len(batches):,} ({len(batches) / jobs:.3f} per job), "
         f"{sum(batches) / max(len(batches), 1):.2f} commands per round trip"
     )
-    for name in ("cmdstat_evalsha", "cmdstat_bzpopmin"):
+    for name in ("cmdstat_evalsha", "cmdstat_fcall", "cmdstat_bzpopmin"):
         calls = after.get(name, {}).get("calls", 0) - before.get(name, {}).get("calls", 0)
         usec = after.get(name, {}).get("usec", 0) - before.get(name, {}).get("usec", 0)
         if calls:

@@ -32,6 +32,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from corral.backends.redis import RedisBackend, RedisUnavailableError
+from corral.backends.redis import core as redis_core
 from corral.backends.redis.scripts import SCRIPT_NAMES, load_source
 from corral.engine import Job, Queue, Worker
 from corral.engine.errors import LockLostError
@@ -178,15 +179,16 @@ def names_url(errors: list[BaseException], url: str) -> None:
     assert not others, others
 
 
-def preload_scripts(server: RedisProcess) -> dict[str, bytes]:
-    """Load every script (so that no call meets NOSCRIPT); return their SHA1s by name."""
-    shas = {}
+def preload_functions(server: RedisProcess) -> dict[str, bytes]:
+    """Load every script's function library (so that no call meets "Function not found");
+    return the function names by script name, as the backend's FCALLs send them."""
+    names = {}
     with server.admin() as admin:
         for name in SCRIPT_NAMES:
-            text = load_source(name).text
-            shas[name] = admin.script_load(text).encode()
-            assert shas[name] == hashlib.sha1(text.encode()).hexdigest().encode()
-    return shas
+            source = load_source(name)
+            admin.function_load(source.library, replace=True)
+            names[name] = source.function.encode()
+    return names
 
 
 # ---------------------------------------------------------------------------- restarts
@@ -318,7 +320,7 @@ async def _has(errors: list[BaseException], kind: type[BaseException]) -> bool:
 def test_connection_cut_in_the_middle_of_a_script_call(
     server: RedisProcess, script: str, after_reply: bool, orphan_stalls: int
 ) -> None:
-    shas = preload_scripts(server)
+    functions = preload_functions(server)
 
     async def main() -> None:
         proxy = CuttingProxy(server.port)
@@ -326,7 +328,7 @@ def test_connection_cut_in_the_middle_of_a_script_call(
         backend = RedisBackend.from_url(proxy.url, prefix="cut")
         try:
             ids = await add_jobs(backend, 6)
-            cut = proxy.arm(shas[script], after_reply=after_reply)
+            cut = proxy.arm(functions[script], after_reply=after_reply)
             run = Run(backend, returns_id(0.01), lock_duration=1_000, stalled_interval=300)
             run.start()
             await asyncio.wait_for(cut, 10)
@@ -395,10 +397,12 @@ def test_clients_killed_repeatedly_under_load(server: RedisProcess) -> None:
 # ---------------------------------------------------------------------------- scripts, slowness
 
 
-def test_script_flush_while_running(server: RedisProcess) -> None:
-    """SCRIPT FLUSH five times under a busy worker: the next EVALSHA of each script meets
+def test_script_flush_while_running(server: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SCRIPT FLUSH five times under a busy worker that runs the scripts as EVALSHA (as on
+    Redis Cluster, or where FUNCTION is refused): the next EVALSHA of each script meets
     NOSCRIPT and is run again as EVAL (which caches it again); the worker never sees an
     error."""
+    monkeypatch.setattr(redis_core, "load_functions", _refused)
     finish_sha = hashlib.sha1(load_source("finish").text.encode()).hexdigest()
 
     async def main() -> None:
@@ -418,12 +422,58 @@ def test_script_flush_while_running(server: RedisProcess) -> None:
                 assert admin.script_exists(finish_sha) == [True]  # ... and it was loaded again
                 noscript = admin.info("errorstats").get("errorstat_NOSCRIPT", {"count": 0})
                 assert noscript["count"] >= 1  # the server did answer NOSCRIPT
+                assert admin.function_list(library="corral_*") == []  # (no FCALL was made)
             assert run.errors == []
             await assert_completed_exactly_once(backend, ids)
         finally:
             await backend.close()
 
     asyncio.run(main())
+
+
+async def _refused(client: Redis) -> bool:
+    return False
+
+
+def test_function_flush_while_running(server: RedisProcess) -> None:
+    """FUNCTION FLUSH five times under a busy worker: the next FCALL of each function meets
+    "Function not found", its library is loaded again and the call is run as EVAL; the worker
+    never sees an error."""
+    finish = load_source("finish").function
+
+    async def main() -> None:
+        backend = RedisBackend.from_url(server.url, prefix="flush")
+        try:
+            ids = await add_jobs(backend, 100)
+            run = Run(backend, returns_id(0.02), concurrency=2)
+            run.start()
+            with server.admin() as admin:
+                assert finish in _libraries(admin)  # the backend runs the scripts as functions
+                for _ in range(5):
+                    await asyncio.sleep(0.05)
+                    await asyncio.to_thread(admin.function_flush)
+                # The work was not over when the libraries were last flushed ...
+                assert (await backend.get_counts(Q))[JobState.COMPLETED] < len(ids)
+                await until(lambda: all_completed(backend, ids), "every job to complete")
+                await run.stop()
+                assert finish in _libraries(admin)  # ... and the library was loaded again
+                errors = admin.info("errorstats").get("errorstat_ERR", {"count": 0})
+                assert errors["count"] >= 1  # the server did answer "Function not found"
+            assert run.errors == []
+            await assert_completed_exactly_once(backend, ids)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+
+
+def _libraries(admin: Any) -> set[str]:
+    return {
+        entry[entry.index(b"library_name") + 1].decode()
+        if isinstance(entry, list)
+        else str(entry["library_name"])
+        for entry in admin.function_list(library="corral_*")
+    }
 
 
 async def until_asleep(port: int) -> None:

@@ -23,7 +23,7 @@ import redis.asyncio
 from corral.backends.redis import RedisBackend, RedisUnavailableError
 from corral.backends.redis.fake import virtual_fakeredis
 from corral.backends.redis.keys import KEY_TYPES, QueueKeys
-from corral.backends.redis.scripts import SCRIPT_NAMES, load_source
+from corral.backends.redis.scripts import SCRIPT_NAMES, load_source, used_part
 from corral.engine import Job, Queue, Worker
 from corral.engine.errors import ResultCode
 from corral.engine.states import JobState, Transition
@@ -83,6 +83,30 @@ def test_every_script_header_names_its_keys_and_valid_transitions(name: str) -> 
 def test_every_transition_is_performed_by_some_script() -> None:
     performed = {t for name in SCRIPT_NAMES for t in load_source(name).transitions}
     assert performed == set(Transition.__members__)
+
+
+def test_includes_are_pruned_to_what_the_script_reaches() -> None:
+    library = (
+        "local LIMIT = 10\n"
+        "local TABLE = {a = 1,\n  b = 2}\n"
+        "local function leaf(x)\n  return x + LIMIT\nend\n"
+        "-- (a comment naming unused() does not keep it)\n"
+        "local function unused(x)\n  return TABLE[x]\nend\n"
+        "local function used(x)\n  return leaf(x)\nend\n"
+        "local HOOKS = {}\n"
+        "HOOKS.on = function(x)\n  return used(x)\nend\n"
+    )
+    kept = used_part(library, "return 1\n")
+    # The hook is not a definition, so it stays, and with it what it reaches.
+    assert "local function used(" in kept
+    assert "local function leaf(" in kept
+    assert "local LIMIT = 10" in kept
+    assert "local HOOKS = {}" in kept
+    assert "local function unused(" not in kept
+    assert "TABLE" not in kept
+    # A helper of an include that finish.lua never reaches is left out of its program.
+    assert "local function deduplicate(" not in load_source("finish").text
+    assert "local function deduplicate(" in load_source("add_jobs").text
 
 
 def test_key_schema() -> None:

@@ -22,10 +22,15 @@
 --- @include "common"
 --- @include "dedup"
 
+-- One INCRBY for the batch: the counter ends where one INCR per job would leave it.
+local jobs = (#ARGV - 1) / 8
+local counter = redis.call('INCRBY', K.id, jobs) - jobs
+batch_ready = true
 local result = {}
 for i = 2, #ARGV, 8 do
   local name, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local id, exists = new_job_id(ARGV[i + 7])
+  counter = counter + 1
+  local id, exists = new_job_id(ARGV[i + 7], counter)
   local created = 0
   if not exists then
     id, created = add_new_job(id, name, data, opts, ARGV[i + 3], tonumber(ARGV[i + 4]),
@@ -34,4 +39,5 @@ for i = 2, #ARGV, 8 do
   result[#result + 1] = id
   result[#result + 1] = created
 end
+flush_ready()
 return result

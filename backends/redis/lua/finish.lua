@@ -73,13 +73,13 @@ local function repeated()
   return {0, {1, next_id, cjson.encode(redis.call('HGETALL', job_key(next_id))), next_token}}
 end
 
-if outcome == 'complete' then
+-- (an empty set is no key: one EXISTS tells whether either check needs a closer look)
+if outcome == 'complete'
+    and redis.call('EXISTS', key .. ':dependencies', key .. ':unsuccessful') > 0 then
   if redis.call('SCARD', key .. ':dependencies') > 0 then
     return {-4}
   end
-  if redis.call('ZCARD', key .. ':unsuccessful') > 0 then
-    return {-9}
-  end
+  return {-9}
 end
 local code = check_owner(id, token)
 if code ~= 0 then
@@ -92,21 +92,24 @@ if code ~= 0 then
   return {code}
 end
 drop_lock(id)
-redis.call('HSET', key, 'fin:' .. token, outcome .. ':')
+-- The record of this finish ("fin:" token) goes into the outcome's first HSET below.
+local record = 'fin:' .. token
 local attempts_made = redis.call('HINCRBY', key, 'atm', 1)
-local deid = redis.call('HGET', key, 'deid')  -- (read first: retention may delete the job)
+-- (read first: retention may delete the job)
+local links = redis.call('HMGET', key, 'deid', 'parent', 'parentKey')
+local deid = links[1]
 if outcome == 'complete' then
-  redis.call('HSET', key, 'returnvalue', ARGV[6], 'finishedOn', num(now))
+  redis.call('HSET', key, record, 'complete:', 'returnvalue', ARGV[6], 'finishedOn', num(now))
   moved(id, 'COMPLETE', 'active')
   redis.call('ZADD', K.completed, num(now), id)
   emit('completed', 'jobId', id, 'returnvalue', ARGV[6], 'prev', 'active')
-  child_completed(id, ARGV[6], now)
+  child_completed(id, ARGV[6], now, {links[2], links[3]})
   trim(K.completed, ARGV[8], ARGV[9], now)
   if deid then
     dedup_finished(deid, id, now)
   end
 elseif outcome == 'fail' then
-  redis.call('HSET', key, 'stacktrace', ARGV[7])
+  redis.call('HSET', key, record, 'fail:', 'stacktrace', ARGV[7])
   -- Read before finish_failed: its retention may delete the job.
   local attempts = tonumber(job_opts(id).attempts) or 0
   finish_failed(id, ARGV[6], ARGV[8], ARGV[9], now)
@@ -117,7 +120,7 @@ elseif outcome == 'fail' then
     dedup_finished(deid, id, now)
   end
 else
-  redis.call('HSET', key, 'failedReason', ARGV[6], 'stacktrace', ARGV[7])
+  redis.call('HSET', key, record, outcome .. ':', 'failedReason', ARGV[6], 'stacktrace', ARGV[7])
   if outcome == 'retry_later' then
     local due = now + tonumber(ARGV[10])
     redis.call('HSET', key, 'delay', ARGV[10])
@@ -144,10 +147,10 @@ end
 if ARGV[11] == '1' then
   local fetched = fetch(ARGV[12], ARGV[13], ARGV[14], ARGV[15], now,
     limits_for(ARGV[16], ARGV[17]))
-  -- (retention may have deleted the finished job: HSET would make a stray hash)
-  if fetched[1] == 1 and redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 'fin:' .. token,
-      outcome .. ':' .. #fetched[2] .. ':' .. fetched[2] .. ARGV[12])
+  -- (retention, when asked for, may have deleted the finished job: HSET would make a stray
+  -- hash)
+  if fetched[1] == 1 and ((ARGV[8] == '' and ARGV[9] == '') or redis.call('EXISTS', key) == 1) then
+    redis.call('HSET', key, record, outcome .. ':' .. #fetched[2] .. ':' .. fetched[2] .. ARGV[12])
   end
   return {0, fetched}
 end

@@ -41,17 +41,16 @@ local function is_paused()
   return redis.call('HEXISTS', K.meta, 'paused') == 1
 end
 
--- Whether global concurrency is reached: LLEN active >= meta.concurrency (a script that can
--- make a job ready lists `active` and `meta`).
-local function is_maxed()
-  local concurrency = tonumber(redis.call('HGET', K.meta, 'concurrency'))
-  return concurrency ~= nil and redis.call('LLEN', K.active) >= concurrency
-end
-
 -- Whether a job made ready sets the marker: not while the queue is paused or maxed (BullMQ's
--- isQueuePausedOrMaxed: no worker could take the job anyway).
+-- isQueuePausedOrMaxed: no worker could take the job anyway). Maxed: LLEN active >=
+-- meta.concurrency (a script that can make a job ready lists `active` and `meta`).
 local function may_signal()
-  return not is_paused() and not is_maxed()
+  local meta = redis.call('HMGET', K.meta, 'paused', 'concurrency')
+  if meta[1] then
+    return false
+  end
+  local concurrency = tonumber(meta[2])
+  return concurrency == nil or redis.call('LLEN', K.active) < concurrency
 end
 
 -- XADD one BullMQ event: field "event" = name, then the given field/value pairs.
@@ -65,6 +64,28 @@ local function signal(member, score)
   redis.call('ZADD', K.marker, 'LT', num(score), member)
 end
 
+-- A script that makes many jobs of one queue ready (add_jobs) sets `batch_ready`: the pushes
+-- below then only note that a job became ready, and the script calls `flush_ready` once at the
+-- end, as nothing it does between its pushes changes `paused`, `meta` or `active`.
+local batch_ready, made_ready = false, false
+
+-- A job was made ready: set the marker if a worker may take it.
+local function ready()
+  if batch_ready then
+    made_ready = true
+  elseif may_signal() then
+    signal('0', 0)
+  end
+end
+
+local function flush_ready()
+  batch_ready = false
+  if made_ready then
+    made_ready = false
+    ready()
+  end
+end
+
 -- Into wait. The right end is served next, so "front of the line" is an RPUSH.
 local function push_wait(id, front)
   if front then
@@ -72,18 +93,14 @@ local function push_wait(id, front)
   else
     redis.call('LPUSH', K.wait, id)
   end
-  if may_signal() then
-    signal('0', 0)
-  end
+  ready()
 end
 
 -- Into prioritized: score priority * 2^32 + (pc counter mod 2^32), FIFO per priority.
 local function push_prioritized(id, priority)
   local counter = redis.call('INCR', K.pc)
   redis.call('ZADD', K.prioritized, num(priority * 4294967296 + counter % 4294967296), id)
-  if may_signal() then
-    signal('0', 0)
-  end
+  ready()
 end
 
 -- Into delayed: score due_ms * 4096 + the next free sequence number of that millisecond.
@@ -143,9 +160,9 @@ end
 
 -- Transition FETCH, after promoting due jobs. Returns {0} while paused (or maxed) or empty,
 -- {0, due} when only delayed jobs remain, {2, ms} while a rate limit holds fetches back, or
--- {1, id, '[field, value, ...]'} (the hash as a JSON array). `limits` is nil or what the
--- "limits" include's limits_for returns.
-local function fetch(token, lock_px, has_name, worker_name, now, limits)
+-- {1, id, '[field, value, ...]'} (the hash as a JSON array). `paused` and `limits` are what
+-- the "limits" include's limits_for returns.
+local function fetch(token, lock_px, has_name, worker_name, now, paused, limits)
   -- As BullMQ's moveToActive: due delayed jobs are promoted even while the queue is paused.
   promote_due(now)
   if limits then
@@ -156,7 +173,7 @@ local function fetch(token, lock_px, has_name, worker_name, now, limits)
       return {0}
     end
   end
-  if is_paused() then
+  if paused then
     return {0}
   end
   local id = redis.call('RPOP', K.wait)
@@ -371,9 +388,10 @@ end
 
 -- The id of a job being added, ARGV's `custom_id` or else the counter's next value (BullMQ
 -- INCRs the counter on every add, custom id or not), and whether a job of that id exists
--- already (it is left untouched: event "duplicated").
-local function new_job_id(custom_id)
-  local counter = redis.call('INCR', K.id)
+-- already (it is left untouched: event "duplicated"). `counter`: the counter's value for this
+-- job when the caller INCRBYs it once for many jobs.
+local function new_job_id(custom_id, counter)
+  counter = counter or redis.call('INCR', K.id)
   local id = custom_id
   if id == '' then
     id = tostring(counter)

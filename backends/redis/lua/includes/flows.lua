@@ -36,8 +36,9 @@ local function in_queue(queue_base, fn, ...)
 end
 
 -- The parent of a child job (its key given): queue key, parent id, failure flag ('' for none).
-local function parent_of(key)
-  local fields = redis.call('HMGET', key, 'parent', 'parentKey')
+-- `fields`: its `parent` and `parentKey` fields when the caller read them already.
+local function parent_of(key, fields)
+  fields = fields or redis.call('HMGET', key, 'parent', 'parentKey')
   if fields[1] then
     local ok, link = pcall(cjson.decode, fields[1])
     if ok and type(link) == 'table' and type(link.queueKey) == 'string' then
@@ -100,8 +101,8 @@ end
 
 -- The child's parent (queue key, parent id, parent key, flag) after taking the child out of
 -- the parent's pending dependencies; nil if it was not pending there.
-local function take_pending(key)
-  local queue_key, parent_id, flag = parent_of(key)
+local function take_pending(key, fields)
+  local queue_key, parent_id, flag = parent_of(key, fields)
   if not queue_key then
     return nil
   end
@@ -114,9 +115,10 @@ local function take_pending(key)
 end
 
 -- A child completed: its value into the parent's processed; a last child releases the parent.
-local function child_completed(id, value, now)
+-- `fields` as parent_of's.
+local function child_completed(id, value, now, fields)
   local key = job_key(id)
-  local queue_key, parent_id, parent_key = take_pending(key)
+  local queue_key, parent_id, parent_key = take_pending(key, fields)
   if not queue_key then
     return
   end

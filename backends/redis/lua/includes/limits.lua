@@ -3,8 +3,9 @@
   a script says `--- @include "limits"`, after "common"; the decisions mirror
   corral.engine.limits). Needs K.limiter, K.meta, K.active, K.wait, K.prioritized.
 
-  `limits_for(worker_max, worker_duration)` reads the queue's meta once and returns nil when
-  nothing limits fetching (no max anywhere, no global concurrency), else a table of closures:
+  `limits_for(worker_max, worker_duration)` reads the queue's meta once and returns two values:
+  whether the queue is paused (for `fetch`, which takes both), and nil when nothing limits
+  fetching (no max anywhere, no global concurrency), else a table of closures:
     gate()      -> ms a rate limit holds fetches back (> 0), -1 when maxed, or 0; and the max
     count(id)   INCR the window for an activation (PEXPIRE on the first one; not for `defa`)
     maxed()     whether `active` has reached meta.concurrency
@@ -14,11 +15,12 @@
 ]]
 
 local function limits_for(worker_max, worker_duration)
-  local meta = redis.call('HMGET', K.meta, 'max', 'duration', 'concurrency')
+  local meta = redis.call('HMGET', K.meta, 'max', 'duration', 'concurrency', 'paused')
+  local paused = meta[4] ~= false
   local max_jobs = tonumber(meta[1]) or tonumber(worker_max)
   local concurrency = tonumber(meta[3])
   if not max_jobs and not concurrency then
-    return nil
+    return paused, nil
   end
   local duration = tonumber(worker_duration) or math.abs(tonumber(meta[2]) or 0)
   local L = {}
@@ -58,7 +60,7 @@ local function limits_for(worker_max, worker_duration)
       redis.call('PEXPIRE', K.limiter, math.floor(duration))
     end
   end
-  return L
+  return paused, L
 end
 
 -- Set the marker when jobs are ready and the queue may serve them (a limit was lifted).
