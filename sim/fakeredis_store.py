@@ -496,14 +496,19 @@ class FakeRedisStore:
         return list(self.index)
 
     def check(self) -> None:
-        """Assert every structural invariant of every queue (:func:`check_queue`), and that
-        every job is where the transition log put it.
+        """Assert every structural invariant of every queue (:func:`check_queue`), that every
+        job is where the transition log put it, and that no queue's log holds a move that was
+        never delivered (each call's moves, in every queue, are drained from one log).
 
         Raises:
             AssertionError: naming the queue, the job and the broken rule.
         """
         for queue, index in self.index.items():
-            layout = self.run(read_layout(self.client, self.backend.keys(queue)))
+            keys = self.backend.keys(queue)
+            layout = self.run(read_layout(self.client, keys, drain_log=True))
+            if layout.log:
+                moves = ", ".join(f"{m.transition.name} {m.job_id}" for m in layout.log[:5])
+                raise AssertionError(f"queue {queue!r}: moves never delivered: {moves}")
             check_layout(queue, layout, index)
 
     def check_jobs(self, queue: str, job_ids: Iterable[str]) -> None:

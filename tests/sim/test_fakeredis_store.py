@@ -206,3 +206,13 @@ def test_step_jobs_and_detached_children_on_fakeredis(world: World) -> None:
     ]
     assert world.store.index["pq"] == {"S": JobState.DELAYED}
     world.store.check()
+
+
+def test_the_full_check_finds_a_move_left_in_a_log(world: World) -> None:
+    finish(world.store.add_jobs(Q, [world.job()]))
+    world.store.check()
+    # A move logged where no call drains it (as if a script logged into another queue's log).
+    finish(world.store.add_jobs("other", [world.job()]))
+    world.store.run(world.store.backend.add_jobs("other", [world.job()]))  # (not delivered)
+    with pytest.raises(AssertionError, match="queue 'other': moves never delivered: ADD 2"):
+        world.store.check()
