@@ -20,6 +20,12 @@ blocking waits) against a ``fakeredis`` server. It adds what the simulator's ora
   it makes, in order, in a list that this store drains after each call and hands to
   :attr:`transition_listener` (the memory backend's listener signature), after checking that the
   script's header declares that transition. The log also keeps an index of where each job is.
+  A flow's script moves jobs of several queues (``add_flow`` stores a tree across queues, a
+  child's ``finish`` releases a parent in another queue): the log of the queue the script was
+  called on holds all its moves, in the order made, each naming the job's queue, so one drain
+  delivers every queue's changes in the memory backend's order. Each entry also carries the
+  job's ``processed`` children at that moment: :meth:`parent_processed` answers from it while
+  the move is being delivered, as the memory backend answers inside the move.
 - **Reads for the oracle and structural checks**: :meth:`job_fields`, :meth:`check` and
   :meth:`check_jobs` (``corral.backends.redis.checks``, plus agreement with the index). The
   transition log is drained by the same script that reads the layout around the jobs it names,
@@ -45,12 +51,15 @@ from corral.backends.redis.checks import Layout, LoggedTransition, check_layout,
 from corral.backends.redis.keys import DEFAULT_PREFIX
 from corral.backends.redis.scripts import SCRIPT_NAMES, Instrumentation, load_source
 from corral.engine.errors import ResultCode
+from corral.engine.flows import Dependencies
 from corral.engine.states import JobState
 from corral.engine.storage import (
     AddResult,
     FetchRequest,
     FetchResult,
     FinishResult,
+    FlowAdded,
+    FlowNode,
     LockInfo,
     NewJob,
     ObliterateResult,
@@ -107,6 +116,7 @@ class FakeRedisStore:
         #: Where each job of each queue is, as the transition log says.
         self.index: dict[str, dict[str, JobState]] = {}
         self._seen: tuple[str, Layout] | None = None  # the read after the last call
+        self._moving: tuple[str, LoggedTransition] | None = None  # the move being delivered
 
     def __repr__(self) -> str:
         return f"<FakeRedisStore prefix={self.backend.prefix!r}>"
@@ -161,27 +171,40 @@ class FakeRedisStore:
             self._deliver(op, queue)
 
     def _deliver(self, op: str, queue: str) -> None:
+        """Drain the log of the queue ``op`` was called on (which holds its moves in every
+        queue) and deliver each move to the index of the job's queue and the listener."""
         layout = self.run(read_layout(self.client, self.backend.keys(queue), (), drain_log=True))
         self._seen = (queue, layout)
         declared = load_source(op).transitions if op in SCRIPT_NAMES else ()
-        index = self.index.setdefault(queue, {})
         for move in layout.log:
             if move.transition.name not in declared:
                 raise AssertionError(
                     f"{op}.lua made {move.transition.name} on job {move.job_id}, which its "
                     f"header does not declare ({', '.join(declared) or 'none'})"
                 )
-            self._record(queue, index, move)
+            self._record(self._queue_named(move.base), move)
 
-    def _record(self, queue: str, index: dict[str, JobState], move: LoggedTransition) -> None:
+    def _queue_named(self, base: str) -> str:
+        """The queue whose keys start with ``base`` (``<prefix>:<queue>:``)."""
+        head = self.backend.prefix + ":"
+        if not (base.startswith(head) and base.endswith(":")):
+            raise AssertionError(f"a script logged a move in {base!r}, outside prefix {head!r}")
+        return base[len(head) : -1]
+
+    def _record(self, queue: str, move: LoggedTransition) -> None:
+        index = self.index.setdefault(queue, {})
         if move.target is None:
             index.pop(move.job_id, None)
         else:
             index[move.job_id] = move.target
         if self.transition_listener is not None:
-            self.transition_listener(
-                queue, move.job_id, move.transition, move.source, move.target, move.fields
-            )
+            self._moving = (queue, move)
+            try:
+                self.transition_listener(
+                    queue, move.job_id, move.transition, move.source, move.target, move.fields
+                )
+            finally:
+                self._moving = None
 
     # ------------------------------------------------------------------ Storage operations
 
@@ -409,6 +432,34 @@ class FakeRedisStore:
     async def remove_deduplication_key(self, queue: str, dedup_id: str) -> int:
         return self.run(self.backend.remove_deduplication_key(queue, dedup_id))
 
+    def flow_queue_key(self, queue: str) -> str:
+        return self.backend.flow_queue_key(queue)
+
+    async def add_flow(self, nodes: Sequence[FlowNode], now: int) -> FlowAdded:
+        if not nodes:  # (no script runs)
+            return self.run(self.backend.add_flow(nodes, now))
+        # (the script logs the moves it makes in every queue in its first node's queue's log)
+        return self._mutate("add_flow", nodes[0].queue, self.backend.add_flow(nodes, now))
+
+    async def get_dependencies(self, queue: str, job_id: str) -> Dependencies:
+        return self.run(self.backend.get_dependencies(queue, job_id))
+
+    async def remove_child_dependency(self, queue: str, job_id: str) -> int:
+        call = self.backend.remove_child_dependency(queue, job_id)
+        return self._mutate("remove_child_dependency", queue, call)
+
+    async def move_to_waiting_children(
+        self, queue: str, job_id: str, token: str, child_key: str | None, now: int
+    ) -> int:
+        call = self.backend.move_to_waiting_children(queue, job_id, token, child_key, now)
+        return self._mutate("move_to_waiting_children", queue, call)
+
+    async def move_to_delayed(
+        self, queue: str, job_id: str, token: str, delay: int, now: int
+    ) -> ResultCode:
+        call = self.backend.move_to_delayed(queue, job_id, token, delay, now)
+        return self._mutate("move_to_delayed", queue, call)
+
     async def close(self) -> None:
         """Nothing to release: the data stays for other users of this store."""
 
@@ -430,19 +481,34 @@ class FakeRedisStore:
             return seen[1].jobs.get(job_id)
         return self.run(self.backend.get_job(queue, job_id))
 
+    def parent_processed(self, queue: str, job_id: str) -> dict[str, str]:
+        """A parent's processed children (child key -> result): while its move is being
+        delivered, as they were at that moment (as ``MemoryBackend.parent_processed`` reads
+        them inside the operation); otherwise as they are now."""
+        moving = self._moving
+        if moving is not None and moving[0] == queue and moving[1].job_id == job_id:
+            return dict(moving[1].processed)
+        key = self.backend.keys(queue).base + job_id + ":processed"
+        return self.run(_hgetall(self.client, key))
+
     def queues(self) -> list[str]:
         """Names of the queues a state change was seen in."""
         return list(self.index)
 
     def check(self) -> None:
-        """Assert every structural invariant of every queue (:func:`check_queue`), and that
-        every job is where the transition log put it.
+        """Assert every structural invariant of every queue (:func:`check_queue`), that every
+        job is where the transition log put it, and that no queue's log holds a move that was
+        never delivered (each call's moves, in every queue, are drained from one log).
 
         Raises:
             AssertionError: naming the queue, the job and the broken rule.
         """
         for queue, index in self.index.items():
-            layout = self.run(read_layout(self.client, self.backend.keys(queue)))
+            keys = self.backend.keys(queue)
+            layout = self.run(read_layout(self.client, keys, drain_log=True))
+            if layout.log:
+                moves = ", ".join(f"{m.transition.name} {m.job_id}" for m in layout.log[:5])
+                raise AssertionError(f"queue {queue!r}: moves never delivered: {moves}")
             check_layout(queue, layout, index)
 
     def check_jobs(self, queue: str, job_ids: Iterable[str]) -> None:
@@ -462,6 +528,10 @@ class FakeRedisStore:
         else:
             layout = self.run(read_layout(self.client, self.backend.keys(queue), ids))
         check_layout(queue, layout, index, job_count=len(index))
+
+
+async def _hgetall(client: fakeredis.aioredis.FakeRedis, key: str) -> dict[str, str]:
+    return {str(field): str(value) for field, value in (await client.hgetall(key)).items()}
 
 
 def _pass_on(waiter: asyncio.Future[T], task: asyncio.Task[T]) -> None:

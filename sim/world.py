@@ -124,8 +124,6 @@ class World:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-        if scenario.flows is not None and backend != "memory":  # (before any loop is made)
-            raise ValueError("the flows scenario runs on the memory backend only")
         # With an explicit timeline (shrinking) the seed's other draws stay as they were, and
         # so do the enabled kinds: clock skew has no timeline entry of its own.
         self.scenario = scenario
@@ -226,9 +224,7 @@ class World:
         return backend
 
     def _processed_of(self, queue: str, job_id: str) -> Mapping[str, str]:
-        backend = self.backend
-        assert isinstance(backend, MemoryBackend)
-        return backend.parent_processed(queue, job_id)
+        return self.backend.parent_processed(queue, job_id)
 
     def _connect(self, process: str) -> Storage:
         """A process's link to the store. It carries every Storage call but the worker

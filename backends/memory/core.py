@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 from collections.abc import Callable, Iterator, Mapping
@@ -89,6 +90,9 @@ class MemoryCore:
         self.clock: Clock = clock or SystemClock()
         self._queues: dict[str, QueueStore] = {}
         self._mutex = OperationLock(self, self._serve_waiters)
+        #: Each blocked ``wait_for_work`` waiter -> when it blocked (an ordinal), for serving.
+        self._blocked_since: dict[asyncio.Future[bool], int] = {}
+        self._block_numbers = itertools.count()
         #: Called on every state change; the simulator records transitions through it.
         self.transition_listener: TransitionListener | None = None
         #: Deliberate bugs for the simulator's self-test (see PLANTABLE_BUGS); empty otherwise.
@@ -162,14 +166,31 @@ class MemoryCore:
     def _serve_waiters(self, marked: list[QueueStore]) -> None:
         """At the end of each operation: give each marker member to one blocked waiter, longest
         waiting first, as Redis serves the clients blocked in BZPOPMIN after each command or
-        script (several signals within one operation set one member and wake one waiter)."""
-        while marked:
-            store = marked.pop()
-            while store.marker and store.waiters:
-                waiter = store.waiters.popleft()
-                if not waiter.done():
-                    self._consume_marker(store)
-                    resolve_waiter(waiter)
+        script (several signals within one operation set one member and wake one waiter).
+
+        An operation that signals several queues (a flow's) serves their waiters longest waiting
+        first across those queues, as fakeredis under ``virtual_fakeredis`` wakes its blocked
+        clients: the simulator's two stores then wake workers in the same order (real Redis
+        goes key by key in the order they were signalled; nothing a worker does depends on
+        which of two queues' workers is woken first)."""
+        stores = list(dict.fromkeys(marked))
+        marked.clear()
+        order = self._blocked_since
+        while True:
+            best = None
+            for store in stores:
+                while store.waiters and store.waiters[0].done():  # (timed out or cancelled)
+                    store.waiters.popleft()
+                if (
+                    store.marker
+                    and store.waiters
+                    and (best is None or order[store.waiters[0]] < order[best.waiters[0]])
+                ):
+                    best = store
+            if best is None:
+                return
+            self._consume_marker(best)
+            resolve_waiter(best.waiters.popleft())
 
     @staticmethod
     def _consume_marker(store: QueueStore) -> bool:

@@ -68,6 +68,7 @@ class NotificationOps(MemoryCore):
                 return True
             waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             store.waiters.append(waiter)
+            self._blocked_since[waiter] = next(self._block_numbers)
         timer = waiter.get_loop().call_later(timeout_ms / 1000, expire_waiter, waiter)
         try:
             woken = await waiter
@@ -80,6 +81,7 @@ class NotificationOps(MemoryCore):
             raise
         finally:
             timer.cancel()
+            self._blocked_since.pop(waiter, None)
         if not woken:
             with self._mutex:
                 if waiter in store.waiters:

@@ -4,12 +4,14 @@
 structures atomically (one Lua script) and asserts
 
 - every job is in exactly one of ``wait``, ``active``, ``prioritized``, ``delayed``,
-  ``completed``, ``failed`` (and at most once in the lists), and has its hash;
+  ``completed``, ``failed``, ``waiting-children`` (and at most once in the lists), and has its
+  hash;
 - every job hash under the queue's key base is in one of them (no job is stored unplaced);
 - only active jobs hold a lock, and the ``stalled`` set holds only active jobs;
 - the fields each state implies (``finishedOn`` when finished, ``processedOn`` when active, a
   priority when prioritized), and no marker while the queue is paused;
-- no job's log (``<id>:logs``) outlives the job (a full read only).
+- no job's log (``<id>:logs``) and no parent's children (``<id>:dependencies``,
+  ``:processed``, ``:failed``, ``:unsuccessful``) outlive the job (a full read only).
 
 :func:`read_layout` with ``job_ids`` reads only what concerns those jobs (plus the sizes and the
 stalled set), which is cheap enough to follow every operation (the simulator does).
@@ -21,7 +23,8 @@ show the other's jobs as unplaced here: give such queues separate prefixes when 
 
 :func:`read_layout` with ``drain_log`` also reads and empties the transition log that scripts
 loaded with ``Instrumentation(transition_log=True)`` keep (see
-:mod:`corral.backends.redis.scripts`), looking at the jobs it names.
+:mod:`corral.backends.redis.scripts`), looking at the jobs it names in this queue (a flow's
+script logs the moves it makes in other queues here too, each naming its queue).
 """
 
 from __future__ import annotations
@@ -46,16 +49,20 @@ PLACES: Final = (
     JobState.DELAYED,
     JobState.COMPLETED,
     JobState.FAILED,
+    JobState.WAITING_CHILDREN,
 )
 
-# KEYS: wait active prioritized delayed completed failed stalled marker meta
+# KEYS: wait active prioritized delayed completed failed waiting-children stalled marker meta
 # ARGV: base, the transition log's key or "" (to drain it first and look at the jobs it names),
 #       then "*" for every job, or the ids of the jobs to look at.
 # Returns: {sizes, placements {id, {state, ...}}, stalled {id, in active}, paused, marker size,
-#           jobs {id, {field, value, ...}}, locked ids, log entries, ids of orphan logs}
+#           jobs {id, {field, value, ...}}, locked ids, log entries, ids of orphan logs,
+#           ids of deleted parents whose children's keys remain}
 _LAYOUT_LUA: Final = r"""
 local base = ARGV[1]
-local names = {'waiting', 'active', 'prioritized', 'delayed', 'completed', 'failed'}
+local names = {'waiting', 'active', 'prioritized', 'delayed', 'completed', 'failed',
+  'waiting-children'}
+local FLOW_SUFFIXES = {':dependencies', ':processed', ':failed', ':unsuccessful'}
 local checked = {'finishedOn', 'processedOn', 'priority'}
 local sizes, placements, order = {}, {}, {}
 local full = ARGV[3] == '*'
@@ -69,7 +76,7 @@ local function consider(id)
 end
 local function place(id)
   if consider(id) then
-    for s = 1, 6 do
+    for s = 1, 7 do
       local count
       if s <= 2 then
         count = #redis.call('LPOS', KEYS[s], id, 'COUNT', 0)
@@ -90,11 +97,14 @@ if ARGV[2] ~= '' then
   redis.call('DEL', ARGV[2])
   if not full then
     for _, entry in ipairs(entries) do
-      place(cjson.decode(entry)[1])
+      local move = cjson.decode(entry)
+      if move[5] == base then
+        place(move[1])
+      end
     end
   end
 end
-for i = 1, 6 do
+for i = 1, 7 do
   local key = KEYS[i]
   if i <= 2 then
     sizes[i] = redis.call('LLEN', key)
@@ -114,7 +124,7 @@ for i = 1, 6 do
     end
   end
 end
-local hashes, orphan_logs = {}, {}
+local hashes, orphan_logs, orphan_flows = {}, {}, {}
 if full then
   local pattern = string.gsub(base, '([%*%?%[%]\\])', '\\%1') .. '*'
   for _, key in ipairs(redis.call('KEYS', pattern)) do
@@ -133,6 +143,13 @@ if full then
     elseif kind == 'list' and string.sub(suffix, -5) == ':logs'
         and redis.call('EXISTS', base .. string.sub(suffix, 1, -6)) == 0 then
       orphan_logs[#orphan_logs + 1] = string.sub(suffix, 1, -6)
+    end
+    for _, flow_suffix in ipairs(FLOW_SUFFIXES) do
+      local id = string.sub(suffix, 1, -#flow_suffix - 1)
+      if #suffix > #flow_suffix and string.sub(suffix, -#flow_suffix) == flow_suffix
+          and redis.call('EXISTS', base .. id) == 0 then
+        orphan_flows[#orphan_flows + 1] = id
+      end
     end
   end
 else
@@ -167,17 +184,23 @@ for _, id in ipairs(order) do
   end
 end
 local stalled = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[8])) do
   stalled[#stalled + 1] = id
   stalled[#stalled + 1] = redis.call('LPOS', KEYS[2], id) and 1 or 0
 end
-return {sizes, placed, stalled, redis.call('HEXISTS', KEYS[9], 'paused'),
-  redis.call('ZCARD', KEYS[8]), jobs, locked, entries, orphan_logs}
+return {sizes, placed, stalled, redis.call('HEXISTS', KEYS[10], 'paused'),
+  redis.call('ZCARD', KEYS[9]), jobs, locked, entries, orphan_logs, orphan_flows}
 """
 
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: Any) -> dict[str, str]:
+    """A flat ``[field, value, ...]`` list as a dict (cjson encodes an empty one as ``{}``)."""
+    pairs = flat if isinstance(flat, list) else []
+    return {pairs[i]: pairs[i + 1] for i in range(0, len(pairs), 2)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +213,9 @@ class LoggedTransition:
         source: the state the script took the job from (None: not stored yet).
         target: where the transition table says that leads (None: deleted).
         fields: the job's hash at the moment of the change.
+        base: the ``<prefix>:<queue>:`` of the job's queue (a flow's script moves jobs of
+            other queues than the one it was called on).
+        processed: the job's ``processed`` children (child key -> result) at that moment.
     """
 
     job_id: str
@@ -197,6 +223,8 @@ class LoggedTransition:
     source: JobState | None
     target: JobState | None
     fields: dict[str, str]
+    base: str = ""
+    processed: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, entry: str) -> LoggedTransition:
@@ -206,12 +234,11 @@ class LoggedTransition:
             corral.engine.states.InvalidTransitionError: if the table has no such move (a bug
                 in a script).
         """
-        job_id, name, source_name, flat = json.loads(entry)
+        job_id, name, source_name, flat, base, processed = json.loads(entry)
         transition = Transition[name]
         source = JobState(source_name) if source_name else None
-        pairs = flat if isinstance(flat, list) else []
-        fields = {pairs[i]: pairs[i + 1] for i in range(0, len(pairs), 2)}
-        return cls(job_id, transition, source, next_state(source, transition), fields)
+        target = next_state(source, transition)
+        return cls(job_id, transition, source, target, _pairs(flat), base, _pairs(processed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,9 +256,13 @@ class Layout:
         paused: whether ``meta`` says paused.
         marker_size: the number of members of the marker.
         complete: whether every job of the queue was looked at (a full read).
-        log: the transition log drained before reading (``drain_log``), oldest change first.
+        log: the transition log drained before reading (``drain_log``), oldest change first
+            (the moves of every queue the logging scripts touched: see
+            :attr:`LoggedTransition.base`).
         orphan_logs: the ids whose ``<id>:logs`` list exists without the job's hash (a full
             read only).
+        orphan_flows: the ids whose children's keys (``<id>:dependencies``, ...) exist
+            without the job's hash (a full read only).
     """
 
     sizes: dict[JobState, int]
@@ -244,6 +275,7 @@ class Layout:
     complete: bool
     log: list[LoggedTransition] = dataclasses.field(default_factory=list)
     orphan_logs: frozenset[str] = frozenset()
+    orphan_flows: frozenset[str] = frozenset()
 
 
 async def read_layout(
@@ -263,19 +295,19 @@ async def read_layout(
             their hash and lock keys).
         drain_log: first read and empty the queue's transition log (scripts loaded with
             ``Instrumentation(transition_log=True)`` keep it), and look at the jobs it names
-            too; the changes are in :attr:`Layout.log`.
+            in this queue too; the changes are in :attr:`Layout.log`.
 
     Raises:
         corral.engine.states.InvalidTransitionError: if the log holds a move the transition
             table does not allow (a bug in a script).
     """
     script = client.register_script(_LAYOUT_LUA)
-    names = ("wait", "active", "prioritized", "delayed", "completed", "failed")
+    names = ("wait", "active", "prioritized", "delayed", "completed", "failed", "waiting-children")
     key_list = [keys.key(name) for name in names] + [keys.stalled, keys.marker, keys.meta]
     log = keys.base + TRANSITION_LOG if drain_log else ""
     args = [keys.base, log, "*"] if job_ids is None else [keys.base, log, "-", *job_ids]
     raw = await script(keys=key_list, args=args)
-    sizes_raw, placed, stalled, paused, marker_size, jobs, locked, entries, orphans = raw
+    sizes_raw, placed, stalled, paused, marker_size, jobs, locked, entries, orphans, parents = raw
     placements = {
         _str(placed[i]): [JobState(_str(state)) for state in placed[i + 1]]
         for i in range(0, len(placed), 2)
@@ -297,6 +329,7 @@ async def read_layout(
         complete=job_ids is None,
         log=[LoggedTransition.parse(_str(entry)) for entry in entries],
         orphan_logs=frozenset(_str(job_id) for job_id in orphans),
+        orphan_flows=frozenset(_str(job_id) for job_id in parents),
     )
 
 
@@ -340,6 +373,8 @@ def check_layout(
             raise AssertionError(f"{where}: job {job_id} is marked stalled but is not active")
     if layout.orphan_logs:
         raise AssertionError(f"{where}: logs of deleted jobs {sorted(layout.orphan_logs)}")
+    if layout.orphan_flows:
+        raise AssertionError(f"{where}: children of deleted parents {sorted(layout.orphan_flows)}")
     if layout.paused and layout.marker_size:
         raise AssertionError(f"{where}: the marker is set while the queue is paused")
     placed = sum(layout.sizes.values())

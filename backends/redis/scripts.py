@@ -147,11 +147,15 @@ class Instrumentation:
     """Hooks compiled into the scripts for tests and the simulator; the default has none.
 
     Attributes:
-        transition_log: append every state change a script makes to the queue's transition log
-            (the list ``<prefix>:<queue>:`` + :data:`~corral.backends.redis.keys.TRANSITION_LOG`)
-            as the JSON array ``[job id, transition name, source state or false, [field, value,
-            ...]]``, the last being the job's hash at that moment. Whoever turns it on drains
-            the list (``corral.backends.redis.checks.read_layout(..., drain_log=True)``).
+        transition_log: append every state change a script makes to the transition log of
+            the queue the script was called on (the list ``ARGV[1]`` +
+            :data:`~corral.backends.redis.keys.TRANSITION_LOG`) as the JSON array ``[job id,
+            transition name, source state or false, [field, value, ...], job's queue base,
+            [child key, value, ...]]``: the job's hash at that moment, the ``<prefix>:<queue>:``
+            of the queue the job is in (a flow's script moves jobs of other queues too: one
+            log keeps the order of all its moves), and the job's ``processed`` children at
+            that moment (what a parent leaving waiting-children carries). Whoever turns it on
+            drains the list (``corral.backends.redis.checks.read_layout(..., drain_log=True)``).
         planted_bugs: deliberate bugs to compile in (names from :data:`PLANTABLE_BUGS`), so
             that the simulator can show that it catches them.
     """
@@ -169,8 +173,9 @@ class Instrumentation:
         if self.transition_log:
             moved = (
                 "local function moved(id, transition, source)\n"
-                f"  redis.call('RPUSH', base .. '{TRANSITION_LOG}', cjson.encode({{id, transition,"
-                " source or false, redis.call('HGETALL', base .. id)}))\n"
+                f"  redis.call('RPUSH', ARGV[1] .. '{TRANSITION_LOG}', cjson.encode({{id,"
+                " transition, source or false, redis.call('HGETALL', base .. id), base,"
+                " redis.call('HGETALL', base .. id .. ':processed')}))\n"
                 "end\n"
             )
         else:

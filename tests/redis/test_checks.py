@@ -14,9 +14,18 @@ from corral.backends.redis import RedisBackend
 from corral.backends.redis.checks import check_queue, read_layout
 from corral.backends.redis.keys import TRANSITION_LOG
 from corral.backends.redis.scripts import SCRIPT_NAMES, Instrumentation, load_source
+from corral.engine.flows import ParentLink
 from corral.engine.job import KeepJobs
 from corral.engine.states import JobState, Transition
-from corral.engine.storage import Complete, FetchRequest, NewJob, RetryLater, RetryNow, new_job
+from corral.engine.storage import (
+    Complete,
+    FetchRequest,
+    FlowNode,
+    NewJob,
+    RetryLater,
+    RetryNow,
+    new_job,
+)
 
 Q = "q"
 NOW = 1_700_000_000_000
@@ -217,3 +226,56 @@ async def test_operator_scripts_log_their_moves_and_obliterate_leaves_only_its_o
     ]
     # The log was all that obliterate left, and reading drained it.
     assert await backend.client.keys(keys.base + "*") == []
+
+
+# ---------------------------------------------------------------------- flows
+
+
+async def add_tree(backend: RedisBackend) -> None:
+    """Parent P in queue "pq" waiting for child C in queue "cq"."""
+    link = ParentLink(backend.flow_queue_key("pq"), "P")
+    nodes = [
+        FlowNode("pq", make_job(job_id="P"), None, True),
+        FlowNode("cq", make_job(job_id="C"), link, False),
+    ]
+    assert (await backend.add_flow(nodes, NOW)).job_ids == ["P", "C"]
+
+
+async def test_a_flow_script_logs_every_queues_moves_in_the_queue_it_was_called_on() -> None:
+    backend = await make(Instrumentation(transition_log=True))
+    await add_tree(backend)  # (called on "pq", its first node's queue)
+    assert not await backend.client.exists(backend.keys("cq").base + TRANSITION_LOG)
+    added = await read_layout(backend.client, backend.keys("pq"), (), drain_log=True)
+    assert [(m.base, m.job_id, m.transition) for m in added.log] == [
+        ("bull:pq:", "P", Transition.ADD_WAITING_CHILDREN),
+        ("bull:cq:", "C", Transition.ADD),
+    ]
+    assert set(added.placements) == {"P"}  # only this queue's jobs are looked at here
+    await backend.fetch_next("cq", FetchRequest("t", 1_000), NOW)
+    await backend.finish("cq", "C", "t", Complete('"c"'), NOW)
+    assert not await backend.client.exists(backend.keys("pq").base + TRANSITION_LOG)
+    layout = await read_layout(backend.client, backend.keys("cq"), (), drain_log=True)
+    moves = [(m.base, m.job_id, m.transition, m.target) for m in layout.log]
+    assert moves == [
+        ("bull:cq:", "C", Transition.FETCH, JobState.ACTIVE),
+        ("bull:cq:", "C", Transition.COMPLETE, JobState.COMPLETED),
+        ("bull:pq:", "P", Transition.RELEASE_PARENT, JobState.WAITING),
+    ]
+    assert layout.log[2].processed == {"bull:cq:C": '"c"'}  # the parent's, at its move
+    assert layout.log[1].processed == {}
+    assert set(layout.placements) == {"C"}
+
+
+async def test_waiting_children_is_a_place_and_a_parents_children_die_with_it() -> None:
+    backend = await make()
+    await add_tree(backend)
+    keys = backend.keys("pq")
+    layout = await read_layout(backend.client, keys)
+    assert layout.placements["P"] == [JobState.WAITING_CHILDREN]
+    assert layout.sizes[JobState.WAITING_CHILDREN] == 1
+    await check_queue(backend, "pq")
+    # The parent deleted behind the scripts' back: its dependencies outlive it.
+    await backend.client.delete(keys.base + "P")
+    await backend.client.zrem(keys.key("waiting-children"), "P")
+    with pytest.raises(AssertionError, match=r"children of deleted parents \['P'\]"):
+        await check_queue(backend, "pq")

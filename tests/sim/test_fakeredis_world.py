@@ -5,7 +5,8 @@ in-process fakeredis server whose clock is the store's virtual clock. Each seed 
 same trace every time, and the very trace the memory backend gives: the two backends make the
 same moves, return the same results and wake blocked workers alike, so every event and every
 random draw of a run happens identically. Planted bugs are compiled into the Lua scripts and
-must be caught on the same seeds as in the memory backend.
+must be caught on the same seeds as in the memory backend (the flows bugs in the flows
+scenario, whose trees span three queues).
 """
 
 from __future__ import annotations
@@ -130,6 +131,39 @@ def test_planted_bug_in_lua_is_caught_like_in_the_memory_backend(bug: str, seed:
     assert fakeredis.violations == memory.violations
     assert fakeredis.trace_hash == memory.trace_hash
     assert run(SMALL, seed, backend="fakeredis").ok  # the bug's doing
+
+
+FLOWS = SCENARIOS["flows"]
+
+
+@pytest.mark.parametrize(
+    ("bug", "seed"),
+    [
+        ("flow-release-before-record", 1),
+        ("flow-stale-pending-count", 1),
+        ("flow-fpof-continues", 1),
+    ],
+)
+def test_planted_flows_bug_in_lua_is_caught_like_in_the_memory_backend(
+    bug: str, seed: int, clean_flows: dict[int, RunResult]
+) -> None:
+    plant = frozenset({bug})
+    fakeredis = run(FLOWS, seed, plant=plant, backend="fakeredis")
+    assert not fakeredis.ok
+    assert fakeredis.violations
+    assert fakeredis.planted == [bug]
+    memory = run(FLOWS, seed, plant=plant)
+    assert fakeredis.violations == memory.violations
+    assert fakeredis.trace_hash == memory.trace_hash
+    if seed not in clean_flows:
+        clean_flows[seed] = run(FLOWS, seed, backend="fakeredis")
+    assert clean_flows[seed].ok  # the bug's doing
+
+
+@pytest.fixture(scope="module")
+def clean_flows() -> dict[int, RunResult]:
+    """Flows seeds run on fakeredis without a bug (each run once for the module)."""
+    return {}
 
 
 def test_unknown_backend_is_refused() -> None:
