@@ -1,14 +1,17 @@
-"""The ``scheduler`` scenario: job schedulers under crashes, blocks, partitions, lost replies
-and clock skew keep making each due iteration exactly once, and the scheduler oracle catches a
-store that makes iterations without the producer guard."""
+"""The ``scheduler`` scenario: job schedulers (``every`` and cron patterns) under crashes,
+blocks, partitions, lost replies and clock skew keep making each due iteration exactly once, and
+the scheduler oracle catches a store that makes iterations without the producer guard, or at
+the wrong cron times."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
 from corral.sim.campaign import run_seed
-from corral.sim.invariants import SchedulerOracle
-from corral.sim.scenario import SCENARIOS
+from corral.sim.scenario import SCENARIOS, SchedulerSpec
+from corral.sim.scheduler_watch import SchedulerOracle
 from corral.sim.world import World
 
 SCENARIO = SCENARIOS["scheduler"]
@@ -46,14 +49,16 @@ def test_the_scheduler_guard_bug_is_caught_within_200_seeds() -> None:
     assert run_seed(SCENARIO, result.seed).ok  # the same seed passes without the bug
 
 
+class Upsert:
+    def __init__(self, scheduler_id: str) -> None:
+        self.scheduler_id = scheduler_id
+
+
 def test_the_oracle_sees_skipped_and_extra_iterations() -> None:
     violations: list[str] = []
-    oracle = SchedulerOracle({"s": (1000, 3, None)}, violations)
+    oracle = SchedulerOracle([SchedulerSpec("s", every=1000, limit=3)], 0, violations)
 
-    class Upsert:
-        scheduler_id = "s"
-
-    oracle.on_op("upsert_job_scheduler", ("q", Upsert(), 5000), ("repeat:s:5000", 0))
+    oracle.on_op("upsert_job_scheduler", ("q", Upsert("s"), 5000), ("repeat:s:5000", 0))
     oracle.on_op(
         "update_job_scheduler", ("q", "s", "repeat:s:5000", None, "{}", 5000), "repeat:s:6000"
     )
@@ -69,3 +74,58 @@ def test_the_oracle_sees_skipped_and_extra_iterations() -> None:
     )
     assert any("made twice" in v for v in violations)
     assert any("past its limit" in v for v in violations)
+
+
+def test_the_seeds_draw_cron_schedulers_and_daylight_saving_starts() -> None:
+    cron = SCENARIO.cron
+    assert cron is not None
+    draws = [cron.draw(random.Random(seed)) for seed in range(40)]
+    assert {start for start, _ in draws} == {start for start, _ in cron.starts}
+    specs = [spec for _, drawn in draws for spec in drawn]
+    assert all(spec.pattern and spec.tz for spec in specs)
+    assert all(spec.limit is not None or spec.end_ms is not None for spec in specs)
+    assert any(spec.immediately for spec in specs)
+    assert any(spec.offset for spec in specs)
+
+
+def test_the_oracle_follows_a_cron_pattern_across_a_fall_back() -> None:
+    # New York, 2026-11-01: 02:00 EDT (06:00 UTC) becomes 01:00 EST; the hour repeats.
+    start = 1_793_512_680_000  # 05:58:00 UTC, 01:58 EDT
+    spec = SchedulerSpec("c", pattern="*/2 * * * * *", tz="America/New_York", end_ms=300_000)
+    violations: list[str] = []
+    oracle = SchedulerOracle([spec], start, violations)
+    first = start + 117_500  # upserted at 01:59:57.5 EDT: due at 01:59:58 EDT
+    oracle.on_op("upsert_job_scheduler", ("q", Upsert("c"), first), (f"repeat:c:{first + 500}", 0))
+    assert violations == []
+    # The next time is 01:00:00 EST, two seconds later, in the repeated hour.
+    made = first + 600
+    args = ("q", "c", f"repeat:c:{first + 500}", None, "{}", made)
+    oracle.on_op("update_job_scheduler", args, f"repeat:c:{first + 2_500}")
+    assert violations == []
+    # A store that jumped over the repeated hour skipped its iterations.
+    args = ("q", "c", f"repeat:c:{first + 2_500}", None, "{}", first + 2_600)
+    oracle.on_op("update_job_scheduler", args, f"repeat:c:{first + 2_500 + 3_600_000}")
+    assert any("skipped" in v and "1793512802000" in v for v in violations)
+
+
+def test_the_oracle_sees_a_cron_iteration_after_the_end_date() -> None:
+    spec = SchedulerSpec("c", pattern="0/3 * * * * *", tz="UTC", end_ms=10_000, immediately=True)
+    violations: list[str] = []
+    oracle = SchedulerOracle([spec], 0, violations)
+    oracle.on_op("upsert_job_scheduler", ("q", Upsert("c"), 1_234), ("repeat:c:1234", 0))
+    assert violations == []  # immediately: the first slot is the upsert's instant
+    oracle.on_op(
+        "update_job_scheduler", ("q", "c", "repeat:c:1234", None, "{}", 1_300), "repeat:c:3000"
+    )
+    oracle.on_op(
+        "update_job_scheduler", ("q", "c", "repeat:c:3000", None, "{}", 3_000), "repeat:c:6000"
+    )
+    oracle.on_op(
+        "update_job_scheduler", ("q", "c", "repeat:c:6000", None, "{}", 6_100), "repeat:c:9000"
+    )
+    assert violations == []
+    # The pattern's next time (12 s) is past the end date (10 s): nothing may be made.
+    oracle.on_op(
+        "update_job_scheduler", ("q", "c", "repeat:c:9000", None, "{}", 9_000), "repeat:c:12000"
+    )
+    assert any("after its end date" in v for v in violations)
