@@ -50,8 +50,6 @@ class OperatorModel:
         _id_counter: int
         _priority_counter: int
         _meta: dict[str, str]
-        _repeat: dict[str, int]
-        _schedulers: dict[str, dict[str, str]]
 
         def _move(self, job: _Job, transition: Transition, order: OrderKey = ...) -> None: ...
         def _front_of_line(self) -> OrderKey: ...
@@ -60,6 +58,8 @@ class OperatorModel:
         def _in(self, state: JobState) -> list[_Job]: ...
         def _live_lock(self, job: _Job) -> tuple[str, int] | None: ...
         def _is_current_iteration(self, job: _Job) -> bool: ...
+        def _schedulers_by_slot(self) -> list[str]: ...
+        def _forget_schedulers(self, scheduler_ids: list[str] | None = None) -> None: ...
         def _dedup_removed(self, job: _Job) -> None: ...
 
     # ------------------------------------------------------------------ one job
@@ -300,11 +300,9 @@ class OperatorModel:
         )
         for index, jobs in enumerate(steps):
             if jobs is None:
-                doomed = sorted(self._repeat, key=lambda sid: (self._repeat[sid], sid))
-                for scheduler_id in doomed[: max(budget, 0)]:
-                    del self._repeat[scheduler_id]
-                    self._schedulers.pop(scheduler_id, None)
-                budget -= len(doomed[: max(budget, 0)])
+                doomed = self._schedulers_by_slot()[: max(budget, 0)]
+                self._forget_schedulers(doomed)
+                budget -= len(doomed)
                 if budget <= 0:
                     return ObliterateResult.MORE
                 continue
@@ -322,8 +320,7 @@ class OperatorModel:
         # ``meta`` (with the global limits) and every job scheduler go too (bullmq-features.md
         # §1.8); the ``limiter`` window and the dedup keys are not the queue's listed keys.
         self._meta.clear()
-        self._repeat.clear()
-        self._schedulers.clear()
+        self._forget_schedulers()
         return ObliterateResult.DONE
 
     # ------------------------------------------------------------------ reads

@@ -11,8 +11,11 @@ VOPR). Everything is plain frozen data so that a run is a pure function of (scen
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import random
 from typing import Final
+
+from corral.sim.loop import DEFAULT_EPOCH_MS
 
 #: Fault kinds a swarm may draw. ``store-restart`` (data loss) is never drawn unless asked for.
 FAULT_KINDS: Final = {
@@ -156,14 +159,91 @@ class FlowSpec:
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerSpec:
-    """A job scheduler the producer upserts when the run starts (``every`` ms, at most
-    ``limit`` iterations; ``end_ms``: its end date, in virtual ms from the start of the run)."""
+    """A job scheduler the producer upserts when the run starts: ``every`` ms, or the cron
+    ``pattern`` in zone ``tz``; at most ``limit`` iterations; ``end_ms``: its end date, in
+    virtual ms from the start of the run; ``offset``: the phase of an ``every`` schedule
+    (BullMQ stores and ignores it for a pattern); ``immediately``: a pattern's first run is
+    at the upsert."""
 
     scheduler_id: str
-    every: int
+    every: int | None = None
     limit: int | None = None
     end_ms: int | None = None
     attempts: int = 3
+    pattern: str | None = None
+    tz: str | None = None
+    offset: int | None = None
+    immediately: bool = False
+
+    def repeat(self, epoch_ms: int) -> dict[str, object]:
+        """The ``repeat`` options of ``Queue.upsert_job_scheduler`` for a run that starts at
+        ``epoch_ms``."""
+        fields: dict[str, object] = {
+            "every": self.every,
+            "pattern": self.pattern,
+            "tz": self.tz,
+            "limit": self.limit,
+            "end_date": None if self.end_ms is None else epoch_ms + self.end_ms,
+            "offset": self.offset,
+        }
+        repeat = {name: value for name, value in fields.items() if value is not None}
+        if self.immediately:
+            repeat["immediately"] = True
+        return repeat
+
+
+def _epoch_ms(iso: str) -> int:
+    return int(datetime.datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class CronDraw:
+    """Cron pattern schedulers each seed draws (``count`` of them), and the run's start.
+
+    Each draws a seconds-field pattern (iterations are due every few virtual seconds), a zone,
+    a ``limit`` and/or an end date (so that it stops within the run), sometimes ``immediately``
+    and an ``offset`` (which a pattern ignores). The run starts at one of ``starts``: the
+    simulator's usual epoch, or two minutes before a daylight-saving change of the zone paired
+    with it, which the first drawn scheduler then uses: its times cross the change (the
+    repeated hour of a fall-back and the skipped one of a spring-forward).
+    """
+
+    count: int = 2
+    patterns: tuple[str, ...] = (
+        "*/2 * * * * *",
+        "0/3 * * * * *",
+        "1-59/4 * * * * *",
+        "*/5 */2 * * * *",
+        "*/7 * * * * *",
+    )
+    zones: tuple[str, ...] = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
+    starts: tuple[tuple[int, str | None], ...] = (
+        (DEFAULT_EPOCH_MS, None),
+        (_epoch_ms("2026-03-08T06:58:00+00:00"), "America/New_York"),  # 02:00 EST -> 03:00 EDT
+        (_epoch_ms("2026-11-01T05:58:00+00:00"), "America/New_York"),  # 02:00 EDT -> 01:00 EST
+        (_epoch_ms("2026-10-25T00:58:00+00:00"), "Europe/Paris"),  # 03:00 CEST -> 02:00 CET
+    )
+
+    def draw(self, rng: random.Random) -> tuple[int, tuple[SchedulerSpec, ...]]:
+        """The run's start (epoch ms) and the drawn schedulers (ids ``cron0``, ``cron1``, ...)."""
+        start, dst_zone = rng.choice(self.starts)
+        specs = []
+        for n in range(self.count):
+            tz = dst_zone if n == 0 and dst_zone is not None else rng.choice(self.zones)
+            limit = rng.randint(5, 60) if rng.random() < 0.7 else None
+            end_ms = rng.randint(60_000, 240_000) if limit is None or rng.random() < 0.3 else None
+            specs.append(
+                SchedulerSpec(
+                    f"cron{n}",
+                    pattern=rng.choice(self.patterns),
+                    tz=tz,
+                    limit=limit,
+                    end_ms=end_ms,
+                    offset=rng.choice((None, None, 1_500)),
+                    immediately=rng.random() < 0.3,
+                )
+            )
+        return start, tuple(specs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +294,8 @@ class Scenario:
     expect_no_reruns: bool = False
     #: Job schedulers the producer upserts at the start (their iterations are jobs too).
     schedulers: tuple[SchedulerSpec, ...] = ()
+    #: Cron schedulers each seed draws besides, and its start (None: none, the usual epoch).
+    cron: CronDraw | None = None
     #: Deduplicated adds (None: no job carries a dedup id).
     dedup: DedupSpec | None = None
     #: The queue's global concurrency, set before the first job is added (None: unset).
@@ -428,8 +510,10 @@ GLOBAL_CONCURRENCY: Final = Scenario(
 SCHEDULERS: Final = Scenario(
     name="scheduler",
     description=(
-        "job schedulers under crashes, blocks, partitions, lost replies and clock skew: each "
-        "due iteration is made exactly once, by whichever worker activates the one before"
+        "job schedulers (every ms, one with an offset, and cron patterns drawn per seed in "
+        "several zones, some seeds starting just before a daylight-saving change) under "
+        "crashes, blocks, partitions, lost replies and clock skew: each due iteration is made "
+        "exactly once, by whichever worker activates the one before"
     ),
     workers=4,
     settings=WorkerSettings(lock_duration=10_000, stalled_interval=10_000),
@@ -439,9 +523,10 @@ SCHEDULERS: Final = Scenario(
     liveness_budget_ms=600_000,
     schedulers=(
         SchedulerSpec("tick", every=5_000, limit=40),
-        SchedulerSpec("slow", every=17_000, limit=12),
+        SchedulerSpec("slow", every=17_000, limit=12, offset=4_000),
         SchedulerSpec("until", every=7_000, end_ms=200_000),
     ),
+    cron=CronDraw(),
     mix=FaultMix(
         kinds=("crash", "block", "gc", "partition", "asymmetric", "shutdown", "skew"),
         faults_per_minute=4.0,

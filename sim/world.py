@@ -52,7 +52,7 @@ from corral.engine.storage import Storage, next_job, result_code
 from corral.engine.worker import Worker
 from corral.sim.flow_trees import draw_flow
 from corral.sim.flow_watch import FlowWatch
-from corral.sim.invariants import COVERAGE_GOALS, LimitWatch, Oracle, SchedulerOracle
+from corral.sim.invariants import COVERAGE_GOALS, LimitWatch, Oracle
 from corral.sim.loop import DEFAULT_EPOCH_MS, VirtualClock
 from corral.sim.network import Connection, SimulatedConnectionError
 from corral.sim.operator import Operator
@@ -66,6 +66,7 @@ from corral.sim.scenario import (
     slot_label,
     slot_of,
 )
+from corral.sim.scheduler_watch import SchedulerOracle
 from corral.sim.simloop import SimLoop
 from corral.sim.trace import RunResult, TraceEvent
 
@@ -155,25 +156,22 @@ class World:
         self._producer_done = False
         self._operators: dict[int, Operator] = {}  # the latest operator of each slot
         self.store_loop = SimLoop(self._now)
-        self.store_clock = VirtualClock(self.store_loop, epoch_ms=DEFAULT_EPOCH_MS)
+        #: The run's start on the wall clocks, and the job schedulers the producer upserts.
+        self.epoch_ms, self.schedulers = DEFAULT_EPOCH_MS, scenario.schedulers
+        if scenario.cron is not None:
+            self.epoch_ms, drawn_cron = scenario.cron.draw(self._rng("cron"))
+            self.schedulers += drawn_cron
+        self.store_clock = VirtualClock(self.store_loop, epoch_ms=self.epoch_ms)
         # The fakeredis server's loop: part of the store, shared by the servers of a restart.
         self.server_loop = SimLoop(self._now) if backend == "fakeredis" else None
         self.oracle = Oracle(
             scenario.settings.max_stalled_count,
             self._is_alive,
             expect_no_reruns=scenario.expect_no_reruns,
-            schedulers=[spec.scheduler_id for spec in scenario.schedulers],
+            schedulers=[spec.scheduler_id for spec in self.schedulers],
         )
         self.scheduler_oracle = SchedulerOracle(
-            {
-                spec.scheduler_id: (
-                    spec.every,
-                    spec.limit,
-                    None if spec.end_ms is None else DEFAULT_EPOCH_MS + spec.end_ms,
-                )
-                for spec in scenario.schedulers
-            },
-            self.oracle.violations,
+            self.schedulers, self.epoch_ms, self.oracle.violations
         )
         # Lock-token numbers outlive a store restart, as a Redis client outlives its server:
         # the workers keep running, and a token they were given must never come back.
@@ -431,7 +429,7 @@ class World:
 
     def _spawn(self, name: str, slot: int | None) -> Process:
         loop = SimLoop(self._now)
-        clock = VirtualClock(loop, epoch_ms=DEFAULT_EPOCH_MS)
+        clock = VirtualClock(loop, epoch_ms=self.epoch_ms)
         if slot is not None and "skew" in self.enabled_kinds:
             clock.offset_ms = self._skew_rng.randint(-5_000, 5_000)
             clock.drift = self._skew_rng.uniform(-0.005, 0.005)
@@ -571,7 +569,7 @@ class World:
         if self.scenario.flows is not None:
             await self._produce_flows(queue)
             return
-        for scheduler in self.scenario.schedulers:
+        for scheduler in self.schedulers:
             await self._upsert(queue, scheduler)
         spec = self.scenario.jobs
         dedup_spec = self.scenario.dedup
@@ -631,11 +629,7 @@ class World:
     async def _upsert(self, queue: Queue, spec: SchedulerSpec) -> None:
         """Upsert one scheduler, sending it again until a reply comes (a repeat after a lost
         reply replaces the pending first iteration in place)."""
-        repeat: dict[str, int] = {"every": spec.every}
-        if spec.limit is not None:
-            repeat["limit"] = spec.limit
-        if spec.end_ms is not None:
-            repeat["end_date"] = DEFAULT_EPOCH_MS + spec.end_ms
+        repeat = spec.repeat(self.epoch_ms)
         template = {"name": spec.scheduler_id, "opts": {"attempts": spec.attempts}}
         while True:
             try:

@@ -474,6 +474,8 @@ class StorageAgreement(CoreAgreement):
 
     job_ids = CoreAgreement.job_ids
     has_leases = CoreAgreement.has_leases
+    #: How many entries beyond ``max_length`` a backend's ``trim_events`` may keep.
+    event_slack: Mapping[str, int] = {"memory": 0}
 
     # ------------------------------------------------------------------ deduplication
 
@@ -531,6 +533,24 @@ class StorageAgreement(CoreAgreement):
         job_id, token = tamper(lease, how)
         got = self.call("move_to_wait", QUEUE, job_id, token)
         assert got == self.model.move_to_wait(job_id, token)
+
+    # ------------------------------------------------------------------ the event log
+
+    @rule(max_length=st.sampled_from([0, 1, 2, 5, 20]))
+    def trim_events(self, max_length: int) -> None:
+        """``Queue.trim_events``: the memory backend trims exactly, Redis whole stream nodes
+        (``XTRIM MAXLEN ~``, as BullMQ's ``trimEvents``). Each keeps its newest entries in
+        order, ``max_length`` of them (all when it had fewer) and at most a node's worth less
+        one more (:attr:`event_slack`), and says how many it removed. The model keeps no event
+        log; the invariant compares the backends' logs."""
+        for name, backend in self.backends.items():
+            before = drive(backend.get_events(QUEUE, None, 100_000))
+            removed = drive(backend.trim_events(QUEUE, max_length))
+            after = drive(backend.get_events(QUEUE, None, 100_000))
+            assert removed == len(before) - len(after), name
+            assert after == before[removed:], f"{name}: not the newest entries, in order"
+            kept = min(max_length, len(before))
+            assert kept <= len(after) <= kept + self.event_slack.get(name, 0), (name, len(after))
 
     # ------------------------------------------------------------------ job schedulers
 
@@ -611,6 +631,15 @@ class ThreeWayAgreement(StorageAgreement):
     with_redis = True
     lock_duration_choices = (2, 5_000, 30_000, 30_000)
     stalled_interval_choices = (2, 2, 1_000, 30_000)
+    #: One entry per stream node, so that ``XTRIM ~`` (which drops whole nodes) trims exactly
+    #: and the backends' event logs stay equal after a trim (the invariant compares them).
+    event_slack: Mapping[str, int] = {"memory": 0, "fakeredis": 0}
+
+    def __init__(self) -> None:
+        super().__init__()
+        assert self.fakeredis is not None
+        config = self.fakeredis.client.config_set("stream-node-max-entries", 1)
+        self.fakeredis.run(config)  # (before any entry: nodes are packed as entries come)
 
 
 # fakeredis makes each step some 30 times slower than the memory backend alone.
