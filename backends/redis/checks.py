@@ -4,7 +4,8 @@
 structures atomically (one Lua script) and asserts
 
 - every job is in exactly one of ``wait``, ``active``, ``prioritized``, ``delayed``,
-  ``completed``, ``failed`` (and at most once in the lists), and has its hash;
+  ``completed``, ``failed``, ``waiting-children`` (and at most once in the lists), and has its
+  hash;
 - every job hash under the queue's key base is in one of them (no job is stored unplaced);
 - only active jobs hold a lock, and the ``stalled`` set holds only active jobs;
 - the fields each state implies (``finishedOn`` when finished, ``processedOn`` when active, a
@@ -46,16 +47,19 @@ PLACES: Final = (
     JobState.DELAYED,
     JobState.COMPLETED,
     JobState.FAILED,
+    JobState.WAITING_CHILDREN,
 )
 
-# KEYS: wait active prioritized delayed completed failed stalled marker meta
+# KEYS: wait active prioritized delayed completed failed stalled marker meta waiting-children
 # ARGV: base, the transition log's key or "" (to drain it first and look at the jobs it names),
 #       then "*" for every job, or the ids of the jobs to look at.
 # Returns: {sizes, placements {id, {state, ...}}, stalled {id, in active}, paused, marker size,
 #           jobs {id, {field, value, ...}}, locked ids, log entries, ids of orphan logs}
 _LAYOUT_LUA: Final = r"""
 local base = ARGV[1]
-local names = {'waiting', 'active', 'prioritized', 'delayed', 'completed', 'failed'}
+local names = {'waiting', 'active', 'prioritized', 'delayed', 'completed', 'failed',
+  'waiting-children'}
+local place_keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[10]}
 local checked = {'finishedOn', 'processedOn', 'priority'}
 local sizes, placements, order = {}, {}, {}
 local full = ARGV[3] == '*'
@@ -69,11 +73,11 @@ local function consider(id)
 end
 local function place(id)
   if consider(id) then
-    for s = 1, 6 do
+    for s = 1, #place_keys do
       local count
       if s <= 2 then
-        count = #redis.call('LPOS', KEYS[s], id, 'COUNT', 0)
-      elseif redis.call('ZSCORE', KEYS[s], id) then
+        count = #redis.call('LPOS', place_keys[s], id, 'COUNT', 0)
+      elseif redis.call('ZSCORE', place_keys[s], id) then
         count = 1
       else
         count = 0
@@ -94,8 +98,8 @@ if ARGV[2] ~= '' then
     end
   end
 end
-for i = 1, 6 do
-  local key = KEYS[i]
+for i = 1, #place_keys do
+  local key = place_keys[i]
   if i <= 2 then
     sizes[i] = redis.call('LLEN', key)
   else
@@ -272,6 +276,7 @@ async def read_layout(
     script = client.register_script(_LAYOUT_LUA)
     names = ("wait", "active", "prioritized", "delayed", "completed", "failed")
     key_list = [keys.key(name) for name in names] + [keys.stalled, keys.marker, keys.meta]
+    key_list.append(keys.key("waiting-children"))
     log = keys.base + TRANSITION_LOG if drain_log else ""
     args = [keys.base, log, "*"] if job_ids is None else [keys.base, log, "-", *job_ids]
     raw = await script(keys=key_list, args=args)
