@@ -49,6 +49,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from machine_flows import FlowRules
 from machine_support import (
     DEDUP_IDS,
     MAX_SAFE_INTEGER,
@@ -465,7 +466,7 @@ class CoreAgreement(RuleBasedStateMachine):
             self.call("get_events", QUEUE)  # identical on both, stream ids included
 
 
-class StorageAgreement(CoreAgreement):
+class StorageAgreement(FlowRules, CoreAgreement):
     """:class:`CoreAgreement` plus issue 15's concerns: adds with every deduplication mode,
     rate limits and global concurrency (worker limiters on fetches, manual limits, the global
     settings, ``move_to_wait``), and job schedulers (upsert, the next iteration at every
@@ -598,6 +599,14 @@ class StorageAgreement(CoreAgreement):
         count = self.call("get_job_schedulers_count", QUEUE)
         assert count == self.model.get_job_schedulers_count()
 
+
+class FlowAgreement(FlowRules, CoreAgreement):
+    """:class:`CoreAgreement` and the flow rules only, so that flows are drawn often (in
+    :class:`StorageAgreement` they share the draws with every other concern)."""
+
+
+FlowAgreement.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+TestFlowAgreement = FlowAgreement.TestCase
 
 StorageAgreement.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None
