@@ -18,6 +18,18 @@ schedulers (upsert, the next iteration at each activation with its producer guar
 readers); the invariant also compares the dedup keys, the rate-limit window, the ``meta``
 limits and the schedulers. Fetched jobs' ``opts`` are compared as JSON objects (Lua's cjson
 orders a scheduler iteration's keys its own way).
+Both also draw issue 16's flows (the rules of :mod:`machine_flows`): trees of up to three
+levels and four children per node with random parent options (``fail_parent_on_failure``,
+``continue_parent_on_failure``, ``ignore_dependency_on_failure``,
+``remove_dependency_on_failure``), roots added under existing (or missing) jobs, leaves
+re-using existing ids, children added under a running job which then waits for them
+(``move_to_waiting_children``) or delays itself (``move_to_delayed``), ``work`` (fetch and
+finish, so that children complete or fail and release their parents), detaching a child
+(``remove_child_dependency``) and reading a parent's dependencies; removing, retrying,
+cleaning, draining and obliterating flow jobs are the rules above. The invariant also compares
+every flow job's parent records (pending, processed, ignored and failed children) and flow
+fields (``parentKey``, ``parent``, ``defa``). ``test_state_machine_flows`` runs the flow rules
+with the core rules only, so that they are drawn often, on memory and on fakeredis.
 Every call's result must be identical on every backend and equal to the model's. After every
 step an invariant compares everything observable through the Storage protocol (ids per state in
 order, job fields, locks, stalled marks, counts, paused): identical across the backends and
@@ -599,14 +611,6 @@ class StorageAgreement(FlowRules, CoreAgreement):
         count = self.call("get_job_schedulers_count", QUEUE)
         assert count == self.model.get_job_schedulers_count()
 
-
-class FlowAgreement(FlowRules, CoreAgreement):
-    """:class:`CoreAgreement` and the flow rules only, so that flows are drawn often (in
-    :class:`StorageAgreement` they share the draws with every other concern)."""
-
-
-FlowAgreement.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
-TestFlowAgreement = FlowAgreement.TestCase
 
 StorageAgreement.TestCase.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None
