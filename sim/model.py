@@ -21,6 +21,8 @@ How it is built, so that it can be trusted:
   delayed         (due ms, per-millisecond sequence, id), as BullMQ's ``due × 4096 + seq``
   completed       (finishedOn, id), as a sorted set scored by finish time
   failed          (finishedOn, id)
+  waiting-        (timestamp, or the time it was moved there, 0, id), as a sorted set
+  children
   ==============  =================================================================
 
 * A job changes state only in :meth:`QueueModel._move`, which asks
@@ -70,6 +72,7 @@ from corral.engine.storage import (
     finish_record,
 )
 from corral.sim.model_dedup import DedupModel
+from corral.sim.model_flows import FlowModel
 from corral.sim.model_limits import LimitsModel
 from corral.sim.model_ops import OperatorModel
 from corral.sim.model_schedulers import SchedulerModel
@@ -291,18 +294,19 @@ class _Job:
         return fields
 
 
-class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
+class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel, FlowModel):
     """The reference semantics of one queue's storage (see the module docstring; the operator
-    calls are in :mod:`corral.sim.model_ops`, deduplication, rate limits and job schedulers in
-    :mod:`corral.sim.model_dedup`, :mod:`corral.sim.model_limits` and
-    :mod:`corral.sim.model_schedulers`).
+    calls are in :mod:`corral.sim.model_ops`, deduplication, rate limits, job schedulers and
+    flows in :mod:`corral.sim.model_dedup`, :mod:`corral.sim.model_limits`,
+    :mod:`corral.sim.model_schedulers` and :mod:`corral.sim.model_flows`).
 
     Args:
         clock: the store's clock (``now_ms()``), which judges lock and throttle expiry. Share it
             with the backend under comparison.
+        queue: the queue's name and ``prefix`` its key prefix (flows name jobs by their keys).
     """
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, queue: str = "q", prefix: str = "bull") -> None:
         self.clock = clock
         #: Every state change so far, in order.
         self.moves: list[Move] = []
@@ -318,20 +322,26 @@ class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
         self._init_dedup()
         self._init_limits()
         self._init_schedulers()
+        self._init_flows(queue, prefix)
 
     # ------------------------------------------------------------------ moving jobs
 
     def _move(self, job: _Job, transition: Transition, order: OrderKey = (0, 0, "")) -> None:
         """Apply ``transition`` to ``job`` (the table decides the target) and give it ``order``
-        within its new state. Leaving active drops the lock and the stalled mark."""
+        within its new state. Leaving active drops the lock and the stalled mark; a deleted
+        job is detached from its flow first (a parent the hard path deletes goes after it)."""
         source = job.state
         target = next_state(source, transition)
+        orphan = None if target is not None else self._flow_deleted(job, transition)
         self.moves.append(Move(job.id, transition, source, target))
         if target is not JobState.ACTIVE:
             job.lock = None
             job.marked = False
         if target is None:
             del self._jobs[job.id]
+            if orphan is not None:
+                self._move(orphan, Transition.DELETE_PARENT)
+                self._dedup_removed(orphan)
             return
         job.state = target
         job.order = order
@@ -411,7 +421,7 @@ class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
         job.ats = (job.ats or 0) + 1
         if request.worker_name is not None:
             job.pb = request.worker_name
-        self._count_activation(request, max_jobs)
+        self._count_activation(request, max_jobs, job)
         return Fetched(job.id, job.fields(), token)
 
     def _trim(self, state: JobState, keep: KeepJobs, now: int) -> None:
@@ -431,7 +441,9 @@ class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
     def _fail(self, job: _Job, reason: str, keep: KeepJobs, now: int) -> None:
         job.failed_reason = reason
         job.finished_on = now
+        job.extra.pop("defa", None)
         self._move(job, Transition.FAIL, (now, 0, job.id))
+        self._child_failed(job, reason, now)  # (before retention, which may delete the child)
         self._trim(JobState.FAILED, keep, now)
         self._dedup_finished(job, now)
 
@@ -442,6 +454,7 @@ class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
             job.returnvalue = outcome.return_value
             job.finished_on = now
             self._move(job, Transition.COMPLETE, (now, 0, job.id))
+            self._child_completed(job, now)
             self._trim(JobState.COMPLETED, outcome.keep, now)
             self._dedup_finished(job, now)
             return
@@ -523,6 +536,9 @@ class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
         """Apply an outcome to an active job whose lock ``token`` holds (else change nothing and
         say why), then fetch the next job if asked."""
         next_token = None if fetch is None else fetch.lock_token(self._token_numbers)
+        refused = self._parent_refusal(job_id) if isinstance(outcome, Complete) else None
+        if refused is not None:  # (before the lock, as BullMQ's moveToFinished)
+            return refused
         code = self._owner_check(job_id, token)
         if code is not ResultCode.OK:
             repeated = self._repeated_finish(job_id, token, outcome, fetch)
@@ -618,16 +634,17 @@ class QueueModel(OperatorModel, DedupModel, LimitsModel, SchedulerModel):
         return ResultCode.OK
 
     def remove(self, job_id: str) -> ResultCode:
-        """Delete a job that holds no live lock, from any state."""
+        """Delete a job and its descendants, none of which may hold a live lock, from any
+        state."""
         job = self._jobs.get(job_id)
         if job is None:
             return ResultCode.MISSING_JOB
-        if self._live_lock(job) is not None:
+        doomed = self._removal_order(job)
+        if any(self._live_lock(each) is not None for each in doomed):
             return ResultCode.JOB_LOCKED
         if self._is_current_iteration(job):
             return ResultCode.SCHEDULER_JOB
-        self._move(job, Transition.REMOVE)
-        self._dedup_removed(job)
+        self._remove_tree(doomed)
         return ResultCode.OK
 
     def set_paused(self, paused: bool) -> None:

@@ -84,9 +84,11 @@ class LimitsModel:
         limit = self._meta_int("concurrency")
         return limit is not None and len(self._in(JobState.ACTIVE)) >= limit
 
-    def _count_activation(self, request: FetchRequest, max_jobs: int | None) -> None:
-        """``INCR limiter`` under a maximum; the window's first activation sets its TTL."""
-        if max_jobs is None:
+    def _count_activation(self, request: FetchRequest, max_jobs: int | None, job: _Job) -> None:
+        """``INCR limiter`` under a maximum; the window's first activation sets its TTL. A job
+        carrying ``defa`` (a parent whose ``fpof`` child failed: it fails when taken) is not
+        counted (BullMQ 6.7's ``prepareJobForProcessing``)."""
+        if max_jobs is None or "defa" in job.extra:
             return
         count, _ = self._window()
         if count is None:

@@ -61,6 +61,7 @@ class OperatorModel:
         def _schedulers_by_slot(self) -> list[str]: ...
         def _forget_schedulers(self, scheduler_ids: list[str] | None = None) -> None: ...
         def _dedup_removed(self, job: _Job) -> None: ...
+        def _child_retried(self, child: _Job, state: JobState) -> None: ...
 
     # ------------------------------------------------------------------ one job
 
@@ -91,6 +92,7 @@ class OperatorModel:
             job.atm = None
         if reset_attempts_started:
             job.ats = None
+        self._child_retried(job, state)  # (flows: pending in its parent again)
         if job.priority:
             self._move(job, Transition.REPROCESS_PRIORITIZED, self._priority_place(job.priority))
         else:
@@ -208,6 +210,7 @@ class OperatorModel:
                 job.finished_on = None
                 job.processed_on = None
                 setattr(job, _RESULT_FIELD[state], None)
+                self._child_retried(job, state)
             self._move(job, transition, self._back_of_line())
         return count - len(chosen) <= 0
 
@@ -222,8 +225,9 @@ class OperatorModel:
         ``timestamp`` (or unknown), at most ``limit`` (0: no limit); return their ids.
 
         Finished jobs: the first ``limit`` by ``finishedOn`` up to ``timestamp``. Delayed and
-        prioritized: the first ``limit`` of the set, those whose ``processedOn`` (else
-        ``timestamp``; prioritized: ``timestamp``) is old enough. Waiting and active: the
+        prioritized: the whole set in order, those whose ``processedOn`` (else ``timestamp``;
+        prioritized: ``timestamp``) is old enough, until ``limit`` are deleted (a job delayed
+        again by its own processor has a recent ``processedOn``). Waiting and active: the
         ``limit`` oldest entries of the list (the front of the line, the oldest activations),
         read from the list's left; their time is the first of ``finishedOn``, ``processedOn``,
         ``timestamp``; an active job is skipped while it holds a lock.
@@ -232,13 +236,14 @@ class OperatorModel:
             jobs = [job for job in self._in(state) if job.order[0] <= timestamp]
             candidates = jobs[:limit] if limit > 0 else jobs
         elif state in (JobState.DELAYED, JobState.PRIORITIZED):
-            jobs = self._in(state)
-            candidates = jobs[:limit] if limit > 0 else jobs
+            candidates = self._in(state)  # (``ZRANGEBYSCORE 0 +inf``)
         else:
             listed = self._in(state)[::-1]  # LRANGE order
             candidates = listed[-limit:] if limit > 0 else listed
-        deleted = []
+        deleted: list[str] = []
         for job in candidates:
+            if 0 < limit <= len(deleted):
+                break
             if not state.is_terminal:
                 if state is JobState.ACTIVE and self._live_lock(job) is not None:
                     continue
@@ -280,7 +285,9 @@ class OperatorModel:
         """BullMQ's ``obliterate``: on a paused queue, delete up to ``count`` jobs: active
         (newest first; refused unless ``force``), delayed, completed, waiting (from the list's
         left), prioritized, failed, each step taking from the remaining budget and answering
-        ``MORE`` when it is used up; with budget left, delete the queue's own keys (``meta``
+        ``MORE`` when it is used up, then (corral's, not BullMQ's) the parents waiting for
+        children; each step reads its jobs when it comes (a deleted child may have taken its
+        waiting parent with it); with budget left, delete the queue's own keys (``meta``
         with its paused flag and global limits, the ``id`` and ``pc`` counters,
         ``stalled-check``, the job schedulers) and answer ``DONE``."""
         if not self._paused:
@@ -289,27 +296,33 @@ class OperatorModel:
         active = self._in(JobState.ACTIVE)[::-1][: max(budget, 0)]
         if active and not force:
             return ObliterateResult.ACTIVE_JOBS
-        steps: Sequence[list[_Job] | None] = (
-            active,
-            self._in(JobState.DELAYED),
+        steps: Sequence[JobState | None] = (
+            JobState.ACTIVE,
+            JobState.DELAYED,
             None,  # the job schedulers (after delayed, within the same budget, §5.6)
-            self._in(JobState.COMPLETED),
-            self._in(JobState.WAITING)[::-1],
-            self._in(JobState.PRIORITIZED),
-            self._in(JobState.FAILED),
+            JobState.COMPLETED,
+            JobState.WAITING,
+            JobState.PRIORITIZED,
+            JobState.FAILED,
+            JobState.WAITING_CHILDREN,
         )
-        for index, jobs in enumerate(steps):
-            if jobs is None:
+        for state in steps:
+            if state is None:
                 doomed = self._schedulers_by_slot()[: max(budget, 0)]
                 self._forget_schedulers(doomed)
                 budget -= len(doomed)
                 if budget <= 0:
                     return ObliterateResult.MORE
                 continue
-            taken = jobs if index == 0 else jobs[: max(budget, 0)]
+            if state is JobState.ACTIVE:
+                taken = active
+            else:
+                listed = self._in(state)
+                taken = (listed[::-1] if state is JobState.WAITING else listed)[: max(budget, 0)]
             for job in taken:
-                self._move(job, Transition.OBLITERATE)
-                self._dedup_removed(job)
+                if self._jobs.get(job.id) is job:  # (not deleted with a child already)
+                    self._move(job, Transition.OBLITERATE)
+                    self._dedup_removed(job)
             budget -= len(taken)
             if budget <= 0:
                 return ObliterateResult.MORE

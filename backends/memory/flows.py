@@ -113,7 +113,8 @@ class FlowOps(JobFlowOps):
             keys = self._store(queue).flows.get(job_id)
             if keys is None:
                 return Dependencies()
-            failed = sorted(keys.unsuccessful, key=keys.unsuccessful.__getitem__)
+            # (a sorted set: by failure time, then by key, as ZRANGE orders equal scores)
+            failed = sorted(keys.unsuccessful, key=lambda key: (keys.unsuccessful[key], key))
             return Dependencies(
                 dict(keys.processed), sorted(keys.dependencies), dict(keys.failed), failed
             )

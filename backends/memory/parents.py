@@ -46,11 +46,14 @@ def job_key(queue: str, job_id: str) -> str:
 
 
 def locate_key(core: MemoryCore, key: str) -> tuple[str, QueueStore, str] | None:
-    """``(queue, store, id)`` of the job a job key names, if it exists."""
-    queue_part, _, job_id = key.rpartition(":")
-    queue = queue_of(queue_part)
-    store = None if queue is None else core._queues.get(queue)
-    if queue is None or store is None or job_id not in store.jobs:
+    """``(queue, store, id)`` of the job a job key names, if it exists. A queue name holds no
+    ``:``, so the id is all that follows the queue's: a job scheduler's iteration
+    (``repeat:<id>:<ms>``) can be a parent, as Redis finds its key."""
+    if not key.startswith(_QUEUE_KEY_START):
+        return None
+    queue, found, job_id = key[len(_QUEUE_KEY_START) :].partition(":")
+    store = core._queues.get(queue) if found else None
+    if store is None or job_id not in store.jobs:
         return None
     return queue, store, job_id
 

@@ -173,6 +173,35 @@ async def test_fail_parent_on_failure_releases_the_parent_which_then_fails(
     assert ran == []
 
 
+async def test_failed_children_read_by_failure_time_then_by_key(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    """``<parent>:unsuccessful`` is a sorted set: children failed in the same millisecond read
+    in key order, whichever failed first (the memory backend once kept their failure order)."""
+    await producer(backend, clock).add(
+        {
+            "name": "p",
+            "queue_name": PQ,
+            "opts": {"job_id": "P"},
+            "children": [
+                {
+                    "name": c,
+                    "queue_name": CQ,
+                    "opts": {"job_id": c, "fail_parent_on_failure": True},
+                }
+                for c in ("A", "B")
+            ],
+        }
+    )
+    now = clock.now_ms()
+    for token in ("ta", "tb"):
+        assert (await backend.fetch_next(CQ, FetchRequest(token, 30_000), now)).job is not None
+    assert await backend.finish(CQ, "B", "tb", Fail("b"), now) is ResultCode.OK
+    assert await backend.finish(CQ, "A", "ta", Fail("a"), now) is ResultCode.OK
+    dependencies = await backend.get_dependencies(PQ, "P")
+    assert dependencies.failed == [key(CQ, "A", backend), key(CQ, "B", backend)]
+
+
 async def _is(queue: Queue, job_id: str, wanted: str) -> bool:
     return await queue.get_job_state(job_id) == wanted
 

@@ -12,7 +12,7 @@ from helpers import check_invariants
 from test_flows import CQ, PQ, key, producer, run_child, state, two_children
 
 from corral.engine import Queue
-from corral.engine.errors import InvalidArgumentError
+from corral.engine.errors import InvalidArgumentError, ResultCode
 from corral.engine.storage import Complete, Fail, FetchRequest, Storage
 from corral.sim.loop import VirtualClock
 
@@ -275,3 +275,32 @@ async def test_deduplication_is_refused_on_children_and_on_nodes_with_children(
         {"name": "solo", "queue_name": CQ, "opts": {"deduplication": {"id": "d"}}}
     )
     assert await cq.get_deduplication_job_id("d") is not None
+
+
+# ---------------------------------------------------------------------------- schedulers
+
+
+async def test_a_job_schedulers_iteration_can_wait_for_children_it_adds(
+    backend: Storage, clock: VirtualClock
+) -> None:
+    """An iteration's id holds colons (``repeat:<id>:<ms>``): its key still names it as a
+    parent (the memory backend once split the key at its last colon and answered -5)."""
+    pq = Queue(PQ, backend, clock=clock)
+    job_id = await pq.upsert_job_scheduler("s", {"every": 60_000})
+    assert job_id is not None
+    assert ":" in job_id
+    fetched = (await backend.fetch_next(PQ, FetchRequest("t", 30_000), clock.now_ms())).job
+    assert fetched is not None
+    assert fetched.job_id == job_id
+    queue_key = backend.flow_queue_key(PQ)
+    child = await Queue(CQ, backend, clock=clock).add(
+        "child", 1, parent={"id": job_id, "queue": queue_key}
+    )
+    assert child.parent_key == f"{queue_key}:{job_id}"
+    assert await backend.move_to_waiting_children(PQ, job_id, "t", None, clock.now_ms()) == 0
+    assert await run_child(backend, clock, child.id, Complete('"c"')) is ResultCode.OK
+    assert await state(backend, PQ, job_id) == "waiting"
+    dependencies = await backend.get_dependencies(PQ, job_id)
+    assert dependencies.processed == {key(CQ, child.id, backend): '"c"'}
+    assert await backend.remove_child_dependency(CQ, child.id) == 1  # (no longer pending)
+    check_invariants(backend)

@@ -18,6 +18,18 @@ schedulers (upsert, the next iteration at each activation with its producer guar
 readers); the invariant also compares the dedup keys, the rate-limit window, the ``meta``
 limits and the schedulers. Fetched jobs' ``opts`` are compared as JSON objects (Lua's cjson
 orders a scheduler iteration's keys its own way).
+Both also draw issue 16's flows (the rules of :mod:`machine_flows`): trees of up to three
+levels and four children per node with random parent options (``fail_parent_on_failure``,
+``continue_parent_on_failure``, ``ignore_dependency_on_failure``,
+``remove_dependency_on_failure``), roots added under existing (or missing) jobs, leaves
+re-using existing ids, children added under a running job which then waits for them
+(``move_to_waiting_children``) or delays itself (``move_to_delayed``), ``work`` (fetch and
+finish, so that children complete or fail and release their parents), detaching a child
+(``remove_child_dependency``) and reading a parent's dependencies; removing, retrying,
+cleaning, draining and obliterating flow jobs are the rules above. The invariant also compares
+every flow job's parent records (pending, processed, ignored and failed children) and flow
+fields (``parentKey``, ``parent``, ``defa``). ``test_state_machine_flows`` runs the flow rules
+with the core rules only, so that they are drawn often, on memory and on fakeredis.
 Every call's result must be identical on every backend and equal to the model's. After every
 step an invariant compares everything observable through the Storage protocol (ids per state in
 order, job fields, locks, stalled marks, counts, paused): identical across the backends and
@@ -49,6 +61,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from machine_flows import FlowRules
 from machine_support import (
     DEDUP_IDS,
     MAX_SAFE_INTEGER,
@@ -465,7 +478,7 @@ class CoreAgreement(RuleBasedStateMachine):
             self.call("get_events", QUEUE)  # identical on both, stream ids included
 
 
-class StorageAgreement(CoreAgreement):
+class StorageAgreement(FlowRules, CoreAgreement):
     """:class:`CoreAgreement` plus issue 15's concerns: adds with every deduplication mode,
     rate limits and global concurrency (worker limiters on fetches, manual limits, the global
     settings, ``move_to_wait``), and job schedulers (upsert, the next iteration at every

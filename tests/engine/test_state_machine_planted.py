@@ -11,9 +11,10 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 from test_state_machine import CoreAgreement, StorageAgreement
+from test_state_machine_flows import FlowAgreement
 
 import corral.backends.memory.job_flow as memory_job_flow
-from corral.backends.memory import MemoryBackend
+from corral.backends.memory import MemoryBackend, parents
 from corral.engine.errors import ResultCode
 
 
@@ -82,6 +83,21 @@ def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(MemoryBackend, "clean", blind)
 
 
+def _child_value_not_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A completed child's return value never reaches its parent's processed children (its
+    parent is still released)."""
+    completed = memory_job_flow.child_completed
+
+    def forgetful(core: Any, queue: str, job_id: str, fields: Any, value: str, now: int) -> None:
+        completed(core, queue, job_id, fields, value, now)
+        found = parents.parent_of(core, fields)
+        keys = None if found is None else found[2].flows.get(found[0].job_id)
+        if keys is not None:
+            keys.processed.pop(parents.job_key(queue, job_id), None)
+
+    monkeypatch.setattr(memory_job_flow, "child_completed", forgetful)
+
+
 @pytest.mark.parametrize(
     ("plant", "machine"),
     [
@@ -97,6 +113,12 @@ def _clean_ignores_locks(monkeypatch: pytest.MonkeyPatch) -> None:
         (_planted("no-shared-limiter"), StorageAgreement),
         (_planted("ignore-global-concurrency"), StorageAgreement),
         (_planted("scheduler-no-guard"), StorageAgreement),
+        # Issue 16's flows: a parent released one child too early (the pending count read
+        # before the child was taken out), a fail_parent_on_failure child releasing its parent
+        # as continue_parent_on_failure does (no defa, no failed record), a child's value lost.
+        (_planted("flow-stale-pending-count"), FlowAgreement),
+        (_planted("flow-fpof-continues"), FlowAgreement),
+        (_child_value_not_recorded, FlowAgreement),
     ],
 )
 def test_planted_bug_is_caught(
@@ -111,7 +133,7 @@ def test_planted_bug_is_caught(
             settings=settings(
                 # The search stops at the first failure, so a generous budget costs nothing
                 # while the bug is found, and keeps it found when a refactor shifts the
-                # derandomized search (each bug is now found within the first 200 examples).
+                # derandomized search (each bug is now found within the first 500 examples).
                 max_examples=1000,
                 stateful_step_count=50,
                 deadline=None,
