@@ -397,13 +397,33 @@ def test_clients_killed_repeatedly_under_load(server: RedisProcess) -> None:
 # ---------------------------------------------------------------------------- scripts, slowness
 
 
-def test_script_flush_while_running(server: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SCRIPT FLUSH five times under a busy worker that runs the scripts as EVALSHA (as on
-    Redis Cluster, or where FUNCTION is refused): the next EVALSHA of each script meets
-    NOSCRIPT and is run again as EVAL (which caches it again); the worker never sees an
-    error."""
-    monkeypatch.setattr(redis_core, "load_functions", _refused)
-    finish_sha = hashlib.sha1(load_source("finish").text.encode()).hexdigest()
+@pytest.mark.parametrize("programs", ["scripts", "functions"])
+def test_program_cache_flushed_while_running(
+    server: RedisProcess, monkeypatch: pytest.MonkeyPatch, programs: str
+) -> None:
+    """The server's programs flushed five times under a busy worker; the worker never sees an
+    error and every job completes once:
+
+    - ``scripts`` (the backend runs EVALSHA, as on Redis Cluster or where FUNCTION is refused):
+      SCRIPT FLUSH; the next EVALSHA of each script meets NOSCRIPT and runs again as EVAL,
+      which caches it again;
+    - ``functions`` (the backend's FCALLs, on Redis 7): FUNCTION FLUSH; the next FCALL meets
+      "Function not found", its library is loaded again and the call runs as EVAL.
+    """
+    finish = load_source("finish")
+    if programs == "scripts":
+        monkeypatch.setattr(redis_core, "load_functions", _refused)
+
+    def flush(admin: Any) -> None:
+        if programs == "scripts":
+            admin.script_flush()
+        else:
+            admin.function_flush()
+
+    def loaded(admin: Any) -> bool:
+        if programs == "scripts":
+            return admin.script_exists(hashlib.sha1(finish.text.encode()).hexdigest()) == [True]
+        return finish.function in _libraries(admin)
 
     async def main() -> None:
         backend = RedisBackend.from_url(server.url, prefix="flush")
@@ -412,17 +432,19 @@ def test_script_flush_while_running(server: RedisProcess, monkeypatch: pytest.Mo
             run = Run(backend, returns_id(0.02), concurrency=2)
             run.start()
             with server.admin() as admin:
+                # The backend runs its programs as asked (functions only where they load).
+                assert bool(_libraries(admin)) == (programs == "functions")
                 for _ in range(5):
                     await asyncio.sleep(0.05)
-                    await asyncio.to_thread(admin.script_flush)
-                # The work was not over when the cache was last emptied ...
+                    await asyncio.to_thread(flush, admin)
+                # The work was not over when the programs were last flushed ...
                 assert (await backend.get_counts(Q))[JobState.COMPLETED] < len(ids)
                 await until(lambda: all_completed(backend, ids), "every job to complete")
                 await run.stop()
-                assert admin.script_exists(finish_sha) == [True]  # ... and it was loaded again
-                noscript = admin.info("errorstats").get("errorstat_NOSCRIPT", {"count": 0})
-                assert noscript["count"] >= 1  # the server did answer NOSCRIPT
-                assert admin.function_list(library="corral_*") == []  # (no FCALL was made)
+                assert loaded(admin)  # ... and they were loaded again
+                # The server did answer NOSCRIPT, or "ERR Function not found".
+                error = "errorstat_NOSCRIPT" if programs == "scripts" else "errorstat_ERR"
+                assert admin.info("errorstats").get(error, {"count": 0})["count"] >= 1
             assert run.errors == []
             await assert_completed_exactly_once(backend, ids)
         finally:
@@ -433,38 +455,6 @@ def test_script_flush_while_running(server: RedisProcess, monkeypatch: pytest.Mo
 
 async def _refused(client: Redis) -> bool:
     return False
-
-
-def test_function_flush_while_running(server: RedisProcess) -> None:
-    """FUNCTION FLUSH five times under a busy worker: the next FCALL of each function meets
-    "Function not found", its library is loaded again and the call is run as EVAL; the worker
-    never sees an error."""
-    finish = load_source("finish").function
-
-    async def main() -> None:
-        backend = RedisBackend.from_url(server.url, prefix="flush")
-        try:
-            ids = await add_jobs(backend, 100)
-            run = Run(backend, returns_id(0.02), concurrency=2)
-            run.start()
-            with server.admin() as admin:
-                assert finish in _libraries(admin)  # the backend runs the scripts as functions
-                for _ in range(5):
-                    await asyncio.sleep(0.05)
-                    await asyncio.to_thread(admin.function_flush)
-                # The work was not over when the libraries were last flushed ...
-                assert (await backend.get_counts(Q))[JobState.COMPLETED] < len(ids)
-                await until(lambda: all_completed(backend, ids), "every job to complete")
-                await run.stop()
-                assert finish in _libraries(admin)  # ... and the library was loaded again
-                errors = admin.info("errorstats").get("errorstat_ERR", {"count": 0})
-                assert errors["count"] >= 1  # the server did answer "Function not found"
-            assert run.errors == []
-            await assert_completed_exactly_once(backend, ids)
-        finally:
-            await backend.close()
-
-    asyncio.run(main())
 
 
 def _libraries(admin: Any) -> set[str]:

@@ -122,15 +122,21 @@ def test_the_lua_scripts_can_plant_every_bug_the_memory_backend_can() -> None:
     ],
 )
 def test_planted_bug_in_lua_is_caught_like_in_the_memory_backend(bug: str, seed: int) -> None:
+    assert_caught_like_memory(SMALL, bug, seed)
+    assert run(SMALL, seed, backend="fakeredis").ok  # the bug's doing
+
+
+def assert_caught_like_memory(scenario: Scenario, bug: str, seed: int) -> None:
+    """The bug planted in the Lua scripts breaks an invariant at ``seed``, with the memory
+    backend's violations and trace when the same bug is planted there."""
     plant = frozenset({bug})
-    fakeredis = run(SMALL, seed, plant=plant, backend="fakeredis")
+    fakeredis = run(scenario, seed, plant=plant, backend="fakeredis")
     assert not fakeredis.ok
     assert fakeredis.violations
     assert fakeredis.planted == [bug]
-    memory = run(SMALL, seed, plant=plant)
+    memory = run(scenario, seed, plant=plant)
     assert fakeredis.violations == memory.violations
     assert fakeredis.trace_hash == memory.trace_hash
-    assert run(SMALL, seed, backend="fakeredis").ok  # the bug's doing
 
 
 FLOWS = SCENARIOS["flows"]
@@ -147,14 +153,7 @@ FLOWS = SCENARIOS["flows"]
 def test_planted_flows_bug_in_lua_is_caught_like_in_the_memory_backend(
     bug: str, seed: int, clean_flows: dict[int, RunResult]
 ) -> None:
-    plant = frozenset({bug})
-    fakeredis = run(FLOWS, seed, plant=plant, backend="fakeredis")
-    assert not fakeredis.ok
-    assert fakeredis.violations
-    assert fakeredis.planted == [bug]
-    memory = run(FLOWS, seed, plant=plant)
-    assert fakeredis.violations == memory.violations
-    assert fakeredis.trace_hash == memory.trace_hash
+    assert_caught_like_memory(FLOWS, bug, seed)
     if seed not in clean_flows:
         clean_flows[seed] = run(FLOWS, seed, backend="fakeredis")
     assert clean_flows[seed].ok  # the bug's doing
