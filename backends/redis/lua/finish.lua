@@ -96,14 +96,17 @@ drop_lock(id)
 local record = 'fin:' .. token
 local attempts_made = redis.call('HINCRBY', key, 'atm', 1)
 -- (read first: retention may delete the job)
-local links = redis.call('HMGET', key, 'deid', 'parent', 'parentKey')
-local deid = links[1]
+-- (parent and parentKey as parent_of takes them, then deid)
+local links = redis.call('HMGET', key, 'parent', 'parentKey', 'deid')
+local deid = links[3]
 if outcome == 'complete' then
   redis.call('HSET', key, record, 'complete:', 'returnvalue', ARGV[6], 'finishedOn', num(now))
   moved(id, 'COMPLETE', 'active')
   redis.call('ZADD', K.completed, num(now), id)
   emit('completed', 'jobId', id, 'returnvalue', ARGV[6], 'prev', 'active')
-  child_completed(id, ARGV[6], now, {links[2], links[3]})
+  if links[1] or links[2] then
+    child_completed(id, ARGV[6], now, links)
+  end
   trim(K.completed, ARGV[8], ARGV[9], now)
   if deid then
     dedup_finished(deid, id, now)
