@@ -25,7 +25,9 @@
 -- One INCRBY for the batch: the counter ends where one INCR per job would leave it.
 local jobs = (#ARGV - 1) / 8
 local counter = redis.call('INCRBY', K.id, jobs) - jobs
-batch_ready = true
+-- (a function library keeps these between calls: a call cut short by an error must not leave
+-- the next one a stale "made ready")
+batch_ready, made_ready = true, false
 local result = {}
 for i = 2, #ARGV, 8 do
   local name, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
