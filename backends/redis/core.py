@@ -189,7 +189,7 @@ class RedisCore:
 
     async def _read_server(self) -> None:
         """Read the server's facts once, before the first operation: load the scripts without
-        their shebang on Redis 6, as function libraries on Redis 7 (a single server), and log
+        their shebang on Redis 6, as one function library on Redis 7 (a single server), and log
         a warning for an eviction policy that loses jobs."""
         async with self._server_lock:
             if self._server is not None:

@@ -72,9 +72,9 @@ class Head:
         """The arguments in RESP (without the array header), strings in ``encoding``."""
         packed = self._packed.get((encoding, errors))
         if packed is None:
-            packed = self._packed[encoding, errors] = b"".join(
-                _pack_argument(arg, encoding, errors, _no_encoder) for arg in self.args
-            )
+            out: list[bytes] = []
+            _pack_arguments(out, self.args, encoding, errors, _no_encoder)
+            packed = self._packed[encoding, errors] = b"".join(out)
         return packed
 
 
@@ -596,23 +596,30 @@ def _pack(encoder: Encoder, commands: list[tuple[Any, ...]]) -> bytes:
             if isinstance(head, str) and " " in head:  # "SCRIPT LOAD": two arguments
                 args = (*head.split(), *args[1:])
             out.append(b"*%d\r\n" % len(args))
-        out += [_pack_argument(arg, encoding, errors, encode) for arg in args]
+        _pack_arguments(out, args, encoding, errors, encode)
     return b"".join(out)
 
 
-def _pack_argument(
-    arg: Any, encoding: str, errors: str, encode: Callable[[Any], bytes | memoryview]
-) -> bytes:
-    kind = type(arg)
-    if kind is str:
-        data = arg.encode(encoding, errors)
-    elif kind is int:
-        data = b"%d" % arg
-    elif kind is bytes:
-        data = arg
-    else:
-        data = bytes(encode(arg))
-    return b"$%d\r\n%s\r\n" % (len(data), data)
+def _pack_arguments(
+    out: list[bytes],
+    args: tuple[Any, ...],
+    encoding: str,
+    errors: str,
+    encode: Callable[[Any], bytes | memoryview],
+) -> None:
+    """Append ``args`` to ``out`` in RESP. (One loop rather than a call per argument: packing
+    is the client's largest cost per job after the event loop.)"""
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode(encoding, errors)
+        elif kind is int:
+            data = b"%d" % arg
+        elif kind is bytes:
+            data = arg
+        else:
+            data = bytes(encode(arg))
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
 
 
 def _no_encoder(arg: Any) -> bytes:

@@ -21,7 +21,8 @@ performs. Loading a script:
    built from), so that the names in the header are the only place the KEYS order is written;
 4. registers the text with the client (``client.register_script``): calls go out as EVALSHA
    through the backend's :class:`~corral.backends.redis.pipeline.CommandQueue`, which loads the
-   script again on NOSCRIPT (after a SCRIPT FLUSH or a restart).
+   script again on NOSCRIPT (after a SCRIPT FLUSH or a restart); on Redis 7 (a single server)
+   every script is instead a function of one library (:func:`load_library`), called as FCALL.
 
 The prelude also defines two hooks for tests and the simulator (:class:`Instrumentation`), which
 production loads as no-ops: ``moved(id, transition, source)``, which the scripts call at each
@@ -106,11 +107,8 @@ class ScriptSource:
         flags: the shebang's flags (``("no-writes",)`` for a read; none for a script that
             writes, which Redis then refuses whole when out of memory).
         text: the full program (shebang unless dropped, prelude, includes and body).
-        function: the name the program has as a Redis function (``corral_<name>_<digest>``,
-            the digest of :attr:`library`, so that versions of corral sharing a server keep
-            their own).
-        library: the same program as a Redis 7 function library of that name: its includes
-            are made once, when the library is loaded, rather than on every call.
+        includes: the names of the includes the file asks for.
+        body: the file after its shebang, without its include lines.
     """
 
     name: str
@@ -118,8 +116,8 @@ class ScriptSource:
     transitions: tuple[str, ...]
     flags: tuple[str, ...]
     text: str
-    function: str
-    library: str
+    includes: tuple[str, ...]
+    body: str
 
 
 #: The deliberate bugs the scripts can be loaded with (as the memory backend's PLANTABLE_BUGS).
@@ -225,33 +223,93 @@ def load_source(
         except FileNotFoundError:
             raise ScriptSourceError(f"{name}.lua: no include {match.group(1)!r}") from None
 
+    prelude = f"local K = {_bindings(keys)}\nlocal base = ARGV[1]\n" + instrumentation.prelude()
+    if script_flags:
+        prelude = shebang.group(0) + prelude
+    includes = tuple(match.group(1) for match in _INCLUDE.finditer(body))
+    helpers = "".join(include(match) for match in _INCLUDE.finditer(body))
+    body = _INCLUDE.sub("", body)
+    text = prelude + used_part(helpers, body) + body
+    return ScriptSource(name, keys, transitions, flags, text, includes, body)
+
+
+def _bindings(keys: tuple[str, ...]) -> str:
+    """The Lua table of a script's queue keys by name (``K``), from its KEYS."""
     # (``repeat`` is a Lua keyword: scripts read that key as ``K['repeat']``.)
-    bindings = ", ".join(
+    pairs = ", ".join(
         f"['{key}'] = KEYS[{i}]" if key == "repeat" else f"{key.replace('-', '_')} = KEYS[{i}]"
         for i, key in enumerate(keys, start=1)
     )
-    prelude = f"local K = {{{bindings}}}\nlocal base = ARGV[1]\n" + instrumentation.prelude()
-    if script_flags:
-        prelude = shebang.group(0) + prelude
-    helpers = "".join(include(match) for match in _INCLUDE.finditer(body))
-    body = _INCLUDE.sub("", body)
-    helpers = used_part(helpers, body)
-    # The function library: the same locals, bound at the start of each call instead.
-    # (KEYS and ARGV are locals there: a function gets them as arguments, not as globals.)
-    function_flags = ", ".join(f"'{flag}'" for flag in flags)
-    library = (
-        "local KEYS, ARGV, K, base\n"
-        + instrumentation.prelude()
-        + helpers
-        + "redis.register_function{function_name = '%(function)s', "
-        + f"flags = {{{function_flags}}}, callback = function(keys, args)\n"
-        + f"KEYS, ARGV, base = keys, args, args[1]\nK = {{{bindings}}}\n"
-        + body
-        + "\nend}\n"
-    )
-    function = f"corral_{name}_{hashlib.sha1(library.encode()).hexdigest()[:16]}"
-    library = f"#!lua name={function}\n" + library.replace("%(function)s", function)
-    return ScriptSource(name, keys, transitions, flags, prelude + helpers + body, function, library)
+    return "{" + pairs + "}"
+
+
+#: The includes in the order a function library defines them (each after those it uses).
+INCLUDE_ORDER: Final = ("common", "state", "dedup", "limits", "scheduler", "flows")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FunctionLibrary:
+    """Every script as a function of one Redis 7 function library.
+
+    The includes are defined once, when the library loads, and shared by every function, rather
+    than made anew on each call as EVALSHA makes them. One library rather than one per script:
+    the server's Lua state then holds one copy of the helpers instead of dozens, and each call
+    runs faster with the smaller heap (measured in bench/compare/README.md).
+
+    Attributes:
+        name: ``corral_<digest>``, the digest of :attr:`text`: versions of corral sharing a
+            server keep their own library.
+        text: the library (``#!lua name=...``, the includes, one ``register_function`` per
+            script).
+        functions: each script's function name (``corral_<script>_<digest>``) by script name.
+    """
+
+    name: str
+    text: str
+    functions: dict[str, str]
+
+
+@functools.cache
+def load_library(instrumentation: Instrumentation = Instrumentation()) -> FunctionLibrary:
+    """Build the function library of every script in :data:`SCRIPT_NAMES`.
+
+    Each function binds, at the start of each call, what a script's program binds as it starts:
+    ``KEYS``, ``ARGV`` and ``base`` (locals of the library: a function gets them as arguments),
+    ``K`` (its own keys), the flow hooks (set only for the scripts that include "flows", as
+    their programs set them) and the batched marker flags of "common" (cleared: a call cut short
+    by an error must not leave them set for the next).
+
+    Raises:
+        ScriptSourceError: if a script includes a file :data:`INCLUDE_ORDER` does not list.
+    """
+    sources = [load_source(name, instrumentation) for name in SCRIPT_NAMES]
+    unknown = {name for source in sources for name in source.includes} - set(INCLUDE_ORDER)
+    if unknown:
+        raise ScriptSourceError(f"includes missing from INCLUDE_ORDER: {sorted(unknown)}")
+    parts = ["local KEYS, ARGV, K, base\n", instrumentation.prelude()]
+    parts += [_read(f"includes/{name}.lua") for name in INCLUDE_ORDER]
+    parts.append("local FLOW_HOOKS = {child_failed = FLOW.child_failed, forget = FLOW.forget}\n")
+    for source in sources:
+        hooks = (
+            "FLOW_HOOKS.child_failed, FLOW_HOOKS.forget"
+            if "flows" in source.includes
+            else "nil, nil"
+        )
+        flags = ", ".join(f"'{flag}'" for flag in source.flags)
+        parts.append(
+            f"redis.register_function{{function_name = '%(function:{source.name})s', "
+            f"flags = {{{flags}}}, callback = function(keys, args)\n"
+            f"KEYS, ARGV, base = keys, args, args[1]\nK = {_bindings(source.keys)}\n"
+            f"FLOW.child_failed, FLOW.forget = {hooks}\nbatch_ready, made_ready = false, false\n"
+            f"{source.body}\nend}}\n"
+        )
+    text = "".join(parts)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+    functions = {source.name: f"corral_{source.name}_{digest}" for source in sources}
+    for script, function in functions.items():
+        text = text.replace(f"%(function:{script})s", function)
+    name = f"corral_{digest}"
+    return FunctionLibrary(name, f"#!lua name={name}\n" + text, functions)
 
 
 # A top-level definition of an include: ``local function name(`` up to the ``end`` at column 0,
@@ -317,8 +375,8 @@ class Scripts:
     Each script is registered with the client (``client.register_script``, which gives its
     SHA1) and run as EVALSHA in call order with the backend's other commands; on NOSCRIPT
     (after SCRIPT FLUSH or a server restart) the queue loads it again and repeats the call.
-    With ``functions`` each is instead called as the Redis function of its library (see
-    :func:`load_functions`): a script's includes then cost nothing per call, where EVALSHA
+    With ``functions`` each is instead called as its function in the scripts' one library (see
+    :func:`load_library`): a script's includes then cost nothing per call, where EVALSHA
     makes every helper closure of every include anew on each call (a fifth of the server's work
     for a job's finish, as measured with callgrind). On "Function not found" the queue loads the
     library again and repeats the call as EVAL.
@@ -344,11 +402,13 @@ class Scripts:
         self._scripts: dict[str, tuple[ScriptSource, str]] = {}
         self._heads: dict[tuple[str, str], Head] = {}
         self._call = "FCALL" if functions else "EVALSHA"
+        library = load_library(instrumentation) if functions else None
         for name in SCRIPT_NAMES:
             source = load_source(name, instrumentation, script_flags)
-            if functions:
-                commands.add_function(source.function, source.library, source.text)
-                self._scripts[name] = (source, source.function)
+            if library is not None:
+                function = library.functions[name]
+                commands.add_function(function, library.text, source.text)
+                self._scripts[name] = (source, function)
             else:
                 script = client.register_script(source.text)
                 commands.add_script(script.sha, source.text)
@@ -371,23 +431,19 @@ class Scripts:
 
 
 async def load_functions(client: Redis) -> bool:
-    """Load the scripts' function libraries that the server lacks; False if it will not take
-    them (Redis 6, a proxy or ACL that refuses FUNCTION): the scripts then run as EVALSHA.
+    """Load the scripts' function library (:func:`load_library`) if the server lacks it; False
+    if it will not take it (Redis 6, a proxy or ACL that refuses FUNCTION): the scripts then
+    run as EVALSHA.
 
-    A library's name carries the digest of its text, so a library found under that name is
-    this one, and versions of corral sharing a server keep their own. They stay on the server
-    (in its RDB, like keys), a few dozen per corral version.
+    The library's name carries the digest of its text, so a library found under that name is
+    this one, and versions of corral sharing a server keep their own. It stays on the server
+    (in its RDB, like keys): one per corral version.
     """
-    sources = [load_source(name) for name in SCRIPT_NAMES]
+    library = load_library()
     try:
         listed: list[Any] = await client.function_list(library="corral_*")
-        present = {_library_name(entry) for entry in listed}
-        missing = [source for source in sources if source.function not in present]
-        if missing:
-            async with client.pipeline(transaction=False) as pipe:
-                for source in missing:
-                    pipe.function_load(source.library, replace=True)
-                await pipe.execute()
+        if library.name not in {_library_name(entry) for entry in listed}:
+            await client.function_load(library.text, replace=True)
     except ResponseError:
         return False
     return True

@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from corral.backends.redis import RedisBackend, RedisUnavailableError
 from corral.backends.redis import core as redis_core
-from corral.backends.redis.scripts import SCRIPT_NAMES, load_source
+from corral.backends.redis.scripts import SCRIPT_NAMES, load_library, load_source
 from corral.engine import Job, Queue, Worker
 from corral.engine.errors import LockLostError
 from corral.engine.states import JobState
@@ -180,15 +180,12 @@ def names_url(errors: list[BaseException], url: str) -> None:
 
 
 def preload_functions(server: RedisProcess) -> dict[str, bytes]:
-    """Load every script's function library (so that no call meets "Function not found");
+    """Load the scripts' function library (so that no call meets "Function not found");
     return the function names by script name, as the backend's FCALLs send them."""
-    names = {}
+    library = load_library()
     with server.admin() as admin:
-        for name in SCRIPT_NAMES:
-            source = load_source(name)
-            admin.function_load(source.library, replace=True)
-            names[name] = source.function.encode()
-    return names
+        admin.function_load(library.text, replace=True)
+    return {name: library.functions[name].encode() for name in SCRIPT_NAMES}
 
 
 # ---------------------------------------------------------------------------- restarts
@@ -423,7 +420,7 @@ def test_program_cache_flushed_while_running(
     def loaded(admin: Any) -> bool:
         if programs == "scripts":
             return admin.script_exists(hashlib.sha1(finish.text.encode()).hexdigest()) == [True]
-        return finish.function in _libraries(admin)
+        return load_library().name in _libraries(admin)
 
     async def main() -> None:
         backend = RedisBackend.from_url(server.url, prefix="flush")

@@ -23,7 +23,7 @@ import redis.asyncio
 from corral.backends.redis import RedisBackend, RedisUnavailableError
 from corral.backends.redis.fake import virtual_fakeredis
 from corral.backends.redis.keys import KEY_TYPES, QueueKeys
-from corral.backends.redis.scripts import SCRIPT_NAMES, load_source, used_part
+from corral.backends.redis.scripts import SCRIPT_NAMES, load_library, load_source, used_part
 from corral.engine import Job, Queue, Worker
 from corral.engine.errors import ResultCode
 from corral.engine.states import JobState, Transition
@@ -107,6 +107,37 @@ def test_includes_are_pruned_to_what_the_script_reaches() -> None:
     # A helper of an include that finish.lua never reaches is left out of its program.
     assert "local function deduplicate(" not in load_source("finish").text
     assert "local function deduplicate(" in load_source("add_jobs").text
+
+
+@pytest.mark.redis
+def test_one_function_library_holds_every_script(redis_url: str) -> None:
+    """On Redis 7 every script is a function of one library, with its script's flags; each
+    function sets the flow hooks only for a script that includes "flows", and clears the
+    batched marker flags that "common" keeps between calls."""
+    library = load_library()
+    assert set(library.functions) == set(SCRIPT_NAMES)
+    assert all(
+        name.startswith("corral_") and name.endswith(library.name[len("corral_") :])
+        for name in library.functions.values()
+    )
+    with redis.Redis.from_url(redis_url) as admin:
+        admin.function_load(library.text, replace=True)
+        (entry,) = admin.function_list(library=library.name)
+    fields = dict(zip(entry[::2], entry[1::2], strict=True))
+    flags = {}
+    for function in fields[b"functions"]:
+        described = dict(zip(function[::2], function[1::2], strict=True))
+        flags[described[b"name"].decode()] = {flag.decode() for flag in described[b"flags"]}
+    assert flags == {library.functions[name]: set(load_source(name).flags) for name in SCRIPT_NAMES}
+    assert flags[library.functions["get_counts"]] == {"no-writes"}
+    for name in SCRIPT_NAMES:
+        start = library.text.index(f"function_name = '{library.functions[name]}'")
+        preamble = library.text[
+            start : library.text.index("\n", library.text.index("FLOW.", start)) + 1
+        ]
+        hooks_set = "= FLOW_HOOKS.child_failed" in preamble
+        assert hooks_set == ("flows" in load_source(name).includes), name
+    assert library.text.count("batch_ready, made_ready = false, false\n") == len(SCRIPT_NAMES) + 1
 
 
 def test_key_schema() -> None:

@@ -81,7 +81,10 @@ if outcome == 'complete'
   end
   return {-9}
 end
-local code = check_owner(id, token)
+-- (read first: retention may delete the job; parent and parentKey as parent_of takes them;
+-- every job hash has `timestamp`, so this read also tells check_owner whether the job exists)
+local links = redis.call('HMGET', key, 'parent', 'parentKey', 'deid', 'atm', 'timestamp')
+local code = check_owner(id, token, links[5] ~= false)
 if code ~= 0 then
   if code ~= -1 then
     local answer = repeated()
@@ -92,15 +95,16 @@ if code ~= 0 then
   return {code}
 end
 drop_lock(id)
--- The record of this finish ("fin:" token) goes into the outcome's first HSET below.
-local record = 'fin:' .. token
-local attempts_made = redis.call('HINCRBY', key, 'atm', 1)
--- (read first: retention may delete the job)
--- (parent and parentKey as parent_of takes them, then deid)
-local links = redis.call('HMGET', key, 'parent', 'parentKey', 'deid')
 local deid = links[3]
+local attempts_made = (tonumber(links[4]) or 0) + 1
+-- The outcome's first HSET: its fields, the attempt count (no HINCRBY of its own) and the
+-- record of this finish, field "fin:" token (written again below with the job a fetch took).
+local record = 'fin:' .. token
+local function set_fields(...)
+  redis.call('HSET', key, record, outcome .. ':', 'atm', attempts_made, ...)
+end
 if outcome == 'complete' then
-  redis.call('HSET', key, record, 'complete:', 'returnvalue', ARGV[6], 'finishedOn', num(now))
+  set_fields('returnvalue', ARGV[6], 'finishedOn', num(now))
   moved(id, 'COMPLETE', 'active')
   redis.call('ZADD', K.completed, num(now), id)
   emit('completed', 'jobId', id, 'returnvalue', ARGV[6], 'prev', 'active')
@@ -112,7 +116,7 @@ if outcome == 'complete' then
     dedup_finished(deid, id, now)
   end
 elseif outcome == 'fail' then
-  redis.call('HSET', key, record, 'fail:', 'stacktrace', ARGV[7])
+  set_fields('stacktrace', ARGV[7])
   -- Read before finish_failed: its retention may delete the job.
   local attempts = tonumber(job_opts(id).attempts) or 0
   finish_failed(id, ARGV[6], ARGV[8], ARGV[9], now)
@@ -123,7 +127,7 @@ elseif outcome == 'fail' then
     dedup_finished(deid, id, now)
   end
 else
-  redis.call('HSET', key, record, outcome .. ':', 'failedReason', ARGV[6], 'stacktrace', ARGV[7])
+  set_fields('failedReason', ARGV[6], 'stacktrace', ARGV[7])
   if outcome == 'retry_later' then
     local due = now + tonumber(ARGV[10])
     redis.call('HSET', key, 'delay', ARGV[10])

@@ -66,7 +66,8 @@ end
 
 -- A script that makes many jobs of one queue ready (add_jobs) sets `batch_ready`: the pushes
 -- below then only note that a job became ready, and the script calls `flush_ready` once at the
--- end, as nothing it does between its pushes changes `paused`, `meta` or `active`.
+-- end, as nothing it does between its pushes changes `paused`, `meta` or `active`. (In the
+-- function library these outlive a call: each function clears them as it starts, scripts.py.)
 local batch_ready, made_ready = false, false
 
 -- A job was made ready: set the marker if a worker may take it.
@@ -215,8 +216,12 @@ end
 -- The checks every owner-only move makes, in BullMQ's order: the job exists (-1), its lock
 -- exists (-2) and holds `token` (-6), it is active (-3). On 0 the id has been taken out of
 -- `active` (LREM); on any other code nothing changed.
-local function check_owner(id, token)
-  if redis.call('EXISTS', job_key(id)) == 0 then
+-- `exists`, when given, is whether the job's hash exists (read by the caller with its fields).
+local function check_owner(id, token, exists)
+  if exists == nil then
+    exists = redis.call('EXISTS', job_key(id)) == 1
+  end
+  if not exists then
     return -1
   end
   if PLANTED['skip-token-check'] and redis.call('LREM', K.active, 1, id) == 1 then

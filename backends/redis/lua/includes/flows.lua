@@ -8,7 +8,9 @@
   `base` pointing at that queue's keys (every key of a flow must then be in one hash slot on
   Redis Cluster; the backend refuses flows that are not). A child names its parent in its
   `parent` field ({"id", "queueKey", flag}), or failing that its `parentKey`.
-  Sets FLOW.child_failed and FLOW.forget, which common's finish_failed and trim call.
+  Sets FLOW.child_failed and FLOW.forget, which common's finish_failed and trim call (in the
+  function library, the functions of the scripts that include "flows" set them as they start;
+  the others clear them, scripts.py).
 ]]
 
 local QUEUE_SUFFIXES = {
