@@ -16,7 +16,9 @@ the same five phases on one Redis, each in a queue of its own under the prefix i
 
 Each phase is bounded by ``--phase-timeout`` seconds; a phase that fails or times out reports
 its error and the next phase runs. The program prints one JSON object on its last stdout line:
-``{"impl", "version", "phases": {name: {"jobs", "seconds", "rate"} | {"error"}}}``. Needs
+``{"impl", "version", "phases": {name: {"jobs", "seconds", "rate", "client_cpu_us_per_job",
+"server_cpu_us_per_job"} | {"error"}}}`` (the CPU of this process and of the Redis server in
+the timed window, per job: the server's is meaningful only on a server of one's own). Needs
 only the standard library and ``redis`` (redis-py's asyncio client, for checks and cleanup).
 """
 
@@ -35,6 +37,16 @@ from typing import Any
 from redis.asyncio import Redis
 
 OnCompleted = Callable[[], None]
+
+
+@dataclass
+class Timing:
+    """One timed window: wall seconds, this process's CPU seconds and the Redis server's
+    (``INFO cpu``; meaningful on a server of one's own, as ``ab.py`` starts)."""
+
+    seconds: float
+    client_cpu: float
+    server_cpu: float
 
 
 @dataclass
@@ -98,6 +110,20 @@ class Bench:
         self.client = client
         self.jobs: int = args.jobs
 
+    async def server_cpu(self) -> float:
+        info = await self.client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    async def start(self) -> tuple[float, float, float]:
+        """The clocks at the start of a timed window (the server's read first, outside it)."""
+        server = await self.server_cpu()
+        return time.perf_counter(), time.process_time(), server
+
+    async def stop(self, started: tuple[float, float, float]) -> Timing:
+        """The window since ``started`` (the server's CPU read last, outside it)."""
+        seconds, client = time.perf_counter() - started[0], time.process_time() - started[1]
+        return Timing(seconds, client, await self.server_cpu() - started[2])
+
     def key(self, queue: str, suffix: str) -> str:
         return f"{self.args.prefix}:{queue}:{suffix}"
 
@@ -111,32 +137,32 @@ class Bench:
         for start in range(0, self.jobs, chunk):
             await producer.add_bulk(range(start, min(start + chunk, self.jobs)))
 
-    async def add_single(self, queue: str) -> float:
+    async def add_single(self, queue: str) -> Timing:
         producer = await self.impl.producer(queue)
         try:
             await producer.add(-1)  # connect and load scripts before the clock starts
-            started = time.perf_counter()
+            started = await self.start()
             for i in range(self.jobs):
                 await producer.add(i)
-            elapsed = time.perf_counter() - started
+            elapsed = await self.stop(started)
         finally:
             await producer.close()
         await self.expect("LLEN", self.key(queue, "wait"), self.jobs + 1)
         return elapsed
 
-    async def add_bulk_phase(self, queue: str) -> float:
+    async def add_bulk_phase(self, queue: str) -> Timing:
         producer = await self.impl.producer(queue)
         try:
             await producer.add(-1)
-            started = time.perf_counter()
+            started = await self.start()
             await self.add_bulk(producer)
-            elapsed = time.perf_counter() - started
+            elapsed = await self.stop(started)
         finally:
             await producer.close()
         await self.expect("LLEN", self.key(queue, "wait"), self.jobs + 1)
         return elapsed
 
-    async def process(self, queue: str, concurrency: int) -> float:
+    async def process(self, queue: str, concurrency: int) -> Timing:
         producer = await self.impl.producer(queue)
         try:
             await self.add_bulk(producer)
@@ -153,19 +179,19 @@ class Bench:
             if completed == target:
                 done.set()
 
-        started = time.perf_counter()
+        started = await self.start()
         close = await self.impl.worker(queue, concurrency, on_completed)
         forced = True
         try:
             await done.wait()
-            elapsed = time.perf_counter() - started
+            elapsed = await self.stop(started)
             forced = False
         finally:
             await close(forced)
         await self.expect("ZCARD", self.key(queue, "completed"), self.jobs)
         return elapsed
 
-    async def phase(self, name: str, run: Callable[[str], Awaitable[float]]) -> dict[str, Any]:
+    async def phase(self, name: str, run: Callable[[str], Awaitable[Timing]]) -> dict[str, Any]:
         queue = f"{name}-{self.impl.name}"
         try:
             elapsed = await asyncio.wait_for(run(queue), self.args.phase_timeout)
@@ -177,7 +203,13 @@ class Bench:
         finally:
             await delete_keys(self.client, f"{self.args.prefix}:{queue}:*")
             await delete_keys(self.client, f"{self.args.prefix}:{queue}")
-        return {"jobs": self.jobs, "seconds": elapsed, "rate": self.jobs / elapsed}
+        return {
+            "jobs": self.jobs,
+            "seconds": elapsed.seconds,
+            "rate": self.jobs / elapsed.seconds,
+            "client_cpu_us_per_job": elapsed.client_cpu * 1e6 / self.jobs,
+            "server_cpu_us_per_job": elapsed.server_cpu * 1e6 / self.jobs,
+        }
 
     async def run(self) -> dict[str, Any]:
         wanted = set(self.args.phases.split(","))
@@ -189,7 +221,7 @@ class Bench:
         if "process" in wanted:
             for concurrency in (int(c) for c in self.args.concurrency.split(",")):
 
-                def run(queue: str, concurrency: int = concurrency) -> Awaitable[float]:
+                def run(queue: str, concurrency: int = concurrency) -> Awaitable[Timing]:
                     return self.process(queue, concurrency)
 
                 phases[f"process_c{concurrency}"] = await self.phase(f"process_c{concurrency}", run)
