@@ -44,6 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 FIGURES = (
     ("rate", "jobs/s", "{:,.0f}"),
+    ("server_instructions_per_job", "server instructions/job", "{:,.0f}"),
     ("client_cpu_us_per_job", "client CPU µs/job", "{:.1f}"),
     ("server_cpu_us_per_job", "server CPU µs/job", "{:.1f}"),
 )
@@ -62,14 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) > 1
     server_cpu, client_cpu = str((os.cpu_count() or 1) - 1), "0"
     with tempfile.TemporaryDirectory() as scratch:
-        server = start_server(args.port, scratch, server_cpu if pin else None)
+        server, environment = start_server(
+            args.port, scratch, server_cpu if pin else None, args.callgrind
+        )
         try:
             runs = []
             for round_number in range(args.rounds):
                 order = [0, 1] if round_number % 2 == 0 else [1, 0]
                 for side in order:
                     flush(args.port)
-                    result = run_bench(args, pythons[side], client_cpu if pin else None)
+                    result = run_bench(
+                        args, pythons[side], client_cpu if pin else None, environment
+                    )
                     runs.append({"side": "AB"[side], "round": round_number, **result})
                     print(
                         f"round {round_number + 1}/{args.rounds} {'AB'[side]}: " + summary(result),
@@ -95,27 +100,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,10,50")
     parser.add_argument("--port", type=int, default=6393)
     parser.add_argument("--out", default=str(HERE / "ab.json"))
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run the server under valgrind's callgrind and count its instructions per job in"
+        " each phase (about 50 times slower: use --rounds 1 --jobs 2000)",
+    )
     return parser.parse_args(argv)
 
 
-def start_server(port: int, scratch: str, cpu: str | None) -> subprocess.Popen[bytes]:
-    command = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        scratch,
-    ]
+def start_server(
+    port: int, scratch: str, cpu: str | None, callgrind: bool
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """The server, and the environment that tells the benchmark about callgrind."""
+    command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    command += ["--dir", scratch]
+    out_file = os.path.join(scratch, "callgrind.out")
+    if callgrind:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *command]
     if cpu is not None:
         command = ["taskset", "-c", cpu, *command]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    for _ in range(100):
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
         if redis_cli(port, "PING") == "PONG":
-            return server
+            environment = dict(os.environ)
+            if callgrind:
+                environment["CORRAL_BENCH_CALLGRIND"] = f"{server.pid}:{out_file}"
+            return server, environment
         time.sleep(0.05)
     server.terminate()
     raise SystemExit(f"redis-server did not start on port {port} (is the port free?)")
@@ -133,7 +144,9 @@ def flush(port: int) -> None:
         redis_cli(port, *command)
 
 
-def run_bench(args: argparse.Namespace, python: Path, cpu: str | None) -> dict[str, Any]:
+def run_bench(
+    args: argparse.Namespace, python: Path, cpu: str | None, environment: dict[str, str]
+) -> dict[str, Any]:
     command = [
         str(python),
         str(HERE / "corral_bench.py"),
@@ -152,7 +165,12 @@ def run_bench(args: argparse.Namespace, python: Path, cpu: str | None) -> dict[s
         command = ["taskset", "-c", cpu, *command]
     # (run from a directory of no checkout, so that each imports its own installed corral)
     done = subprocess.run(
-        command, capture_output=True, text=True, check=False, cwd=tempfile.gettempdir()
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tempfile.gettempdir(),
+        env=environment,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import json
+import os
+import subprocess
 import sys
 import time
 import traceback
@@ -47,6 +50,7 @@ class Timing:
     seconds: float
     client_cpu: float
     server_cpu: float
+    server_instructions: int | None = None
 
 
 @dataclass
@@ -103,6 +107,25 @@ async def delete_keys(client: Redis, pattern: str) -> int:
     return deleted
 
 
+def callgrind(flag: str) -> int | None:
+    """With ``CORRAL_BENCH_CALLGRIND=<pid>:<out file>`` (a server under ``valgrind
+    --tool=callgrind --callgrind-out-file=<out file>``, as ``ab.py --callgrind`` starts it):
+    ``-z`` zeroes its counters; ``-d`` dumps them and returns the instructions counted since."""
+    setting = os.environ.get("CORRAL_BENCH_CALLGRIND")
+    if not setting:
+        return None
+    pid, out_file = setting.split(":", 1)
+    subprocess.run(["callgrind_control", flag, pid], capture_output=True, check=True)
+    if flag != "-d":
+        return None
+    dumps = sorted(glob.glob(out_file + ".*"), key=os.path.getmtime)
+    with open(dumps[-1]) as dump:
+        for line in dump:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {dumps[-1]}")
+
+
 class Bench:
     def __init__(self, impl: Impl, args: argparse.Namespace, client: Redis) -> None:
         self.impl = impl
@@ -117,12 +140,14 @@ class Bench:
     async def start(self) -> tuple[float, float, float]:
         """The clocks at the start of a timed window (the server's read first, outside it)."""
         server = await self.server_cpu()
+        callgrind("-z")
         return time.perf_counter(), time.process_time(), server
 
     async def stop(self, started: tuple[float, float, float]) -> Timing:
         """The window since ``started`` (the server's CPU read last, outside it)."""
         seconds, client = time.perf_counter() - started[0], time.process_time() - started[1]
-        return Timing(seconds, client, await self.server_cpu() - started[2])
+        instructions = callgrind("-d")
+        return Timing(seconds, client, await self.server_cpu() - started[2], instructions)
 
     def key(self, queue: str, suffix: str) -> str:
         return f"{self.args.prefix}:{queue}:{suffix}"
@@ -203,13 +228,16 @@ class Bench:
         finally:
             await delete_keys(self.client, f"{self.args.prefix}:{queue}:*")
             await delete_keys(self.client, f"{self.args.prefix}:{queue}")
-        return {
+        result = {
             "jobs": self.jobs,
             "seconds": elapsed.seconds,
             "rate": self.jobs / elapsed.seconds,
             "client_cpu_us_per_job": elapsed.client_cpu * 1e6 / self.jobs,
             "server_cpu_us_per_job": elapsed.server_cpu * 1e6 / self.jobs,
         }
+        if elapsed.server_instructions is not None:
+            result["server_instructions_per_job"] = elapsed.server_instructions / self.jobs
+        return result
 
     async def run(self) -> dict[str, Any]:
         wanted = set(self.args.phases.split(","))
