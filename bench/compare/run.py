@@ -250,8 +250,11 @@ def link_corral_source(python: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
     top = root / "corral"
     top.mkdir(parents=True)
+    # (the subpackages are linked from their own folders below; the checkout's corral/ holds
+    # symlinks of the same names to them)
+    subpackages = {package.split(".", 1)[1] for package in mapping if package != "corral"}
     for entry in (REPO / mapping["corral"]).iterdir():
-        if entry.name != "__pycache__":
+        if entry.name != "__pycache__" and entry.name not in subpackages:
             (top / entry.name).symlink_to(entry)
     for package, folder in mapping.items():
         if package != "corral":
